@@ -1,0 +1,73 @@
+# pdf-smaller — every developer and CI task starts here.
+#   make run    set up everything and start the whole system on 127.0.0.1:8080
+#   make test   set up everything and run the tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE := $(VENV)/lib/python3.11/site-packages
+INSTALLED := $(VENV)/.installed
+GEN := gen
+GENERATED := $(GEN)/.generated
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: install gen run test test-unit lint format bench system-deps constraints clean
+
+install: $(INSTALLED) $(GENERATED)
+
+$(INSTALLED): requirements.in constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.in -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# Generated protobuf code lives in gen/ (import root = proto root).
+	echo "$(CURDIR)/$(GEN)" > $(SITE)/pdfsmaller-generated.pth
+	touch $@
+
+# Python code for every service and Envoy's descriptor set for the public API.
+$(GENERATED): $(PROTOS) $(INSTALLED)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto \
+		--python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto \
+		--include_imports --include_source_info \
+		--descriptor_set_out=$(GEN)/gateway_descriptor.pb protos/pdfsmaller/gateway/v1/gateway_service.proto
+	touch $@
+
+gen: $(GENERATED)
+
+# Debian packages the tests need: clamd (installed when root and missing).
+system-deps:
+	@if ! command -v clamd >/dev/null 2>&1 && [ ! -x /usr/sbin/clamd ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing clamav-daemon"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clamav-daemon >/dev/null; \
+		else \
+			echo "WARNING: clamd not installed and not root: malware scanning tests will be skipped" >&2; \
+		fi; \
+	fi
+
+run: install
+	$(PY) -m services.devstack
+
+test: install system-deps
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	$(PY) -m bench.run
+
+# Re-pin every package after changing requirements.in.
+constraints: $(INSTALLED)
+	$(PY) -m pip install --quiet -r requirements.in
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) $(GEN)

@@ -1,0 +1,15 @@
+"""Root pytest configuration: loads every fixture plugin under tests/plugins.
+
+Each plugin starts one real server (PostgreSQL, Valkey, clamd, Envoy, the
+services) on random loopback ports for the session and stops it in `finally`.
+Set TEST_DATABASE_URL / TEST_REDIS_URL / TEST_CLAMD_ADDR to use servers that
+already run instead.
+"""
+
+import pkgutil
+from pathlib import Path
+
+pytest_plugins = [
+    f"tests.plugins.{module.name}"
+    for module in pkgutil.iter_modules([str(Path(__file__).parent / "tests" / "plugins")])
+]

@@ -1,0 +1,237 @@
+"""The gRPC server bootstrap every service shares.
+
+One place builds the server the same way for all services: error mapping
+interceptor (typed `ServiceError` -> google.rpc.Status + ErrorInfo), request
+metrics, OpenTelemetry spans, gRPC health with liveness/readiness meaning,
+reflection for grpcurl, a Prometheus /metrics endpoint and graceful SIGTERM.
+
+Health: the overall status ("") is SERVING while the process runs (liveness);
+each service's full name is SERVING only while its `readiness` check passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from opentelemetry.instrumentation.grpc import server_interceptor as otel_server_interceptor
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from libs.errors import ServiceError, internal_status
+from libs.telemetry import current_trace_id
+
+log = logging.getLogger(__name__)
+
+# Large enough for upload/download chunks (up to 1 MiB from Envoy over HTTP/1.1).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+ReadinessCheck = Callable[[], bool]
+
+
+class _ErrorMappingInterceptor(grpc.ServerInterceptor):
+    """Turns exceptions into rich statuses and counts every call."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, by method and status code.",
+            ["grpc_service", "grpc_method", "grpc_code"],
+            registry=registry,
+        )
+        self._seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time to complete an RPC on the server.",
+            ["grpc_service", "grpc_method"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+
+    def intercept_service(self, continuation: Callable[..., Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, service, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, service, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, service, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(handler.stream_stream, service, method),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _fail(self, error: BaseException, context: grpc.ServicerContext, service: str, method: str) -> None:
+        if isinstance(error, ServiceError):
+            self._handled.labels(service, method, error.code.name).inc()
+            context.abort_with_status(rpc_status.to_status(error.to_status()))
+        trace_id = current_trace_id()
+        log.exception("unhandled error in %s/%s", service, method, extra={"fields": {"trace_id": trace_id}})
+        self._handled.labels(service, method, "INTERNAL").inc()
+        context.abort_with_status(rpc_status.to_status(internal_status(trace_id)))
+
+    def _wrap_unary(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.monotonic()
+            try:
+                response = behavior(request, context)
+            except Exception as error:  # noqa: BLE001 - every error is mapped, none leaks
+                self._fail(error, context, service, method)
+                raise
+            finally:
+                self._seconds.labels(service, method).observe(time.monotonic() - started)
+            self._handled.labels(service, method, "OK").inc()
+            return response
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.monotonic()
+            try:
+                yield from behavior(request, context)
+            except Exception as error:  # noqa: BLE001 - every error is mapped, none leaks
+                self._fail(error, context, service, method)
+                raise
+            finally:
+                self._seconds.labels(service, method).observe(time.monotonic() - started)
+            self._handled.labels(service, method, "OK").inc()
+
+        return wrapped
+
+
+@dataclass
+class ServerSpec:
+    """What a service plugs into the shared bootstrap."""
+
+    name: str
+    listen: str
+    # Adds the service's servicers to the server.
+    register: Callable[[grpc.Server], None]
+    # Full names of the services registered (for health and reflection).
+    service_names: Sequence[str]
+    readiness: ReadinessCheck = lambda: True
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    max_workers: int = 32
+    grace_seconds: float = 10.0
+    readiness_interval_seconds: float = 2.0
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+class RunningServer:
+    """A started server; `stop()` shuts it down gracefully."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=spec.max_workers, thread_name_prefix=spec.name),
+            interceptors=[otel_server_interceptor(), _ErrorMappingInterceptor(spec.registry)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        spec.register(self.server)
+        reflection.enable_server_reflection(
+            [*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(spec.listen)
+        if self.port == 0:
+            raise RuntimeError(f"{spec.name}: cannot listen on {spec.listen}")
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+        self._stopping = threading.Event()
+        self._readiness_thread = threading.Thread(target=self._watch_readiness, name="readiness", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host = self.spec.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def start(self) -> RunningServer:
+        if self.spec.metrics_port is not None:
+            self._metrics_server, _ = start_http_server(
+                self.spec.metrics_port, addr=self.spec.metrics_host, registry=self.spec.registry
+            )
+            self.metrics_port = self._metrics_server.server_port
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._set_ready(self._check_ready())
+        self.server.start()
+        self._readiness_thread.start()
+        log.info("%s listening on %s", self.spec.name, self.address)
+        return self
+
+    def _check_ready(self) -> bool:
+        try:
+            return bool(self.spec.readiness())
+        except Exception:  # noqa: BLE001 - a failing check means not ready
+            log.warning("%s readiness check failed", self.spec.name, exc_info=True)
+            return False
+
+    def _set_ready(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.spec.service_names:
+            self.health.set(name, status)
+
+    def _watch_readiness(self) -> None:
+        while not self._stopping.wait(self.spec.readiness_interval_seconds):
+            self._set_ready(self._check_ready())
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new work, finish calls in flight within the grace period."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.spec.grace_seconds if grace is None else grace).wait()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        log.info("%s stopped", self.spec.name)
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def serve_until_signal(spec: ServerSpec, on_stop: Callable[[], None] | None = None) -> None:
+    """Run the server until SIGTERM or SIGINT, then shut down gracefully."""
+    running = RunningServer(spec).start()
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("%s received signal %d, shutting down", spec.name, signum)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stop_requested.wait()
+    running.stop()
+    if on_stop is not None:
+        on_stop()
