@@ -1,0 +1,59 @@
+"""Entry point of the isolated child process (see isolation.py). Not a public interface."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def _send(out: BinaryIO, msg: dict[str, Any]) -> None:
+    out.write(json.dumps(msg).encode() + b"\n")
+    out.flush()
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.buffer.read())
+    limits_d = job["limits"]
+    # Limits first, before the PDF libraries allocate anything. The soft CPU limit sends SIGXCPU.
+    cpu = int(limits_d["cpu_seconds"])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    mem = int(limits_d["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    out = os.fdopen(int(job["result_fd"]), "wb")
+
+    from .errors import ENGINE_CRASHED, OUT_OF_MEMORY, EngineError
+    from .options import CompressOptions, Limits
+    from .pipeline import compress
+
+    def progress(pct: int) -> None:
+        with contextlib.suppress(OSError):
+            _send(out, {"type": "progress", "pct": pct})
+
+    try:
+        report = compress(
+            Path(job["input"]),
+            Path(job["output"]),
+            CompressOptions(**job["options"]),
+            progress=progress,
+            limits=Limits(**limits_d),
+        )
+        _send(out, {"type": "ok", "report": report.to_dict()})
+    except EngineError as exc:
+        _send(out, {"type": "error", "reason": exc.reason, "message": exc.message})
+    except MemoryError:
+        _send(out, {"type": "error", "reason": OUT_OF_MEMORY, "message": "The PDF needs more memory than allowed."})
+    except Exception:
+        logging.getLogger("services.compressor.engine").exception("engine crashed")
+        _send(out, {"type": "error", "reason": ENGINE_CRASHED, "message": "The compression engine failed."})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

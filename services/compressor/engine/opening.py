@@ -1,0 +1,141 @@
+"""Opening the input safely: type check, password, repair, second-parser page count, signatures."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pikepdf
+
+from .errors import ENCRYPTED_PDF, MALFORMED_PDF, NOT_A_PDF, EngineError
+
+log = logging.getLogger(__name__)
+
+# A PDF header may be preceded by junk; readers accept it within the first 1 KiB.
+HEADER_WINDOW = 1024
+
+
+@dataclass
+class OpenedPdf:
+    pdf: pikepdf.Pdf
+    pages: int  # the page count every reader must agree on (the largest any reader finds)
+    reader_pages: dict[str, int | None] = field(default_factory=dict)
+    repaired: bool = False
+    warnings: list[str] = field(default_factory=list)
+    encrypted: bool = False  # input was encrypted (owner-password-only or opened with the caller's password)
+
+
+def check_header(path: Path) -> None:
+    with path.open("rb") as f:
+        head = f.read(HEADER_WINDOW)
+    if b"%PDF-" not in head:
+        raise EngineError(NOT_A_PDF, "The file is not a PDF document.")
+
+
+def count_pages_pdfium(path: Path, password: str | None) -> int | None:
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path), password=password)
+    except Exception:  # noqa: BLE001 - any failure just means "this reader finds nothing"
+        return None
+    try:
+        return len(doc)
+    finally:
+        doc.close()
+
+
+def count_pages_pypdf(path: Path, password: str | None) -> int | None:
+    """Second, independent parser (pure Python): pikepdf/qpdf silently loses pages on some damaged files."""
+    import pypdf
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = pypdf.PdfReader(str(path), strict=False)
+            if reader.is_encrypted:
+                reader.decrypt(password or "")
+            return len(reader.pages)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def count_pages_pikepdf(path: Path, password: str | None) -> int | None:
+    try:
+        with pikepdf.open(path, password=password or "") as pdf:
+            return len(pdf.pages)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _open_pikepdf(path: Path, password: str | None) -> pikepdf.Pdf:
+    try:
+        return pikepdf.open(path, password=password or "", attempt_recovery=True)
+    except pikepdf.PasswordError:
+        msg = "The PDF is password-protected." if not password else "The password does not open this PDF."
+        raise EngineError(ENCRYPTED_PDF, msg) from None
+    except (pikepdf.PdfError, OSError, RuntimeError, ValueError) as exc:
+        log.info("pikepdf cannot open input: %s", exc)
+        raise EngineError(MALFORMED_PDF, "The PDF is damaged and could not be repaired.") from None
+
+
+def _repair_with_pdfium(path: Path, password: str | None, dest: Path) -> bool:
+    """Rewrite the input with pdfium's own recovery (it rebuilds page trees qpdf gives up on)."""
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path), password=password)
+        try:
+            if len(doc) == 0:
+                return False
+            doc.save(str(dest))
+        finally:
+            doc.close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def open_input(path: Path, password: str | None, workdir: Path) -> OpenedPdf:
+    check_header(path)
+    counts = {
+        "pikepdf": count_pages_pikepdf(path, password),
+        "pdfium": count_pages_pdfium(path, password),
+        "pypdf": count_pages_pypdf(path, password),
+    }
+    best = max((c for c in counts.values() if c), default=0)
+    notes: list[str] = []
+    source = path
+    repaired = False
+    if counts["pikepdf"] is None and best == 0:
+        # Nobody reads a page: tell encrypted apart from damaged.
+        _open_pikepdf(path, password)
+        raise EngineError(MALFORMED_PDF, "The PDF is damaged: no page could be recovered.")
+    if (counts["pikepdf"] or 0) < best:
+        # qpdf lost pages (or the page tree) that another reader recovers: let pdfium rebuild the file first.
+        fixed = workdir / "repaired.pdf"
+        if counts["pdfium"] == best and _repair_with_pdfium(path, password, fixed):
+            source = fixed
+            repaired = True
+            notes.append(f"page tree rebuilt by pdfium ({counts['pikepdf'] or 0} -> {best} pages)")
+        else:
+            raise EngineError(MALFORMED_PDF, "The PDF is damaged: some pages could not be recovered.")
+    pdf = _open_pikepdf(source, password if source == path else None)
+    if len(pdf.pages) != best:
+        pdf.close()
+        raise EngineError(MALFORMED_PDF, "The PDF is damaged: some pages could not be recovered.")
+    qpdf_warnings = list(pdf.get_warnings()) if hasattr(pdf, "get_warnings") else []
+    if qpdf_warnings:
+        repaired = True
+        notes.append(f"{len(qpdf_warnings)} structural problem(s) repaired while reading")
+    return OpenedPdf(
+        pdf=pdf,
+        pages=best,
+        reader_pages=counts,
+        repaired=repaired,
+        warnings=notes,
+        encrypted=pdf.is_encrypted,
+    )

@@ -1,0 +1,96 @@
+"""Caller options, resource limits and the per-level profiles that drive every technique."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import INVALID_OPTIONS, EngineError
+
+LEVEL_NAMES = ("lossless", "low", "medium", "high", "maximum")
+DEFAULT_LEVEL = "medium"
+
+
+@dataclass(frozen=True)
+class LevelProfile:
+    """What a level allows. ``None`` thresholds mean "never" (lossless keeps every image bit-exact)."""
+
+    name: str
+    lossy: bool
+    # Images displayed above ``downsample_above_dpi`` are resampled to ``target_dpi`` (colour/gray) or
+    # ``bitonal_target_dpi`` (1-bit). None: never resample.
+    downsample_above_dpi: float | None
+    target_dpi: float | None
+    bitonal_target_dpi: float | None
+    jpeg_quality: int | None  # None: never re-encode as JPEG
+    # Re-encode existing JPEGs only when the new one is at least this much smaller (avoid generation loss for
+    # a few bytes).
+    min_jpeg_gain: float
+    # Visual gate: minimum SSIM of every compared page render against the input's.
+    ssim_min: float
+    # Colour gate: the largest CIELAB chroma difference of a 4 mm block, and the allowed summed-chroma ratio.
+    chroma_diff_max: float
+    chroma_ratio: tuple[float, float]
+    drop_private_data: bool  # thumbnails, PieceInfo, application-private dictionaries
+
+
+LEVELS: dict[str, LevelProfile] = {
+    "lossless": LevelProfile("lossless", False, None, None, None, None, 1.0, 0.995, 3.0, (0.95, 1.05), False),
+    "low": LevelProfile("low", True, 300.0, 225.0, 400.0, 85, 0.90, 0.985, 6.0, (0.90, 1.10), True),
+    "medium": LevelProfile("medium", True, 200.0, 150.0, 300.0, 75, 0.92, 0.975, 9.0, (0.82, 1.22), True),
+    "high": LevelProfile("high", True, 150.0, 110.0, 200.0, 60, 0.95, 0.93, 15.0, (0.70, 1.40), True),
+    "maximum": LevelProfile("maximum", True, 100.0, 80.0, 150.0, 45, 0.97, 0.905, 19.0, (0.62, 1.58), True),
+}
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    level: str = DEFAULT_LEVEL
+    image_quality: int | None = None  # 1..100; overrides the level's JPEG quality
+    max_image_dpi: float | None = None  # cap on displayed image resolution (lossy levels only)
+    grayscale: bool = False
+    remove_metadata: bool = False
+    linearize: bool = False
+    target_size_bytes: int | None = None
+    password: str | None = field(default=None, repr=False)
+    allow_signature_break: bool = False
+
+    def validate(self) -> None:
+        problems = []
+        if self.level not in LEVELS:
+            problems.append(f"level must be one of {', '.join(LEVEL_NAMES)}")
+        if self.image_quality is not None and not 1 <= int(self.image_quality) <= 100:
+            problems.append("image_quality must be 1..100")
+        if self.max_image_dpi is not None and not 10 <= float(self.max_image_dpi) <= 2400:
+            problems.append("max_image_dpi must be 10..2400")
+        if self.target_size_bytes is not None and int(self.target_size_bytes) <= 0:
+            problems.append("target_size_bytes must be positive")
+        if problems:
+            raise EngineError(INVALID_OPTIONS, "; ".join(problems))
+
+    @property
+    def profile(self) -> LevelProfile:
+        return LEVELS[self.level]
+
+    def public_dict(self) -> dict[str, Any]:
+        """Options as recorded in the report (the password is never recorded)."""
+        d = asdict(self)
+        d["password"] = self.password is not None
+        return d
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of the isolated child process."""
+
+    cpu_seconds: int = 300
+    memory_bytes: int = 1 << 30
+    wall_seconds: float | None = None  # default: 2 x cpu_seconds + 30 (a child waiting on I/O still ends)
+    # Decompression-bomb caps, checked before anything is decoded.
+    max_image_pixels: int = 200_000_000
+    max_decoded_stream_bytes: int = 512 << 20
+    max_pages: int = 20_000
+    max_objects: int = 5_000_000
+
+    def wall_timeout(self) -> float:
+        return self.wall_seconds if self.wall_seconds is not None else 2.0 * self.cpu_seconds + 30.0
