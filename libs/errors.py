@@ -141,5 +141,9 @@ def from_rpc(error: grpc.RpcError, dependency: str) -> ServiceError:
         message = error.details() if isinstance(error, grpc.Call) else ""
         return _PASS_THROUGH[code](info.reason, message or info.reason, domain=info.domain, metadata=info.metadata)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded("DEPENDENCY_TIMEOUT", f"{dependency} did not answer in time", metadata={"dependency": dependency})
-    return Unavailable("DEPENDENCY_UNAVAILABLE", f"{dependency} is unavailable; retry later", metadata={"dependency": dependency})
+        return DeadlineExceeded(
+            "DEPENDENCY_TIMEOUT", f"{dependency} did not answer in time", metadata={"dependency": dependency}
+        )
+    return Unavailable(
+        "DEPENDENCY_UNAVAILABLE", f"{dependency} is unavailable; retry later", metadata={"dependency": dependency}
+    )

@@ -99,7 +99,7 @@ class _ErrorMappingInterceptor(grpc.ServerInterceptor):
             started = time.monotonic()
             try:
                 response = behavior(request, context)
-            except Exception as error:  # noqa: BLE001 - every error is mapped, none leaks
+            except Exception as error:
                 self._fail(error, context, service, method)
                 raise
             finally:
@@ -114,7 +114,7 @@ class _ErrorMappingInterceptor(grpc.ServerInterceptor):
             started = time.monotonic()
             try:
                 yield from behavior(request, context)
-            except Exception as error:  # noqa: BLE001 - every error is mapped, none leaks
+            except Exception as error:
                 self._fail(error, context, service, method)
                 raise
             finally:
@@ -134,6 +134,8 @@ class ServerSpec:
     register: Callable[[grpc.Server], None]
     # Full names of the services registered (for health and reflection).
     service_names: Sequence[str]
+    # More health names that follow readiness (for processes serving no API of their own).
+    health_names: Sequence[str] = ()
     readiness: ReadinessCheck = lambda: True
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -192,13 +194,13 @@ class RunningServer:
     def _check_ready(self) -> bool:
         try:
             return bool(self.spec.readiness())
-        except Exception:  # noqa: BLE001 - a failing check means not ready
+        except Exception:
             log.warning("%s readiness check failed", self.spec.name, exc_info=True)
             return False
 
     def _set_ready(self, ready: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in self.spec.service_names:
+        for name in (*self.spec.service_names, *self.spec.health_names):
             self.health.set(name, status)
 
     def _watch_readiness(self) -> None:

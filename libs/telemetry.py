@@ -24,9 +24,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 def init_telemetry(service: str) -> TracerProvider | None:
     """Install a tracer provider exporting to the OTLP endpoint, if one is set."""
-    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") and not os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") and not os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         return None
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

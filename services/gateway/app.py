@@ -1,0 +1,58 @@
+"""Wiring of the gateway: channels, clients and the servicer, from settings."""
+
+from __future__ import annotations
+
+import redis
+from pdfsmaller.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from pdfsmaller.jobs.v1 import jobs_service_pb2, jobs_service_pb2_grpc
+from pdfsmaller.scanner.v1 import scanner_service_pb2, scanner_service_pb2_grpc
+from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
+
+from libs.grpc_client import open_channel
+from libs.grpc_server import ServerSpec
+from services.gateway.auth import Authenticator, RateLimiter
+from services.gateway.health import HealthReporter
+from services.gateway.servicer import Dependencies, GatewayServicer
+from services.gateway.settings import GatewaySettings
+
+SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+
+
+def build_server_spec(settings: GatewaySettings) -> ServerSpec:
+    jobs_channel = open_channel(settings.jobs_addr)
+    storage_channel = open_channel(settings.storage_addr)
+    scanner_channel = open_channel(settings.scanner_addr)
+    redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    authenticator = Authenticator(settings.api_keys)
+    scanner_stub = scanner_service_pb2_grpc.ScannerServiceStub(scanner_channel)
+    health = HealthReporter(
+        channels={
+            "jobs": (jobs_channel, jobs_service_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name),
+            "storage": (storage_channel, storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name),
+            "scanner": (scanner_channel, scanner_service_pb2.DESCRIPTOR.services_by_name["ScannerService"].full_name),
+        },
+        scanner_stub=scanner_stub,
+        redis_client=redis_client,
+        auth_enabled=authenticator.enabled,
+    )
+    deps = Dependencies(
+        jobs=jobs_service_pb2_grpc.JobsServiceStub(jobs_channel),
+        storage=storage_service_pb2_grpc.StorageServiceStub(storage_channel),
+        scanner=scanner_stub,
+        authenticator=authenticator,
+        rate_limiter=RateLimiter(redis_client, settings.rate_limit_per_minute),
+        health=health,
+        max_upload_bytes=settings.max_upload_bytes,
+        call_timeout_seconds=settings.call_timeout_seconds,
+    )
+    spec = ServerSpec(
+        name="gateway",
+        listen=settings.listen,
+        metrics_port=settings.metrics_port,
+        register=lambda server: None,
+        service_names=[SERVICE_NAME],
+        readiness=health.ready,
+    )
+    servicer = GatewayServicer(deps, spec.registry)
+    spec.register = lambda server: gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    return spec

@@ -1,0 +1,95 @@
+"""The public health report: this gateway plus each dependency's readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
+from pdfsmaller.scanner.v1 import scanner_service_pb2 as scanner
+from pdfsmaller.scanner.v1 import scanner_service_pb2_grpc as scanner_grpc
+
+SERVING = public.SERVING_STATUS_SERVING
+DEGRADED = public.SERVING_STATUS_DEGRADED
+NOT_SERVING = public.SERVING_STATUS_NOT_SERVING
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class HealthReporter:
+    def __init__(
+        self,
+        channels: dict[str, tuple[grpc.Channel, str]],
+        scanner_stub: scanner_grpc.ScannerServiceStub,
+        redis_client: redis.Redis,
+        auth_enabled: bool,
+    ) -> None:
+        # name -> (channel, full service name whose readiness to ask)
+        self._channels = channels
+        self._scanner = scanner_stub
+        self._redis = redis_client
+        self._auth_enabled = auth_enabled
+
+    def _grpc_check(self, name: str) -> public.DependencyHealth:
+        channel, service = self._channels[name]
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=CHECK_TIMEOUT_SECONDS
+            )
+        except grpc.RpcError as error:
+            code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
+            return public.DependencyHealth(name=name, status=NOT_SERVING, detail=f"unreachable ({code})")
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return public.DependencyHealth(name=name, status=SERVING, detail="ready")
+        return public.DependencyHealth(name=name, status=NOT_SERVING, detail="not ready")
+
+    def _malware_scanning(self) -> public.DependencyHealth:
+        name = "malware-scanning"
+        try:
+            status = self._scanner.GetScannerStatus(scanner.GetScannerStatusRequest(), timeout=CHECK_TIMEOUT_SECONDS)
+        except grpc.RpcError:
+            return public.DependencyHealth(name=name, status=NOT_SERVING, detail="scanner unreachable")
+        if status.engine == scanner.MALWARE_ENGINE_NONE:
+            return public.DependencyHealth(
+                name=name, status=DEGRADED, detail="no clamd configured: PDF structure checks only"
+            )
+        if not status.clamd_reachable:
+            return public.DependencyHealth(name=name, status=NOT_SERVING, detail="clamd unreachable: uploads refused")
+        if status.test_signatures_only:
+            return public.DependencyHealth(
+                name=name, status=DEGRADED, detail=f"clamd {status.clamd_version} with TEST signatures only"
+            )
+        return public.DependencyHealth(name=name, status=SERVING, detail=f"clamd {status.clamd_version}")
+
+    def _redis_check(self) -> public.DependencyHealth:
+        try:
+            self._redis.ping()
+        except redis.RedisError:
+            return public.DependencyHealth(name="redis", status=NOT_SERVING, detail="unreachable: rate limits off")
+        return public.DependencyHealth(name="redis", status=SERVING, detail="ready")
+
+    def _auth(self) -> public.DependencyHealth:
+        if self._auth_enabled:
+            return public.DependencyHealth(name="api-keys", status=SERVING, detail="API keys required")
+        return public.DependencyHealth(
+            name="api-keys", status=DEGRADED, detail="no API_KEYS configured: anonymous access (development mode)"
+        )
+
+    def report(self) -> public.Health:
+        checks: list[Callable[[], public.DependencyHealth]] = [
+            *(lambda name=name: self._grpc_check(name) for name in self._channels),
+            self._malware_scanning,
+            self._redis_check,
+            self._auth,
+        ]
+        with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+            dependencies = list(pool.map(lambda check: check(), checks))
+        statuses = {dependency.status for dependency in dependencies}
+        overall = NOT_SERVING if NOT_SERVING in statuses else DEGRADED if DEGRADED in statuses else SERVING
+        return public.Health(status=overall, dependencies=dependencies)
+
+    def ready(self) -> bool:
+        """Readiness for the gateway's own gRPC health: jobs and storage answer."""
+        return all(self._grpc_check(name).status == SERVING for name in ("jobs", "storage"))

@@ -1,0 +1,226 @@
+"""The public GatewayService: authenticate, validate, then delegate."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import grpc
+from google.api import httpbody_pb2
+from google.protobuf import empty_pb2
+from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
+from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
+from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
+from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from pdfsmaller.scanner.v1 import scanner_service_pb2 as scanner
+from pdfsmaller.scanner.v1 import scanner_service_pb2_grpc as scanner_grpc
+from pdfsmaller.storage.v1 import storage_service_pb2 as storage
+from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from prometheus_client import CollectorRegistry, Counter
+
+from libs.errors import FailedPrecondition, InvalidArgument, ServiceError, from_rpc
+from libs.telemetry import current_traceparent
+from services.gateway.auth import Authenticator, RateLimiter
+from services.gateway.convert import download_name, parse_options, to_public
+from services.gateway.health import HealthReporter
+from services.gateway.uploads import UploadStream, clean_filename
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    jobs: jobs_grpc.JobsServiceStub
+    storage: storage_grpc.StorageServiceStub
+    scanner: scanner_grpc.ScannerServiceStub
+    authenticator: Authenticator
+    rate_limiter: RateLimiter
+    health: HealthReporter
+    max_upload_bytes: int
+    call_timeout_seconds: float
+
+
+class GatewayServicer(public_grpc.GatewayServiceServicer):
+    def __init__(self, deps: Dependencies, registry: CollectorRegistry) -> None:
+        self._deps = deps
+        self._uploads = Counter("gateway_uploads_total", "Uploads by outcome.", ["outcome"], registry=registry)
+        self._upload_bytes = Counter("gateway_upload_bytes_total", "Bytes received in uploads.", registry=registry)
+
+    # --- helpers -------------------------------------------------------------
+
+    def _tenant(self, context: grpc.ServicerContext) -> str:
+        tenant = self._deps.authenticator.tenant_of(context)
+        self._deps.rate_limiter.check(tenant)
+        return tenant
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self._deps.storage.DeleteObject(
+                storage.DeleteObjectRequest(key=key), timeout=self._deps.call_timeout_seconds
+            )
+        except grpc.RpcError:
+            # The retention sweep cannot see an object without a job: log loudly for the operator.
+            log.error("could not delete refused upload %s", key, exc_info=True)
+
+    def _get_job(self, job_id: str, tenant: str) -> jobs.Job:
+        try:
+            return self._deps.jobs.GetJob(
+                jobs.GetJobRequest(id=job_id, tenant=tenant), timeout=self._deps.call_timeout_seconds
+            )
+        except grpc.RpcError as error:
+            raise from_rpc(error, "jobs") from None
+
+    # --- uploads -------------------------------------------------------------
+
+    def CreateJob(
+        self, request_iterator: Iterable[public.CreateJobRequest], context: grpc.ServicerContext
+    ) -> public.Job:
+        tenant = self._tenant(context)
+        job_id = str(uuid.uuid4())
+        key = f"inputs/{job_id}.pdf"
+        upload = UploadStream(messages=request_iterator, key=key, max_bytes=self._deps.max_upload_bytes)
+        try:
+            stored = self._deps.storage.PutObject(upload.requests(), timeout=self._deps.call_timeout_seconds * 10)
+        except grpc.RpcError as error:
+            self._uploads.labels(upload.error.reason if upload.error else "STORAGE_FAILED").inc()
+            if upload.error is not None:
+                raise upload.error from None
+            raise from_rpc(error, "storage") from None
+        self._upload_bytes.inc(stored.size_bytes)
+        try:
+            job = self._admit(tenant, job_id, key, stored, upload)
+        except BaseException:
+            self._delete_quietly(key)
+            raise
+        if job.id != job_id:  # an idempotent retry: the first upload's job stands
+            self._delete_quietly(key)
+        self._uploads.labels("ACCEPTED").inc()
+        return to_public(job)
+
+    def _admit(self, tenant: str, job_id: str, key: str, stored: storage.ObjectInfo, upload: UploadStream) -> jobs.Job:
+        """Validate options, scan, and create the job for a stored upload."""
+        options = parse_options(upload.options.level, upload.options.image_quality)
+        request_id = upload.options.request_id.strip()
+        if len(request_id) > MAX_REQUEST_ID_CHARS:
+            raise InvalidArgument("INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
+        try:
+            scan = self._deps.scanner.ScanObject(
+                scanner.ScanObjectRequest(key=key), timeout=self._deps.call_timeout_seconds * 4
+            )
+        except grpc.RpcError as error:
+            self._uploads.labels("SCAN_FAILED").inc()
+            raise from_rpc(error, "scanner") from None
+        if scan.verdict == scanner.VERDICT_INFECTED:
+            self._uploads.labels("MALWARE_DETECTED").inc()
+            log.warning("upload refused: malware %s", scan.signature, extra={"fields": {"tenant": tenant}})
+            raise InvalidArgument(
+                "MALWARE_DETECTED", "the file contains malware and was refused", metadata={"signature": scan.signature}
+            )
+        if scan.verdict != scanner.VERDICT_CLEAN:
+            raise ServiceError(
+                "SCAN_INCONCLUSIVE", "the malware scan gave no verdict", code=grpc.StatusCode.UNAVAILABLE
+            )
+        try:
+            return self._deps.jobs.CreateJob(
+                jobs.CreateJobRequest(
+                    tenant=tenant,
+                    request_id=request_id,
+                    job_id=job_id,
+                    filename=clean_filename(upload.options.filename),
+                    options=options,
+                    input_key=key,
+                    input_size_bytes=stored.size_bytes,
+                    input_sha256=stored.sha256,
+                    traceparent=current_traceparent(),
+                ),
+                timeout=self._deps.call_timeout_seconds,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc(error, "jobs") from None
+
+    # --- job resource ----------------------------------------------------------
+
+    def GetJob(self, request: public.GetJobRequest, context: grpc.ServicerContext) -> public.Job:
+        return to_public(self._get_job(request.id, self._tenant(context)))
+
+    def ListJobs(self, request: public.ListJobsRequest, context: grpc.ServicerContext) -> public.ListJobsResponse:
+        tenant = self._tenant(context)
+        try:
+            page = self._deps.jobs.ListJobs(
+                jobs.ListJobsRequest(tenant=tenant, page_size=request.page_size, page_token=request.page_token),
+                timeout=self._deps.call_timeout_seconds,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc(error, "jobs") from None
+        return public.ListJobsResponse(jobs=[to_public(job) for job in page.jobs], next_page_token=page.next_page_token)
+
+    def DeleteJob(self, request: public.DeleteJobRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        tenant = self._tenant(context)
+        try:
+            self._deps.jobs.DeleteJob(
+                jobs.DeleteJobRequest(id=request.id, tenant=tenant), timeout=self._deps.call_timeout_seconds
+            )
+        except grpc.RpcError as error:
+            raise from_rpc(error, "jobs") from None
+        return empty_pb2.Empty()
+
+    def CancelJob(self, request: public.CancelJobRequest, context: grpc.ServicerContext) -> public.Job:
+        tenant = self._tenant(context)
+        try:
+            job = self._deps.jobs.CancelJob(
+                jobs.CancelJobRequest(id=request.id, tenant=tenant), timeout=self._deps.call_timeout_seconds
+            )
+        except grpc.RpcError as error:
+            raise from_rpc(error, "jobs") from None
+        return to_public(job)
+
+    def WatchJob(self, request: public.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[public.Job]:
+        tenant = self._tenant(context)
+        updates = self._deps.jobs.WatchJob(jobs.WatchJobRequest(id=request.id, tenant=tenant))
+        context.add_callback(updates.cancel)
+        try:
+            for job in updates:
+                yield to_public(job)
+        except grpc.RpcError as error:
+            if context.is_active():
+                raise from_rpc(error, "jobs") from None
+
+    def GetJobResult(
+        self, request: public.GetJobResultRequest, context: grpc.ServicerContext
+    ) -> Iterator[httpbody_pb2.HttpBody]:
+        job = self._get_job(request.id, self._tenant(context))
+        if job.state != jobs.JOB_STATE_SUCCEEDED:
+            state = jobs.JobState.Name(job.state).removeprefix("JOB_STATE_")
+            raise FailedPrecondition("JOB_NOT_SUCCEEDED", f"the job is {state}; a result exists once it has succeeded")
+        parts = self._deps.storage.GetObject(storage.GetObjectRequest(key=job.output_key))
+        context.add_callback(parts.cancel)
+        try:
+            first = next(parts)
+            if not first.HasField("info"):
+                raise ServiceError("STORAGE_PROTOCOL", "storage answered without object info")
+            name = download_name(job.filename)
+            # Sent before any byte: HTTP/1.1 clients cannot see a failure after the body starts.
+            context.send_initial_metadata(
+                (
+                    ("content-disposition", _content_disposition(name)),
+                    ("x-content-length", str(first.info.size_bytes)),
+                    ("x-content-sha256", first.info.sha256),
+                )
+            )
+            for part in parts:
+                yield httpbody_pb2.HttpBody(content_type="application/pdf", data=part.chunk)
+        except grpc.RpcError as error:
+            raise from_rpc(error, "storage") from None
+
+    def GetHealth(self, request: public.GetHealthRequest, context: grpc.ServicerContext) -> public.Health:
+        return self._deps.health.report()
+
+
+def _content_disposition(name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"

@@ -1,0 +1,58 @@
+"""Gateway settings, read once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from libs.settings import EnvReader, common_ports
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    listen: str
+    metrics_port: int
+    jobs_addr: str
+    storage_addr: str
+    scanner_addr: str
+    redis_url: str
+    # tenant -> API key; empty means anonymous access as tenant "public" (development only).
+    api_keys: Mapping[str, str]
+    rate_limit_per_minute: int
+    max_upload_bytes: int
+    call_timeout_seconds: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = EnvReader(environ)
+        listen, metrics_port = common_ports(env, "gateway", 50051, 9101)
+        api_keys = _parse_api_keys(env, env.optional("API_KEYS") or "")
+        settings = cls(
+            listen=listen,
+            metrics_port=metrics_port,
+            jobs_addr=env.address("JOBS_ADDR", "127.0.0.1:50052"),
+            storage_addr=env.address("STORAGE_ADDR", "127.0.0.1:50053"),
+            scanner_addr=env.address("SCANNER_ADDR", "127.0.0.1:50054"),
+            redis_url=env.str("REDIS_URL"),
+            api_keys=api_keys,
+            rate_limit_per_minute=env.int("RATE_LIMIT_PER_MINUTE", 600, minimum=1),
+            max_upload_bytes=env.int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1),
+            call_timeout_seconds=env.float("CALL_TIMEOUT_SECONDS", 30.0),
+        )
+        env.done()
+        return settings
+
+
+def _parse_api_keys(env: EnvReader, raw: str) -> dict[str, str]:
+    """`tenant:key,tenant:key` -> {tenant: key}."""
+    keys: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        tenant, sep, key = entry.partition(":")
+        if not sep or not tenant or len(key) < 16:
+            env.problem("API_KEYS entries must be tenant:key with a key of at least 16 characters")
+            continue
+        if not tenant.replace("-", "").replace("_", "").isalnum():
+            env.problem(f"API_KEYS tenant {tenant!r} must be letters, digits, - or _")
+            continue
+        keys[tenant] = key
+    return keys
