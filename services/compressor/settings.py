@@ -1,0 +1,49 @@
+"""Compressor worker settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from libs.settings import EnvReader, common_ports
+
+
+@dataclass(frozen=True)
+class CompressorSettings:
+    listen: str
+    metrics_port: int
+    jobs_addr: str
+    storage_addr: str
+    worker_id: str
+    concurrency: int
+    lease_seconds: int
+    lease_wait_seconds: int
+    engine_cpu_seconds: int
+    engine_memory_bytes: int
+    work_dir: Path
+    call_timeout_seconds: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CompressorSettings:
+        env = EnvReader(environ)
+        listen, metrics_port = common_ports(env, "compressor", 50055, 9105)
+        settings = cls(
+            listen=listen,
+            metrics_port=metrics_port,
+            jobs_addr=env.address("JOBS_ADDR", "127.0.0.1:50052"),
+            storage_addr=env.address("STORAGE_ADDR", "127.0.0.1:50053"),
+            worker_id=env.str("WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            concurrency=env.int("WORKER_CONCURRENCY", 1, minimum=1),
+            lease_seconds=env.int("LEASE_SECONDS", 60, minimum=5),
+            lease_wait_seconds=env.int("LEASE_WAIT_SECONDS", 20, minimum=1),
+            engine_cpu_seconds=env.int("ENGINE_CPU_SECONDS", 300, minimum=1),
+            engine_memory_bytes=env.int("ENGINE_MEMORY_BYTES", 2 * 1024**3, minimum=64 * 1024**2),
+            work_dir=Path(env.str("WORK_DIR", tempfile.gettempdir())),
+            call_timeout_seconds=env.float("CALL_TIMEOUT_SECONDS", 30.0),
+        )
+        env.done()
+        return settings

@@ -1,0 +1,223 @@
+"""The compressor worker loop: lease a job, compress it, store the result, complete.
+
+A job's bytes never pass through memory whole: input and output stream
+between storage and a private temporary folder. The engine runs in a child
+process with CPU and memory limits (services.compressor.engine).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.protobuf import struct_pb2
+from opentelemetry import trace
+from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
+from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from libs.errors import ServiceError, reason_of
+from libs.telemetry import traceparent_context
+from services.compressor import transfer
+from services.compressor.engine import CompressOptions, EngineError, Limits, Report
+from services.compressor.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("pdfsmaller.compressor")
+
+Engine = Callable[..., Report]
+
+LEVEL_NAMES = {
+    jobs.COMPRESSION_LEVEL_LOSSLESS: "lossless",
+    jobs.COMPRESSION_LEVEL_LOW: "low",
+    jobs.COMPRESSION_LEVEL_MEDIUM: "medium",
+    jobs.COMPRESSION_LEVEL_HIGH: "high",
+    jobs.COMPRESSION_LEVEL_MAXIMUM: "maximum",
+}
+# Engine failures worth another attempt on another worker; the rest are facts about the file.
+RETRYABLE_ENGINE_REASONS = {"ENGINE_CRASHED"}
+MAX_BACKOFF_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    lease_seconds: int
+    lease_wait_seconds: int
+    limits: Limits
+    work_dir: Path
+    call_timeout_seconds: float
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.jobs = Counter(
+            "compressor_jobs_total", "Jobs finished by this worker, by outcome.", ["outcome"], registry=registry
+        )
+        self.seconds = Histogram(
+            "compressor_job_seconds",
+            "Time from lease to completion.",
+            registry=registry,
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.input_bytes = Counter("compressor_input_bytes_total", "Bytes of input compressed.", registry=registry)
+        self.output_bytes = Counter("compressor_output_bytes_total", "Bytes of output stored.", registry=registry)
+        self.busy = Gauge("compressor_busy_workers", "Worker threads compressing now.", registry=registry)
+
+
+class _JobFailed(Exception):
+    def __init__(self, reason: str, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retryable = retryable
+
+
+class Worker:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        jobs_stub: jobs_grpc.JobsServiceStub,
+        storage_stub: storage_grpc.StorageServiceStub,
+        engine: Engine,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._config = config
+        self._jobs = jobs_stub
+        self._storage = storage_stub
+        self._engine = engine
+        self._metrics = _Metrics(registry)
+
+    def run(self, stop: threading.Event) -> None:
+        """Lease and process jobs until `stop` is set; a job in hand is finished first."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                lease = self._jobs.LeaseJob(
+                    jobs.LeaseJobRequest(
+                        worker_id=self._config.worker_id,
+                        lease_seconds=self._config.lease_seconds,
+                        wait_seconds=self._config.lease_wait_seconds,
+                    ),
+                    timeout=self._config.lease_wait_seconds + self._config.call_timeout_seconds,
+                )
+            except grpc.RpcError as error:
+                log.warning("cannot lease jobs (%s); retrying in %.1fs", reason_of(error), backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.5
+            if lease.HasField("job"):
+                self.process(lease.job, lease.lease_token)
+
+    def process(self, job: jobs.Job, lease_token: str) -> None:
+        started = time.monotonic()
+        self._metrics.busy.inc()
+        try:
+            with (
+                traceparent_context(job.traceparent),
+                tracer.start_as_current_span("compress job", attributes={"pdfsmaller.job_id": job.id}) as span,
+                tempfile.TemporaryDirectory(prefix=f"job-{job.id[:8]}-", dir=self._config.work_dir) as tmp,
+                Heartbeat(self._jobs, job.id, lease_token, self._config.lease_seconds) as heartbeat,
+            ):
+                try:
+                    completion = self._compress(job, Path(tmp), heartbeat)
+                except _JobFailed as failure:
+                    span.set_attribute("pdfsmaller.failure_reason", failure.reason)
+                    if heartbeat.lost.is_set():
+                        return
+                    self._finish(job, lease_token, failure=failure)
+                    return
+                if heartbeat.lost.is_set():
+                    log.warning("job %s was taken away while compressing; result dropped", job.id)
+                    self._metrics.jobs.labels("LEASE_LOST").inc()
+                    return
+                self._finish(job, lease_token, completion=completion)
+        finally:
+            self._metrics.busy.dec()
+            self._metrics.seconds.observe(time.monotonic() - started)
+
+    def _compress(self, job: jobs.Job, tmp: Path, heartbeat: Heartbeat) -> jobs.CompleteJobRequest:
+        source = tmp / "input.pdf"
+        result = tmp / "output.pdf"
+        timeout = self._config.call_timeout_seconds * 10
+        try:
+            transfer.download(self._storage, job.input_key, source, job.input_sha256, timeout)
+        except ServiceError as error:
+            raise _JobFailed(error.reason, error.message, retryable=False) from None
+        except grpc.RpcError as error:
+            raise _JobFailed("STORAGE_UNAVAILABLE", "the input could not be read; retrying", True) from error
+        heartbeat.progress(5)
+        options = CompressOptions(
+            level=LEVEL_NAMES.get(job.options.level, "medium"),
+            image_quality=job.options.image_quality or None,
+        )
+        try:
+            report = self._engine(source, result, options, limits=self._config.limits, progress=heartbeat.progress)
+        except EngineError as error:
+            raise _JobFailed(error.reason, error.message, error.reason in RETRYABLE_ENGINE_REASONS) from None
+        if result.stat().st_size > source.stat().st_size:
+            # Defence in depth: the engine promises never to grow a file; keep the original if it did.
+            log.error("engine output larger than input for job %s; keeping the original", job.id)
+            shutil.copyfile(source, result)
+        heartbeat.progress(95)
+        output_key = f"outputs/{job.id}.pdf"
+        try:
+            stored = transfer.upload(self._storage, output_key, result, timeout)
+        except grpc.RpcError as error:
+            raise _JobFailed("STORAGE_UNAVAILABLE", "the result could not be stored; retrying", True) from error
+        self._metrics.input_bytes.inc(job.input_size_bytes)
+        self._metrics.output_bytes.inc(stored.size_bytes)
+        report_struct = struct_pb2.Struct()
+        report_struct.update(report.to_dict())
+        return jobs.CompleteJobRequest(
+            id=job.id,
+            output_key=output_key,
+            output_size_bytes=stored.size_bytes,
+            output_sha256=stored.sha256,
+            report=report_struct,
+        )
+
+    def _finish(
+        self,
+        job: jobs.Job,
+        lease_token: str,
+        completion: jobs.CompleteJobRequest | None = None,
+        failure: _JobFailed | None = None,
+    ) -> None:
+        """Report the outcome, retrying while the jobs service is briefly away.
+
+        If it stays away the lease expires and the job is retried elsewhere.
+        """
+        for attempt in range(5):
+            try:
+                if completion is not None:
+                    completion.lease_token = lease_token
+                    self._jobs.CompleteJob(completion, timeout=self._config.call_timeout_seconds)
+                    self._metrics.jobs.labels("SUCCEEDED").inc()
+                elif failure is not None:
+                    self._jobs.FailJob(
+                        jobs.FailJobRequest(
+                            id=job.id,
+                            lease_token=lease_token,
+                            error=jobs.JobError(reason=failure.reason, message=failure.message),
+                            retryable=failure.retryable,
+                        ),
+                        timeout=self._config.call_timeout_seconds,
+                    )
+                    self._metrics.jobs.labels(failure.reason).inc()
+                return
+            except grpc.RpcError as error:
+                if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    log.warning("job %s no longer ours (%s)", job.id, reason_of(error))
+                    return
+                log.warning("reporting job %s failed (%s); attempt %d", job.id, reason_of(error), attempt + 1)
+                time.sleep(min(2**attempt, MAX_BACKOFF_SECONDS))
