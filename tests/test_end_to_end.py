@@ -1,0 +1,187 @@
+"""The whole system through Envoy, as a user with curl or a gRPC client meets it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pikepdf
+import pytest
+from google.api import httpbody_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
+from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
+
+from libs.devstack.stack import Stack
+from tests.e2e_client import RestClient
+from tests.plugins.stack import API_KEYS
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).parent / "data"
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+@pytest.fixture
+def acme(stack: Stack) -> RestClient:
+    return RestClient(stack.url, API_KEYS["acme"])
+
+
+def _objects(stack: Stack) -> set[str]:
+    root = stack.data_dir / "objects"
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def _eicar_pdf() -> bytes:
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    # Uncompressed, so the signature is in the bytes clamd sees.
+    pdf.Root.Payload = pdf.make_stream(EICAR)
+    out = io.BytesIO()
+    pdf.save(out, compress_streams=False, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    return out.getvalue()
+
+
+def test_health_lists_every_dependency(acme: RestClient) -> None:
+    reply = acme.request("GET", "/v1/health")
+    assert reply.status == 200
+    health = reply.json()
+    names = {dependency["name"]: dependency["status"] for dependency in health["dependencies"]}
+    assert {"jobs", "storage", "scanner", "malware-scanning", "redis", "api-keys"} <= set(names)
+    assert names["jobs"] == names["storage"] == names["scanner"] == "SERVING_STATUS_SERVING"
+
+
+def test_upload_compress_download(acme: RestClient) -> None:
+    source = (DATA / "pypdf__jpeg.pdf").read_bytes()
+    created = acme.upload(source, filename="photo page.pdf", level="medium")
+    assert created.status == 200, created.body
+    job = created.json()
+    assert job["state"] == "JOB_STATE_QUEUED"
+    assert job["name"] == f"jobs/{job['id']}"
+    done = acme.wait(job["id"])
+    assert done["state"] == "JOB_STATE_SUCCEEDED", done
+    assert int(done["input_size_bytes"]) == len(source)
+    assert 0 < int(done["output_size_bytes"]) <= len(source)
+    assert done["report"]["input_size_bytes"] == len(source)
+
+    result = acme.request("GET", done["result_uri"])
+    assert result.status == 200
+    assert result.headers["content-type"] == "application/pdf"
+    assert 'filename="photo page-smaller.pdf"' in result.headers["content-disposition"]
+    assert int(result.headers["x-content-length"]) == len(result.body) == int(done["output_size_bytes"])
+    assert result.headers["x-content-sha256"] == hashlib.sha256(result.body).hexdigest() == done["output_sha256"]
+    with pikepdf.open(io.BytesIO(result.body)) as output, pikepdf.open(io.BytesIO(source)) as original:
+        assert len(output.pages) == len(original.pages)
+
+
+@pytest.mark.parametrize(
+    ("filename", "reason"),
+    [
+        ("samplefiles__libreoffice-writer-password.pdf", "ENCRYPTED_PDF"),
+        ("truncated__pdfcpu_golang_first60pct.pdf", "MALFORMED_PDF"),
+    ],
+)
+def test_bad_pdfs_fail_their_job_with_a_reason(acme: RestClient, filename: str, reason: str) -> None:
+    created = acme.upload((DATA / filename).read_bytes(), filename=filename)
+    assert created.status == 200, created.body
+    done = acme.wait(created.json()["id"])
+    assert done["state"] == "JOB_STATE_FAILED"
+    assert done["error"]["reason"] == reason
+    unavailable = acme.request("GET", f"/v1/jobs/{done['id']}/result")
+    assert (unavailable.status, unavailable.reason()) == (400, "JOB_NOT_SUCCEEDED")
+
+
+def test_malware_is_refused_and_nothing_is_kept(stack: Stack, acme: RestClient) -> None:
+    if stack.clamd is None:
+        pytest.skip("clamd is not installed")
+    before = _objects(stack)
+    refused = acme.upload(_eicar_pdf(), filename="eicar.pdf")
+    assert refused.status == 400
+    assert refused.reason() == "MALWARE_DETECTED"
+    assert _objects(stack) == before
+
+
+def test_input_errors_are_json_with_reasons(stack: Stack, acme: RestClient) -> None:
+    before = _objects(stack)
+    not_pdf = acme.upload(b"GIF89a" + b"\x00" * 4096, filename="cat.gif")
+    assert (not_pdf.status, not_pdf.reason()) == (400, "NOT_A_PDF")
+    bad_level = acme.upload((DATA / "pypdf__jpeg.pdf").read_bytes(), level="ultra")
+    assert (bad_level.status, bad_level.reason()) == (400, "INVALID_LEVEL")
+    assert _objects(stack) == before
+
+    missing = acme.request("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000")
+    assert missing.status == 404
+    assert missing.json()["details"]
+    for path in ("/v1/nothing-here", "/v1/jobs?colour=blue"):
+        reply = acme.request("GET", path)
+        assert reply.status in (400, 404), (path, reply.status)
+        reply.json()
+
+
+def test_oversized_upload_is_413_json(acme: RestClient) -> None:
+    def body() -> Iterator[bytes]:
+        yield b"%PDF-1.7\n"
+        chunk = b"\x00" * (1024 * 1024)
+        for _ in range(101):
+            yield chunk
+
+    reply = acme.upload(body(), filename="huge.pdf")
+    assert reply.status == 413
+    reply.json()
+
+
+def test_tenants_see_only_their_own_jobs(stack: Stack, acme: RestClient) -> None:
+    created = acme.upload((DATA / "pypdf__libreoffice-form.pdf").read_bytes(), filename="form.pdf").json()
+    globex = RestClient(stack.url, API_KEYS["globex"])
+    assert globex.request("GET", f"/v1/jobs/{created['id']}").status == 404
+    assert all(job["id"] != created["id"] for job in globex.request("GET", "/v1/jobs").json().get("jobs", []))
+    assert any(job["id"] == created["id"] for job in acme.request("GET", "/v1/jobs").json()["jobs"])
+    anonymous = RestClient(stack.url)
+    reply = anonymous.request("GET", f"/v1/jobs/{created['id']}")
+    assert (reply.status, reply.reason()) == (401, "API_KEY_MISSING")
+
+
+def test_grpc_clients_use_the_same_port(stack: Stack) -> None:
+    metadata = (("x-api-key", API_KEYS["acme"]),)
+    source = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
+    with grpc.insecure_channel(stack.url.removeprefix("http://")) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="pdfsmaller.gateway.v1.GatewayService"), timeout=10
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = public_grpc.GatewayServiceStub(channel)
+
+        def messages() -> Iterator[public.CreateJobRequest]:
+            yield public.CreateJobRequest(filename="form.pdf", level="lossless", request_id="grpc-req-1")
+            for start in range(0, len(source), 10_000):
+                yield public.CreateJobRequest(file=httpbody_pb2.HttpBody(data=source[start : start + 10_000]))
+
+        job = stub.CreateJob(messages(), metadata=metadata, timeout=60)
+        again = stub.CreateJob(messages(), metadata=metadata, timeout=60)
+        assert again.id == job.id  # request_id makes the create idempotent
+        states = [
+            update.state for update in stub.WatchJob(public.WatchJobRequest(id=job.id), metadata=metadata, timeout=90)
+        ]
+        assert states[-1] == public.JOB_STATE_SUCCEEDED
+        chunks = stub.GetJobResult(public.GetJobResultRequest(id=job.id), metadata=metadata, timeout=60)
+        data = b"".join(chunk.data for chunk in chunks)
+        assert (
+            hashlib.sha256(data).hexdigest()
+            == stub.GetJob(public.GetJobRequest(id=job.id), metadata=metadata, timeout=10).output_sha256
+        )
+
+
+def test_grpcurl_lists_the_public_service(stack: Stack) -> None:
+    grpcurl = Path(__file__).resolve().parents[1] / ".venv/bin/grpcurl"  # linked by make install
+    listed = subprocess.run(
+        [str(grpcurl), "-plaintext", stack.url.removeprefix("http://"), "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "pdfsmaller.gateway.v1.GatewayService" in listed.stdout.split()
