@@ -1,0 +1,400 @@
+"""Job rows and the work queue in PostgreSQL.
+
+Every method is one short transaction from the pool; all times come from the
+database clock (`now()`), so replicas never disagree about lease expiry. The
+queue is the jobs table itself: LeaseJob takes the oldest QUEUED row with
+`FOR UPDATE SKIP LOCKED`, so concurrent workers never get the same job and
+never wait on each other.
+
+`attempts` counts leases: it goes up when a worker leases the job. A job whose
+lease expires (or that fails retryably) goes back to QUEUED while attempts <
+max_attempts, else it fails with LEASE_EXPIRED_TOO_OFTEN / ATTEMPTS_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from services.jobs.db import database_errors, pending_migrations
+
+QUEUED = "QUEUED"
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+EXPIRED = "EXPIRED"
+ACTIVE_STATES = frozenset({QUEUED, RUNNING})
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
+
+LEASE_EXPIRED_TOO_OFTEN = "LEASE_EXPIRED_TOO_OFTEN"
+ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: uuid.UUID
+    tenant: str
+    request_id: str
+    state: str
+    filename: str
+    level: str
+    image_quality: int
+    input_key: str
+    input_size_bytes: int
+    input_sha256: str
+    output_key: str
+    output_size_bytes: int
+    output_sha256: str
+    error_reason: str
+    error_message: str
+    progress_percent: int
+    attempts: int
+    lease_token: uuid.UUID | None
+    lease_expires_at: datetime | None
+    worker_id: str
+    report: dict[str, Any] | None
+    traceparent: str
+    created_at: datetime
+    updated_at: datetime
+    expire_at: datetime
+    objects_deleted: bool
+
+    @property
+    def object_keys(self) -> list[str]:
+        """The stored objects this job owns (the output may be the input itself)."""
+        return list(dict.fromkeys(key for key in (self.input_key, self.output_key) if key))
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: uuid.UUID
+    tenant: str
+    request_id: str
+    filename: str
+    level: str
+    image_quality: int
+    input_key: str
+    input_size_bytes: int
+    input_sha256: str
+    traceparent: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    job: JobRecord
+    token: uuid.UUID
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    oldest_queued_seconds: float
+
+
+class JobIdConflict(Exception):
+    """The caller-chosen job id is taken by another job."""
+
+
+def _record(row: dict[str, Any]) -> JobRecord:
+    return JobRecord(**row)
+
+
+def _records(rows: Iterable[dict[str, Any]]) -> list[JobRecord]:
+    return [_record(row) for row in rows]
+
+
+class JobRepository:
+    def __init__(self, pool: ConnectionPool, *, retention_hours: int, max_attempts: int) -> None:
+        self._pool = pool
+        self.retention_hours = retention_hours
+        self.max_attempts = max_attempts
+
+    def _fetch(self, query: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with database_errors(), self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query.encode(), params)
+            return cur.fetchall() if cur.description is not None else []
+
+    # --- readiness -------------------------------------------------------
+
+    def ready(self) -> bool:
+        """The database answers and every migration is applied."""
+        with database_errors(), self._pool.connection(timeout=2.0) as conn:
+            return not pending_migrations(conn)
+
+    # --- client side -----------------------------------------------------
+
+    def create(self, new: NewJob) -> tuple[JobRecord, bool]:
+        """Insert a QUEUED job; an existing job with the same (tenant, request_id) or id is returned instead.
+
+        Returns (job, created). Raises JobIdConflict when the id belongs to a different job.
+        """
+        rows = self._fetch(
+            """
+            INSERT INTO jobs (id, tenant, request_id, state, filename, level, image_quality,
+                              input_key, input_size_bytes, input_sha256, traceparent, expire_at)
+            VALUES (%(id)s, %(tenant)s, %(request_id)s, 'QUEUED', %(filename)s, %(level)s, %(image_quality)s,
+                    %(input_key)s, %(input_size_bytes)s, %(input_sha256)s, %(traceparent)s,
+                    now() + make_interval(hours => %(retention_hours)s))
+            ON CONFLICT DO NOTHING
+            RETURNING *
+            """,
+            {**new.__dict__, "retention_hours": self.retention_hours},
+        )
+        if rows:
+            return _record(rows[0]), True
+        if new.request_id:
+            rows = self._fetch("SELECT * FROM jobs WHERE tenant = %s AND request_id = %s", (new.tenant, new.request_id))
+            if rows:
+                return _record(rows[0]), False
+        rows = self._fetch("SELECT * FROM jobs WHERE id = %s", (new.id,))
+        if rows and rows[0]["tenant"] == new.tenant and rows[0]["request_id"] == new.request_id:
+            return _record(rows[0]), False
+        raise JobIdConflict(str(new.id))
+
+    def get(self, job_id: uuid.UUID, tenant: str) -> JobRecord | None:
+        rows = self._fetch("SELECT * FROM jobs WHERE id = %s AND tenant = %s", (job_id, tenant))
+        return _record(rows[0]) if rows else None
+
+    def list_jobs(
+        self, tenant: str, page_size: int, after: tuple[datetime, uuid.UUID] | None
+    ) -> tuple[list[JobRecord], bool]:
+        """A page of the tenant's jobs, newest first, after the keyset position; (jobs, more_follow)."""
+        if after is None:
+            rows = self._fetch(
+                "SELECT * FROM jobs WHERE tenant = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+                (tenant, page_size + 1),
+            )
+        else:
+            rows = self._fetch(
+                "SELECT * FROM jobs WHERE tenant = %s AND (created_at, id) < (%s, %s)"
+                " ORDER BY created_at DESC, id DESC LIMIT %s",
+                (tenant, after[0], after[1], page_size + 1),
+            )
+        return _records(rows[:page_size]), len(rows) > page_size
+
+    def cancel(self, job_id: uuid.UUID, tenant: str) -> tuple[JobRecord | None, bool]:
+        """Cancel a QUEUED or RUNNING job; (job, changed). A running worker loses its lease."""
+        rows = self._fetch(
+            "UPDATE jobs SET state = 'CANCELLED', progress_percent = 0,"
+            " lease_token = NULL, lease_expires_at = NULL, updated_at = now()"
+            " WHERE id = %s AND tenant = %s AND state IN ('QUEUED', 'RUNNING') RETURNING *",
+            (job_id, tenant),
+        )
+        if rows:
+            return _record(rows[0]), True
+        return self.get(job_id, tenant), False
+
+    def delete(self, job_id: uuid.UUID, tenant: str) -> bool:
+        rows = self._fetch("DELETE FROM jobs WHERE id = %s AND tenant = %s RETURNING id", (job_id, tenant))
+        return bool(rows)
+
+    # --- worker side -----------------------------------------------------
+
+    def lease(self, worker_id: str, lease_seconds: int) -> Lease | None:
+        """Lease the oldest QUEUED job, or None when the queue is empty."""
+        token = uuid.uuid4()
+        rows = self._fetch(
+            """
+            WITH next AS (
+                SELECT id FROM jobs
+                WHERE state = 'QUEUED' AND expire_at > now()
+                ORDER BY created_at, id
+                FOR UPDATE SKIP LOCKED
+                LIMIT 1
+            )
+            UPDATE jobs SET state = 'RUNNING', lease_token = %(token)s,
+                   lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+                   attempts = jobs.attempts + 1, worker_id = %(worker_id)s, progress_percent = 0,
+                   error_reason = '', error_message = '', updated_at = now()
+            FROM next WHERE jobs.id = next.id
+            RETURNING jobs.*
+            """,
+            {"token": token, "lease_seconds": lease_seconds, "worker_id": worker_id},
+        )
+        if not rows:
+            return None
+        job = _record(rows[0])
+        assert job.lease_expires_at is not None
+        return Lease(job=job, token=token, expires_at=job.lease_expires_at)
+
+    def renew(
+        self, job_id: uuid.UUID, token: uuid.UUID, lease_seconds: int, progress: int
+    ) -> tuple[JobRecord, bool] | None:
+        """Extend the lease and record progress; (job, progress_moved), or None when the lease is lost.
+
+        update_time moves only with progress, so watchers see real changes, not heartbeats.
+        """
+        rows = self._fetch(
+            """
+            WITH current AS (
+                SELECT id, progress_percent FROM jobs
+                WHERE id = %(id)s AND lease_token = %(token)s AND state = 'RUNNING'
+                FOR UPDATE
+            )
+            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+                   progress_percent = GREATEST(current.progress_percent, %(progress)s),
+                   updated_at = CASE WHEN %(progress)s > current.progress_percent THEN now() ELSE jobs.updated_at END
+            FROM current WHERE jobs.id = current.id
+            RETURNING jobs.*, current.progress_percent AS previous_progress
+            """,
+            {"id": job_id, "token": token, "lease_seconds": lease_seconds, "progress": progress},
+        )
+        if not rows:
+            return None
+        previous = rows[0].pop("previous_progress")
+        job = _record(rows[0])
+        return job, job.progress_percent != previous
+
+    def complete(
+        self,
+        job_id: uuid.UUID,
+        token: uuid.UUID,
+        *,
+        output_key: str,
+        output_size_bytes: int,
+        output_sha256: str,
+        report: dict[str, Any] | None,
+    ) -> JobRecord | None:
+        rows = self._fetch(
+            """
+            UPDATE jobs SET state = 'SUCCEEDED', output_key = %(output_key)s,
+                   output_size_bytes = %(output_size_bytes)s, output_sha256 = %(output_sha256)s,
+                   report = %(report)s, progress_percent = 100,
+                   lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+            WHERE id = %(id)s AND lease_token = %(token)s AND state = 'RUNNING'
+            RETURNING *
+            """,
+            {
+                "id": job_id,
+                "token": token,
+                "output_key": output_key,
+                "output_size_bytes": output_size_bytes,
+                "output_sha256": output_sha256,
+                "report": Jsonb(report) if report is not None else None,
+            },
+        )
+        return _record(rows[0]) if rows else None
+
+    def fail(
+        self, job_id: uuid.UUID, token: uuid.UUID, *, reason: str, message: str, retryable: bool
+    ) -> JobRecord | None:
+        """FAILED, or back to QUEUED when retryable and attempts are left; None when the lease is lost."""
+        rows = self._fetch(
+            """
+            UPDATE jobs SET
+                state = CASE WHEN %(retryable)s AND attempts < %(max)s THEN 'QUEUED' ELSE 'FAILED' END,
+                error_reason = CASE WHEN NOT %(retryable)s THEN %(reason)s
+                                    WHEN attempts < %(max)s THEN ''
+                                    ELSE %(exhausted)s END,
+                error_message = CASE WHEN NOT %(retryable)s THEN %(message)s
+                                     WHEN attempts < %(max)s THEN ''
+                                     ELSE 'gave up after ' || attempts || ' attempts: ' || %(message)s END,
+                progress_percent = 0, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+            WHERE id = %(id)s AND lease_token = %(token)s AND state = 'RUNNING'
+            RETURNING *
+            """,
+            {
+                "id": job_id,
+                "token": token,
+                "retryable": retryable,
+                "max": self.max_attempts,
+                "reason": reason,
+                "message": message,
+                "exhausted": ATTEMPTS_EXHAUSTED,
+            },
+        )
+        return _record(rows[0]) if rows else None
+
+    # --- sweeper ---------------------------------------------------------
+
+    def requeue_expired_leases(self, limit: int = 500) -> list[JobRecord]:
+        """RUNNING jobs whose lease ran out: back to QUEUED, or FAILED once attempts are used up."""
+        rows = self._fetch(
+            """
+            WITH lapsed AS (
+                SELECT id FROM jobs
+                WHERE state = 'RUNNING' AND lease_expires_at < now()
+                FOR UPDATE SKIP LOCKED
+                LIMIT %(limit)s
+            )
+            UPDATE jobs SET
+                state = CASE WHEN attempts >= %(max)s THEN 'FAILED' ELSE 'QUEUED' END,
+                error_reason = CASE WHEN attempts >= %(max)s THEN %(reason)s ELSE '' END,
+                error_message = CASE WHEN attempts >= %(max)s
+                    THEN 'the worker stopped renewing its lease ' || attempts || ' times' ELSE '' END,
+                progress_percent = 0, worker_id = '', lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+            FROM lapsed WHERE jobs.id = lapsed.id
+            RETURNING jobs.*
+            """,
+            {"limit": limit, "max": self.max_attempts, "reason": LEASE_EXPIRED_TOO_OFTEN},
+        )
+        return _records(rows)
+
+    def expire_due(self, limit: int = 500) -> list[tuple[JobRecord, str]]:
+        """Jobs past their retention become EXPIRED; returns (job, previous state)."""
+        rows = self._fetch(
+            """
+            WITH due AS (
+                SELECT id, state AS previous_state FROM jobs
+                WHERE state <> 'EXPIRED' AND expire_at <= now()
+                ORDER BY expire_at
+                FOR UPDATE SKIP LOCKED
+                LIMIT %(limit)s
+            )
+            UPDATE jobs SET state = 'EXPIRED', objects_deleted = false, progress_percent = 0,
+                   lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+            FROM due WHERE jobs.id = due.id
+            RETURNING jobs.*, due.previous_state
+            """,
+            {"limit": limit},
+        )
+        result = []
+        for row in rows:
+            previous = row.pop("previous_state")
+            result.append((_record(row), previous))
+        return result
+
+    def objects_to_delete(self, limit: int = 100) -> list[JobRecord]:
+        """EXPIRED jobs whose objects are not deleted yet."""
+        return _records(
+            self._fetch(
+                "SELECT * FROM jobs WHERE state = 'EXPIRED' AND NOT objects_deleted ORDER BY expire_at LIMIT %s",
+                (limit,),
+            )
+        )
+
+    def mark_objects_deleted(self, job_id: uuid.UUID) -> None:
+        self._fetch("UPDATE jobs SET objects_deleted = true WHERE id = %s", (job_id,))
+
+    def active_counts(self) -> dict[str, int]:
+        """QUEUED and RUNNING counts (cheap: partial indexes)."""
+        rows = self._fetch("SELECT state, count(*) AS n FROM jobs WHERE state IN ('QUEUED', 'RUNNING') GROUP BY state")
+        counts = {QUEUED: 0, RUNNING: 0}
+        counts.update({row["state"]: row["n"] for row in rows})
+        return counts
+
+    def queue_counts(self) -> QueueCounts:
+        rows = self._fetch(
+            """
+            SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued,
+                   count(*) FILTER (WHERE state = 'RUNNING') AS running,
+                   count(*) FILTER (WHERE state = 'SUCCEEDED') AS succeeded,
+                   count(*) FILTER (WHERE state = 'FAILED') AS failed,
+                   COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE state = 'QUEUED')), 0)::float8
+                       AS oldest_queued_seconds
+            FROM jobs
+            """
+        )
+        return QueueCounts(**rows[0])

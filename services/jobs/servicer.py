@@ -1,0 +1,370 @@
+"""The JobsService gRPC servicer: validation, tenant checks, events, metrics.
+
+Job state lives in PostgreSQL (repository); every change is announced on Redis
+(events) after its transaction commits. Jobs of another tenant are reported
+as NOT_FOUND, never as someone else's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
+from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
+
+from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.jobs.events import QUEUE, JobEvents
+from services.jobs.metrics import JobsMetrics
+from services.jobs.objects import ObjectDeleter
+from services.jobs.repository import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL_STATES,
+    JobIdConflict,
+    JobRecord,
+    JobRepository,
+    NewJob,
+)
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+DEFAULT_LEASE_SECONDS = 60
+MAX_LEASE_SECONDS = 3600
+MAX_WAIT_SECONDS = 300
+# Re-checks while waiting: events can be lost, so waiters look again now and then anyway,
+# more often while the Redis subscription is down.
+RECHECK_SECONDS = 5.0
+RECHECK_WITHOUT_EVENTS_SECONDS = 1.0
+_MAX_TEXT = 1024
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_to_proto(job: JobRecord) -> pb.Job:
+    message = pb.Job(
+        id=str(job.id),
+        tenant=job.tenant,
+        state=pb.JobState.Value(f"JOB_STATE_{job.state}"),
+        filename=job.filename,
+        options=pb.CompressionOptions(
+            level=pb.CompressionLevel.Value(f"COMPRESSION_LEVEL_{job.level}"), image_quality=job.image_quality
+        ),
+        input_key=job.input_key,
+        input_size_bytes=job.input_size_bytes,
+        input_sha256=job.input_sha256,
+        output_key=job.output_key,
+        output_size_bytes=job.output_size_bytes,
+        output_sha256=job.output_sha256,
+        progress_percent=job.progress_percent,
+        attempts=job.attempts,
+        create_time=_timestamp(job.created_at),
+        update_time=_timestamp(job.updated_at),
+        expire_time=_timestamp(job.expire_at),
+        traceparent=job.traceparent,
+    )
+    if job.error_reason:
+        message.error.CopyFrom(pb.JobError(reason=job.error_reason, message=job.error_message))
+    if job.report is not None:
+        report = struct_pb2.Struct()
+        report.update(job.report)
+        message.report.CopyFrom(report)
+    return message
+
+
+def parse_job_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument("INVALID_JOB_ID", "job id must be a UUID") from None
+
+
+def _parse_lease_token(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument("INVALID_LEASE_TOKEN", "lease_token must be the token LeaseJob returned") from None
+
+
+def _lease_seconds(value: int) -> int:
+    if value == 0:
+        return DEFAULT_LEASE_SECONDS
+    if not 1 <= value <= MAX_LEASE_SECONDS:
+        raise InvalidArgument("INVALID_LEASE_SECONDS", f"lease_seconds must be 1-{MAX_LEASE_SECONDS} (0: default)")
+    return value
+
+
+def encode_page_token(job: JobRecord) -> str:
+    micros = (job.created_at - _EPOCH) // timedelta(microseconds=1)
+    raw = json.dumps({"c": micros, "i": str(job.id)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        return _EPOCH + timedelta(microseconds=int(data["c"])), uuid.UUID(str(data["i"]))
+    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError):
+        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service returned") from None
+
+
+def _lease_lost() -> FailedPrecondition:
+    return FailedPrecondition(
+        "LEASE_LOST", "the lease expired, the job was cancelled or it was given to another worker"
+    )
+
+
+class JobsServicer(pb_grpc.JobsServiceServicer):
+    def __init__(
+        self,
+        repository: JobRepository,
+        events: JobEvents,
+        deleter: ObjectDeleter,
+        metrics: JobsMetrics,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
+        self._repo = repository
+        self._events = events
+        self._deleter = deleter
+        self._metrics = metrics
+        self._recheck_seconds = recheck_seconds
+        self._stopping = threading.Event()
+
+    def shutdown(self) -> None:
+        """End long polls and watches now instead of holding the server's grace period."""
+        self._stopping.set()
+        self._events.wake_all()
+
+    def _recheck(self) -> float:
+        return (
+            self._recheck_seconds
+            if self._events.healthy
+            else min(self._recheck_seconds, RECHECK_WITHOUT_EVENTS_SECONDS)
+        )
+
+    def _announce(self, job: JobRecord) -> None:
+        self._events.job_changed(str(job.id), job.state, queued=job.state == QUEUED)
+
+    def _get(self, job_id: str, tenant: str) -> JobRecord:
+        job = self._repo.get(parse_job_id(job_id), tenant)
+        if job is None:
+            raise NotFound("JOB_NOT_FOUND", "no such job")
+        return job
+
+    # --- client side -----------------------------------------------------
+
+    def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        job_id = parse_job_id(request.job_id) if request.job_id else uuid.uuid4()
+        if not request.input_key:
+            raise InvalidArgument("INPUT_KEY_REQUIRED", "input_key is required")
+        if len(request.request_id) > _MAX_TEXT or len(request.filename) > _MAX_TEXT:
+            raise InvalidArgument("FIELD_TOO_LONG", f"request_id and filename are limited to {_MAX_TEXT} characters")
+        if not 0 <= request.options.image_quality <= 100:
+            raise InvalidArgument("INVALID_IMAGE_QUALITY", "image_quality must be 1-100 (0: the level's default)")
+        if request.input_size_bytes < 0:
+            raise InvalidArgument("INVALID_INPUT_SIZE", "input_size_bytes must not be negative")
+        try:
+            level = pb.CompressionLevel.Name(request.options.level).removeprefix("COMPRESSION_LEVEL_")
+        except ValueError:
+            raise InvalidArgument("INVALID_LEVEL", "unknown compression level") from None
+        new = NewJob(
+            id=job_id,
+            tenant=request.tenant,
+            request_id=request.request_id,
+            filename=request.filename,
+            level=level,
+            image_quality=request.options.image_quality,
+            input_key=request.input_key,
+            input_size_bytes=request.input_size_bytes,
+            input_sha256=request.input_sha256,
+            traceparent=request.traceparent,
+        )
+        try:
+            job, created = self._repo.create(new)
+        except JobIdConflict:
+            raise AlreadyExists("JOB_ID_EXISTS", "a different job already has this id") from None
+        if created:
+            self._metrics.created.inc()
+            self._announce(job)
+        return job_to_proto(job)
+
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        return job_to_proto(self._get(request.id, request.tenant))
+
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("INVALID_PAGE_SIZE", "page_size must not be negative")
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(request.page_token) if request.page_token else None
+        jobs, more = self._repo.list_jobs(request.tenant, page_size, after)
+        response = pb.ListJobsResponse(jobs=[job_to_proto(job) for job in jobs])
+        if more and jobs:
+            response.next_page_token = encode_page_token(jobs[-1])
+        return response
+
+    def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        job = self._get(request.id, request.tenant)
+        if job.state not in TERMINAL_STATES:
+            # Cancel first so a worker holding the lease stops before its files go.
+            cancelled, changed = self._repo.cancel(job.id, job.tenant)
+            if cancelled is not None and changed:
+                self._metrics.finished.labels(CANCELLED).inc()
+                self._announce(cancelled)
+                job = cancelled
+        # Objects first: if storage is down the row stays and the client can retry the delete.
+        try:
+            self._deleter.delete(job.object_keys)
+        except Exception:
+            self._metrics.object_delete_failures.inc()
+            raise
+        if self._repo.delete(job.id, job.tenant):
+            self._events.job_changed(str(job.id), "DELETED")
+        return empty_pb2.Empty()
+
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        job, changed = self._repo.cancel(parse_job_id(request.id), request.tenant)
+        if job is None:
+            raise NotFound("JOB_NOT_FOUND", "no such job")
+        if changed:
+            self._metrics.finished.labels(CANCELLED).inc()
+            self._announce(job)
+        elif job.state != CANCELLED:
+            # Cancelling a cancelled job is a no-op; any other finished job cannot be cancelled.
+            raise FailedPrecondition("JOB_FINISHED", f"the job already finished ({job.state})")
+        return job_to_proto(job)
+
+    def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.Job]:
+        job_id = parse_job_id(request.id)
+        # Registered before the first read, so a change between read and wait still wakes us.
+        with self._events.waiter(str(job_id)) as waiter:
+            context.add_callback(waiter.wake)
+            last: tuple[str, datetime, int] | None = None
+            while True:
+                waiter.clear()
+                job = self._repo.get(job_id, request.tenant)
+                if job is None:
+                    raise NotFound("JOB_NOT_FOUND", "no such job")
+                seen = (job.state, job.updated_at, job.progress_percent)
+                if seen != last:
+                    last = seen
+                    yield job_to_proto(job)
+                if job.state in TERMINAL_STATES or not context.is_active():
+                    return
+                if self._stopping.is_set():
+                    raise Unavailable("SHUTTING_DOWN", "the server is shutting down; watch again")
+                waiter.wait(self._recheck())
+
+    # --- worker side -----------------------------------------------------
+
+    def LeaseJob(self, request: pb.LeaseJobRequest, context: grpc.ServicerContext) -> pb.LeaseJobResponse:
+        lease_seconds = _lease_seconds(request.lease_seconds)
+        if not 0 <= request.wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidArgument("INVALID_WAIT_SECONDS", f"wait_seconds must be 0-{MAX_WAIT_SECONDS}")
+        wait = float(request.wait_seconds)
+        remaining_rpc = context.time_remaining()
+        if remaining_rpc is not None:
+            # Answer "nothing" before the client's deadline rather than let the call fail.
+            wait = min(wait, max(remaining_rpc - 0.5, 0.0))
+        deadline = time.monotonic() + wait
+        with self._events.waiter(QUEUE) as waiter:
+            context.add_callback(waiter.wake)
+            while True:
+                waiter.clear()
+                if not context.is_active() or self._stopping.is_set():
+                    return pb.LeaseJobResponse()
+                lease = self._repo.lease(request.worker_id, lease_seconds)
+                if lease is not None:
+                    self._announce(lease.job)
+                    return pb.LeaseJobResponse(
+                        job=job_to_proto(lease.job),
+                        lease_token=str(lease.token),
+                        lease_expire_time=_timestamp(lease.expires_at),
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return pb.LeaseJobResponse()
+                waiter.wait(min(remaining, self._recheck()))
+
+    def RenewLease(self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext) -> pb.RenewLeaseResponse:
+        job_id = parse_job_id(request.id)
+        token = _parse_lease_token(request.lease_token)
+        lease_seconds = _lease_seconds(request.lease_seconds)
+        if not 0 <= request.progress_percent <= 100:
+            raise InvalidArgument("INVALID_PROGRESS", "progress_percent must be 0-100")
+        renewed = self._repo.renew(job_id, token, lease_seconds, request.progress_percent)
+        if renewed is None:
+            raise _lease_lost()
+        job, progressed = renewed
+        if progressed:
+            self._announce(job)
+        assert job.lease_expires_at is not None
+        return pb.RenewLeaseResponse(lease_expire_time=_timestamp(job.lease_expires_at))
+
+    def CompleteJob(self, request: pb.CompleteJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        job_id = parse_job_id(request.id)
+        token = _parse_lease_token(request.lease_token)
+        if not request.output_key:
+            raise InvalidArgument("OUTPUT_KEY_REQUIRED", "output_key is required")
+        if request.output_size_bytes < 0:
+            raise InvalidArgument("INVALID_OUTPUT_SIZE", "output_size_bytes must not be negative")
+        report = json_format.MessageToDict(request.report) if request.HasField("report") else None
+        job = self._repo.complete(
+            job_id,
+            token,
+            output_key=request.output_key,
+            output_size_bytes=request.output_size_bytes,
+            output_sha256=request.output_sha256,
+            report=report,
+        )
+        if job is None:
+            raise _lease_lost()
+        self._metrics.finished.labels(SUCCEEDED).inc()
+        self._announce(job)
+        return job_to_proto(job)
+
+    def FailJob(self, request: pb.FailJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        job_id = parse_job_id(request.id)
+        token = _parse_lease_token(request.lease_token)
+        if not request.error.reason:
+            raise InvalidArgument("ERROR_REASON_REQUIRED", "error.reason is required")
+        if len(request.error.reason) > _MAX_TEXT or len(request.error.message) > _MAX_TEXT:
+            raise InvalidArgument("FIELD_TOO_LONG", f"error reason and message are limited to {_MAX_TEXT} characters")
+        job = self._repo.fail(
+            job_id, token, reason=request.error.reason, message=request.error.message, retryable=request.retryable
+        )
+        if job is None:
+            raise _lease_lost()
+        if job.state == FAILED:
+            self._metrics.finished.labels(FAILED).inc()
+        self._announce(job)
+        return job_to_proto(job)
+
+    def GetQueueStats(self, request: pb.GetQueueStatsRequest, context: grpc.ServicerContext) -> pb.QueueStats:
+        counts = self._repo.queue_counts()
+        self._metrics.queue_depth.labels(QUEUED).set(counts.queued)
+        self._metrics.queue_depth.labels(RUNNING).set(counts.running)
+        return pb.QueueStats(
+            queued=counts.queued,
+            running=counts.running,
+            succeeded=counts.succeeded,
+            failed=counts.failed,
+            oldest_queued_seconds=counts.oldest_queued_seconds,
+        )

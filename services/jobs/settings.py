@@ -1,0 +1,42 @@
+"""Settings of the jobs service, read once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from libs.settings import EnvReader, common_ports
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    listen: str
+    metrics_port: int
+    database_url: str
+    redis_url: str
+    storage_addr: str
+    # Jobs and their files are deleted this long after creation.
+    retention_hours: int
+    # Leases (attempts) a job gets before it fails for good.
+    max_attempts: int
+    # How often the sweeper requeues expired leases and expires old jobs.
+    sweep_interval_seconds: float
+    database_pool_size: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> JobsSettings:
+        env = EnvReader(environ)
+        listen, metrics_port = common_ports(env, "jobs", 50052, 9102)
+        settings = cls(
+            listen=listen,
+            metrics_port=metrics_port,
+            database_url=env.str("DATABASE_URL"),
+            redis_url=env.str("REDIS_URL"),
+            storage_addr=env.address("STORAGE_ADDR"),
+            retention_hours=env.int("RETENTION_HOURS", 168, minimum=1),
+            max_attempts=env.int("MAX_ATTEMPTS", 3, minimum=1),
+            sweep_interval_seconds=float(env.int("SWEEP_INTERVAL_SECONDS", 30, minimum=1)),
+            database_pool_size=env.int("DATABASE_POOL_SIZE", 10, minimum=2),
+        )
+        env.done()
+        return settings

@@ -1,0 +1,104 @@
+"""Background upkeep: lease expiry, retention, queue depth.
+
+Every replica runs one; they cooperate through row locks (`SKIP LOCKED`), so
+running several is safe and needs no leader. Each pass:
+
+1. RUNNING jobs whose lease ran out go back to QUEUED (idle workers are woken),
+   or FAILED with LEASE_EXPIRED_TOO_OFTEN once max_attempts leases were used.
+2. Jobs past expire_time become EXPIRED.
+3. EXPIRED jobs' objects are deleted through the storage service; a job is
+   marked done only when that worked, so a storage outage is retried next pass.
+4. The queue depth gauge is refreshed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from libs.errors import ServiceError
+from services.jobs.events import JobEvents
+from services.jobs.metrics import JobsMetrics
+from services.jobs.objects import ObjectDeleter
+from services.jobs.repository import ACTIVE_STATES, FAILED, QUEUED, RUNNING, JobRepository
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        repository: JobRepository,
+        events: JobEvents,
+        deleter: ObjectDeleter,
+        metrics: JobsMetrics,
+        interval_seconds: float,
+    ) -> None:
+        self._repo = repository
+        self._events = events
+        self._deleter = deleter
+        self._metrics = metrics
+        self._interval = interval_seconds
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobs-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.sweep_once()
+            except ServiceError as error:
+                log.warning("sweep skipped: %s (%s)", error.reason, error.message)
+            except Exception:  # the sweeper must outlive any one bad pass
+                log.exception("sweep failed")
+
+    def sweep_once(self) -> None:
+        self.requeue_expired_leases()
+        self.expire_due()
+        self.delete_expired_objects()
+        counts = self._repo.active_counts()
+        self._metrics.queue_depth.labels(QUEUED).set(counts[QUEUED])
+        self._metrics.queue_depth.labels(RUNNING).set(counts[RUNNING])
+
+    def requeue_expired_leases(self) -> int:
+        jobs = self._repo.requeue_expired_leases()
+        for job in jobs:
+            outcome = "failed" if job.state == FAILED else "requeued"
+            self._metrics.lease_expirations.labels(outcome).inc()
+            if job.state == FAILED:
+                self._metrics.finished.labels(FAILED).inc()
+            log.info("lease of job %s expired; job %s", job.id, outcome, extra={"fields": {"job_id": str(job.id)}})
+            self._events.job_changed(str(job.id), job.state, queued=job.state == QUEUED)
+        return len(jobs)
+
+    def expire_due(self) -> int:
+        expired = self._repo.expire_due()
+        for job, previous in expired:
+            self._metrics.expired.inc()
+            if previous in ACTIVE_STATES:
+                self._metrics.finished.labels(job.state).inc()
+            self._events.job_changed(str(job.id), job.state)
+        if expired:
+            log.info("expired %d job(s) past their retention", len(expired))
+        return len(expired)
+
+    def delete_expired_objects(self) -> int:
+        deleted = 0
+        for job in self._repo.objects_to_delete():
+            try:
+                self._deleter.delete(job.object_keys)
+            except ServiceError as error:
+                self._metrics.object_delete_failures.inc()
+                log.warning("cannot delete objects of expired job %s: %s; retrying next pass", job.id, error.reason)
+                # Storage is probably down: the rest would fail the same way.
+                break
+            self._repo.mark_objects_deleted(job.id)
+            deleted += 1
+        return deleted

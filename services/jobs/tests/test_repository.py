@@ -1,0 +1,289 @@
+"""The repository and queue against a real PostgreSQL (fresh database per test)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from services.jobs.db import apply_migrations, load_migrations, pending_migrations
+from services.jobs.repository import (
+    ATTEMPTS_EXHAUSTED,
+    LEASE_EXPIRED_TOO_OFTEN,
+    JobIdConflict,
+    JobRepository,
+    NewJob,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def new_job(tenant: str = "t1", request_id: str = "", job_id: uuid.UUID | None = None) -> NewJob:
+    job_id = job_id or uuid.uuid4()
+    return NewJob(
+        id=job_id,
+        tenant=tenant,
+        request_id=request_id,
+        filename="a.pdf",
+        level="MEDIUM",
+        image_quality=70,
+        input_key=f"jobs/{job_id}/input.pdf",
+        input_size_bytes=1234,
+        input_sha256="ab" * 32,
+        traceparent="",
+    )
+
+
+def expire_leases(pool: ConnectionPool) -> None:
+    """Make every running lease lapse, as if its worker had stopped renewing."""
+    with pool.connection() as conn:
+        conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'RUNNING'")
+
+
+def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -> None:
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        assert pending_migrations(conn) == [m.name for m in load_migrations()]
+        assert apply_migrations(conn) == ["0001_init.sql"]
+        assert apply_migrations(conn) == []
+        assert pending_migrations(conn) == []
+        assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "0001_init.sql")]
+
+
+def test_concurrent_migrations_do_not_race(fresh_database_url: str) -> None:
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+                results.append(apply_migrations(conn))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(results) == [[], [], [], ["0001_init.sql"]]
+
+
+def test_create_is_idempotent_on_tenant_and_request_id(repo: JobRepository) -> None:
+    first, created = repo.create(new_job(request_id="req-1"))
+    assert created
+    assert first.state == "QUEUED"
+    assert first.attempts == 0
+    assert first.expire_at - first.created_at == timedelta(hours=168)
+    again, created_again = repo.create(new_job(request_id="req-1"))
+    assert not created_again
+    assert again.id == first.id
+    # The same request id in another tenant is another job.
+    other, other_created = repo.create(new_job(tenant="t2", request_id="req-1"))
+    assert other_created
+    assert other.id != first.id
+    # Jobs without a request id are never merged.
+    assert repo.create(new_job())[1]
+    assert repo.create(new_job())[1]
+
+
+def test_create_with_an_existing_id(repo: JobRepository) -> None:
+    job_id = uuid.uuid4()
+    first, _ = repo.create(new_job(job_id=job_id))
+    # A retry of the same create (same id, same tenant, same request id) gets the job back.
+    again, created = repo.create(new_job(job_id=job_id))
+    assert (again.id, created) == (first.id, False)
+    with pytest.raises(JobIdConflict):
+        repo.create(new_job(tenant="intruder", job_id=job_id))
+    with pytest.raises(JobIdConflict):
+        repo.create(new_job(job_id=job_id, request_id="different"))
+
+
+def test_tenants_are_isolated(repo: JobRepository) -> None:
+    job, _ = repo.create(new_job(tenant="alice"))
+    assert repo.get(job.id, "alice") is not None
+    assert repo.get(job.id, "mallory") is None
+    assert repo.cancel(job.id, "mallory") == (None, False)
+    assert not repo.delete(job.id, "mallory")
+    assert repo.list_jobs("mallory", 10, None) == ([], False)
+    assert repo.get(job.id, "alice") is not None
+
+
+def test_list_pages_newest_first_without_gaps(repo: JobRepository) -> None:
+    created = [repo.create(new_job(tenant="p"))[0].id for _ in range(7)]
+    repo.create(new_job(tenant="other"))
+    seen: list[uuid.UUID] = []
+    after = None
+    pages = 0
+    while True:
+        jobs, more = repo.list_jobs("p", 3, after)
+        pages += 1
+        seen += [job.id for job in jobs]
+        if not more:
+            break
+        after = (jobs[-1].created_at, jobs[-1].id)
+    assert pages == 3
+    assert seen == list(reversed(created))
+
+
+def test_lease_takes_oldest_and_counts_attempts(repo: JobRepository) -> None:
+    first, _ = repo.create(new_job())
+    repo.create(new_job())
+    lease = repo.lease("w1", 30)
+    assert lease is not None
+    assert lease.job.id == first.id
+    assert lease.job.state == "RUNNING"
+    assert lease.job.attempts == 1
+    assert lease.job.worker_id == "w1"
+    assert lease.job.lease_token == lease.token
+    assert timedelta(seconds=29) < lease.expires_at - lease.job.updated_at <= timedelta(seconds=30)
+
+
+def test_concurrent_leasers_never_share_a_job(repo: JobRepository) -> None:
+    count = 40
+    for _ in range(count):
+        repo.create(new_job())
+    leased: list[uuid.UUID] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            while (lease := repo.lease(name, 30)) is not None:
+                with lock:
+                    leased.append(lease.job.id)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(leased) == count
+    assert len(set(leased)) == count
+
+
+def test_lease_expiry_retries_then_fails(repo: JobRepository, pool: ConnectionPool) -> None:
+    job, _ = repo.create(new_job())
+    for attempt in (1, 2):
+        lease = repo.lease("w", 30)
+        assert lease is not None
+        assert lease.job.attempts == attempt
+        assert repo.requeue_expired_leases() == []  # not expired yet
+        expire_leases(pool)
+        requeued = repo.requeue_expired_leases()
+        assert [(j.id, j.state) for j in requeued] == [(job.id, "QUEUED")]
+        # The worker that lost the lease can no longer renew or complete.
+        assert repo.renew(job.id, lease.token, 30, 50) is None
+        assert (
+            repo.complete(job.id, lease.token, output_key="o", output_size_bytes=1, output_sha256="", report=None)
+            is None
+        )
+    lease = repo.lease("w", 30)
+    assert lease is not None
+    assert lease.job.attempts == 3
+    expire_leases(pool)
+    failed = repo.requeue_expired_leases()
+    assert [(j.state, j.error_reason) for j in failed] == [("FAILED", LEASE_EXPIRED_TOO_OFTEN)]
+    assert repo.lease("w", 30) is None
+
+
+def test_retryable_failure_requeues_until_attempts_are_exhausted(repo: JobRepository) -> None:
+    job, _ = repo.create(new_job())
+    states = []
+    for _ in range(3):
+        lease = repo.lease("w", 30)
+        assert lease is not None
+        failed = repo.fail(job.id, lease.token, reason="WORKER_CRASHED", message="boom", retryable=True)
+        assert failed is not None
+        states.append(failed.state)
+    assert states == ["QUEUED", "QUEUED", "FAILED"]
+    final = repo.get(job.id, "t1")
+    assert final is not None
+    assert final.error_reason == ATTEMPTS_EXHAUSTED
+    assert "boom" in final.error_message
+
+
+def test_permanent_failure_keeps_the_workers_reason(repo: JobRepository) -> None:
+    job, _ = repo.create(new_job())
+    lease = repo.lease("w", 30)
+    assert lease is not None
+    failed = repo.fail(job.id, lease.token, reason="ENCRYPTED_PDF", message="password protected", retryable=False)
+    assert failed is not None
+    assert (failed.state, failed.error_reason, failed.error_message) == (
+        "FAILED",
+        "ENCRYPTED_PDF",
+        "password protected",
+    )
+    assert failed.lease_token is None
+    # Its lease is gone: a second report is refused.
+    assert repo.fail(job.id, lease.token, reason="X", message="", retryable=False) is None
+
+
+def test_renew_and_complete(repo: JobRepository) -> None:
+    job, _ = repo.create(new_job())
+    lease = repo.lease("w", 30)
+    assert lease is not None
+    assert repo.renew(job.id, uuid.uuid4(), 30, 10) is None  # wrong token
+    renewed = repo.renew(job.id, lease.token, 60, 40)
+    assert renewed is not None
+    assert renewed[0].progress_percent == 40
+    assert renewed[1]
+    same = repo.renew(job.id, lease.token, 60, 40)
+    assert same is not None
+    assert not same[1]
+    assert same[0].updated_at == renewed[0].updated_at
+    done = repo.complete(
+        job.id, lease.token, output_key="k/out.pdf", output_size_bytes=10, output_sha256="cd", report={"pages": 2}
+    )
+    assert done is not None
+    assert (done.state, done.progress_percent, done.report, done.output_key) == (
+        "SUCCEEDED",
+        100,
+        {"pages": 2},
+        "k/out.pdf",
+    )
+    assert repo.renew(job.id, lease.token, 30, 100) is None
+
+
+def test_cancel_running_job_loses_the_lease(repo: JobRepository) -> None:
+    job, _ = repo.create(new_job())
+    lease = repo.lease("w", 30)
+    assert lease is not None
+    cancelled, changed = repo.cancel(job.id, "t1")
+    assert changed
+    assert cancelled is not None
+    assert cancelled.state == "CANCELLED"
+    assert repo.renew(job.id, lease.token, 30, 50) is None
+    assert repo.cancel(job.id, "t1")[1] is False
+
+
+def test_expire_due_and_object_bookkeeping(repo: JobRepository, pool: ConnectionPool) -> None:
+    old, _ = repo.create(new_job())
+    young, _ = repo.create(new_job())
+    with pool.connection() as conn:
+        conn.execute("UPDATE jobs SET expire_at = now() - interval '1 minute' WHERE id = %s", (old.id,))
+    expired = repo.expire_due()
+    assert [(job.id, job.state, previous) for job, previous in expired] == [(old.id, "EXPIRED", "QUEUED")]
+    assert repo.expire_due() == []
+    assert [job.id for job in repo.objects_to_delete()] == [old.id]
+    repo.mark_objects_deleted(old.id)
+    assert repo.objects_to_delete() == []
+    assert repo.lease("w", 30) is not None  # the young one
+    assert repo.get(young.id, "t1") is not None
+
+
+def test_queue_counts(repo: JobRepository) -> None:
+    for _ in range(3):
+        repo.create(new_job())
+    assert repo.lease("w", 30) is not None
+    counts = repo.queue_counts()
+    assert (counts.queued, counts.running, counts.succeeded, counts.failed) == (2, 1, 0, 0)
+    assert counts.oldest_queued_seconds >= 0
+    assert repo.active_counts() == {"QUEUED": 2, "RUNNING": 1}
