@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ import grpc
 import pytest
 from google.api import httpbody_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as pb
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 
 from libs.devservers.envoy import EnvoySettings, render_config
-from libs.errors import InvalidArgument, NotFound, reason_of
+from libs.errors import InvalidArgument, NotFound, ServiceError, reason_of
 from libs.grpc_server import RunningServer, ServerSpec
 
 pytestmark = pytest.mark.integration
@@ -50,6 +52,8 @@ class Upload:
 class FakeGateway(pb_grpc.GatewayServiceServicer):
     def __init__(self) -> None:
         self.uploads: list[Upload] = []
+        self.traceparents: list[str] = []
+        self.metadata: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -58,8 +62,13 @@ class FakeGateway(pb_grpc.GatewayServiceServicer):
         return pb.Job(name=f"jobs/{job_id}", id=job_id, **fields)
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        self.metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+        self.traceparents += [value for key, value in context.invocation_metadata() if key == "traceparent"]
         if request.id == "missing":
             raise NotFound("JOB_NOT_FOUND", "job not found", domain="gateway", metadata={"id": request.id})
+        if request.id.startswith("code-"):
+            code = next(code for code in grpc.StatusCode if code.name == request.id.removeprefix("code-"))
+            raise ServiceError("SOME_REASON", "mapped", domain="gateway", code=code)
         return self.job(request.id, filename="in.pdf", input_size_bytes=1234, size_ratio=0.5)
 
     def CreateJob(self, request_iterator: Iterator[pb.CreateJobRequest], context: grpc.ServicerContext) -> pb.Job:
@@ -211,6 +220,41 @@ def test_not_found_from_gateway_is_404_status_json(edge: str) -> None:
     body = assert_status_json(call(edge, "GET", "/v1/jobs/missing"), 404, 5, "JOB_NOT_FOUND", "gateway")
     assert body["message"] == "job not found"
     assert body["details"][0]["metadata"] == {"id": "missing"}
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [
+        ("CANCELLED", 499),
+        ("UNKNOWN", 500),
+        ("INVALID_ARGUMENT", 400),
+        ("DEADLINE_EXCEEDED", 504),
+        ("ALREADY_EXISTS", 409),
+        ("PERMISSION_DENIED", 403),
+        ("RESOURCE_EXHAUSTED", 429),
+        ("FAILED_PRECONDITION", 400),
+        ("ABORTED", 409),
+        ("OUT_OF_RANGE", 400),
+        ("UNIMPLEMENTED", 501),
+        ("INTERNAL", 500),
+        ("UNAVAILABLE", 503),
+        ("DATA_LOSS", 500),
+        ("UNAUTHENTICATED", 401),
+    ],
+)
+def test_grpc_code_to_http_status(edge: str, code: str, http_status: int) -> None:
+    """The table in docs/envoy.md."""
+    grpc_code = grpc.StatusCode[code].value[0]
+    assert_status_json(call(edge, "GET", f"/v1/jobs/code-{code}"), http_status, grpc_code, "SOME_REASON", "gateway")
+
+
+def test_request_headers_reach_gateway_as_metadata(edge: str, servicer: FakeGateway) -> None:
+    reply = call(edge, "GET", "/v1/jobs/h1", headers={"x-api-key": "k-123", "x-request-id": "chosen-by-client"})
+    assert reply.status == 200
+    assert servicer.metadata["x-api-key"] == "k-123"
+    # The edge assigns its own request id and tells the client.
+    assert servicer.metadata["x-request-id"] == reply.headers["x-request-id"] != "chosen-by-client"
+    assert servicer.metadata["x-forwarded-for"]  # the client address as Envoy saw it
 
 
 def test_upload_reaches_servicer_whole_with_query_options(edge: str, servicer: FakeGateway) -> None:
@@ -465,6 +509,51 @@ def test_gateway_down_is_503_json(envoy_factory: Any) -> None:
         pb_grpc.GatewayServiceStub(channel).GetJob(pb.GetJobRequest(id="x"), timeout=5)
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not (failure.value.details() or "").startswith("{")
+
+
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """Keeps the spans exported to it (there is no collector binary here)."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str, str]] = []  # (service.name, trace id hex, span name)
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append((attributes.get("service.name", ""), span.trace_id.hex(), span.name))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def test_tracing_exports_envoy_spans_in_the_callers_trace(
+    gateway: tuple[RunningServer, FakeGateway], envoy_factory: Any
+) -> None:
+    receiver = OtlpReceiver()
+    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)
+    port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    try:
+        edge = envoy_factory(gateway[0].address, otlp_endpoint=f"http://127.0.0.1:{port}").removeprefix("http://")
+        trace_id = "0af7651916cd43dd8448eb211c80319c"
+        gateway[1].traceparents.clear()
+        # Each request makes an ingress and an egress span; Envoy flushes every 5 s per worker.
+        for _ in range(3):
+            reply = call(edge, "GET", "/v1/jobs/t1", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
+            assert reply.status == 200
+        deadline = time.monotonic() + 10
+        while len(receiver.spans) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        collector.stop(0)
+    assert {(service, span_trace) for service, span_trace, _ in receiver.spans} == {("pdfsmaller-envoy", trace_id)}
+    # The gateway is called with a child context of the same trace (the upstream span).
+    assert gateway[1].traceparents
+    assert all(value.split("-")[1] == trace_id for value in gateway[1].traceparents)
+    assert all(value.split("-")[2] != "b7ad6b7169203331" for value in gateway[1].traceparents)
 
 
 def test_render_adds_tracing_only_with_otlp_endpoint() -> None:
