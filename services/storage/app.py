@@ -1,0 +1,53 @@
+"""Wiring: settings -> backend -> servicer -> server spec (used by __main__ and by tests)."""
+
+from __future__ import annotations
+
+import grpc
+from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from libs.grpc_server import RunningServer, ServerSpec
+from services.storage.backends import Backend
+from services.storage.backends.local import LocalBackend
+from services.storage.backends.s3 import S3Backend
+from services.storage.servicer import StorageServicer
+from services.storage.settings import StorageSettings
+
+SERVICE_NAME = storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+def build_backend(settings: StorageSettings) -> Backend:
+    if settings.backend == "s3":
+        assert settings.s3 is not None
+        backend = S3Backend(settings.s3)
+        backend.ensure_bucket()
+        return backend
+    return LocalBackend(settings.directory)
+
+
+def server_spec(settings: StorageSettings, backend: Backend | None = None) -> ServerSpec:
+    backend = backend if backend is not None else build_backend(settings)
+    registry = CollectorRegistry()
+    servicer = StorageServicer(backend, registry)
+
+    def register(server: grpc.Server) -> None:
+        storage_service_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
+
+    return ServerSpec(
+        name="storage",
+        listen=settings.listen,
+        register=register,
+        service_names=[SERVICE_NAME],
+        readiness=backend.ready,
+        metrics_port=settings.metrics_port,
+        registry=registry,
+    )
+
+
+def start_storage(directory: str, listen: str = "127.0.0.1:0") -> RunningServer:
+    """A local-backend storage server on a free port, for other services' tests and dev stacks.
+
+    Stop it with `.stop()`; its address is `.address`.
+    """
+    settings = StorageSettings(listen=listen, metrics_port=0, backend="local", directory=directory, s3=None)
+    return RunningServer(server_spec(settings)).start()

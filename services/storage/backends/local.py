@@ -1,0 +1,201 @@
+"""Objects as files under one root directory, written atomically.
+
+Each object is one file, `<root>/<key>@object`: a fixed 1 KiB header holding
+JSON metadata (size, sha256, content type) followed by the bytes. Keeping the
+metadata in the same file means one `rename()` publishes data and metadata
+together, so a crash can never pair new bytes with old metadata, and Stat
+reads 1 KiB instead of re-hashing. The `@object` suffix (a character keys
+cannot contain) keeps the file for key `a` apart from the directory for key
+`a/b`.
+
+Writes go to a temporary file in the destination directory (same filesystem,
+so the rename is atomic), are fsynced, then renamed into place; the directory
+is fsynced too. Temporary names start with "." which keys cannot, so a stray
+temporary file never looks like an object and is swept at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from libs.errors import InvalidArgument
+from services.storage.backends import READ_CHUNK_BYTES, ObjectMeta, not_found, too_large
+from services.storage.keys import DOMAIN
+
+log = logging.getLogger(__name__)
+
+HEADER_BYTES = 1024
+_MAGIC = b"PDFSMALLER-OBJECT 1\n"
+OBJECT_SUFFIX = "@object"
+_TMP_PREFIX = ".tmp-"
+# Temporary files older than this at start-up belong to writers that died.
+_STALE_TMP_SECONDS = 3600
+
+
+class CorruptObject(Exception):
+    """An object file whose header does not match its contents."""
+
+
+class LocalBackend:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_stale_temporaries()
+
+    # -- paths -------------------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        path = self.root / (key + OBJECT_SUFFIX)
+        # Keys cannot hold "..", but a symlink planted inside the root could still lead out of it.
+        parent = path.parent.resolve()
+        if parent != self.root and not parent.is_relative_to(self.root):
+            raise InvalidArgument("INVALID_KEY", "the object key leads outside the storage root", domain=DOMAIN)
+        return path
+
+    # -- writing -----------------------------------------------------------------------------------------
+
+    def put(self, key: str, content_type: str, chunks: Iterable[bytes], max_size_bytes: int) -> ObjectMeta:
+        path = self._path(key)
+        tmp, handle = self._create_temporary(path.parent)
+        try:
+            with handle:
+                handle.write(b"\0" * HEADER_BYTES)
+                digest = hashlib.sha256()
+                size = 0
+                for chunk in chunks:
+                    size += len(chunk)
+                    if max_size_bytes and size > max_size_bytes:
+                        raise too_large(max_size_bytes)
+                    digest.update(chunk)
+                    handle.write(chunk)
+                meta = ObjectMeta(key=key, size_bytes=size, sha256=digest.hexdigest(), content_type=content_type)
+                handle.seek(0)
+                handle.write(_encode_header(meta))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        _fsync_directory(path.parent)
+        return meta
+
+    def _create_temporary(self, directory: Path) -> tuple[Path, BinaryIO]:
+        # A concurrent delete may prune the (empty) directory between mkdir and open; try again then.
+        for attempt in range(5):
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                return tmp, open(tmp, "xb")  # closed by the caller's `with`
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[tuple[ObjectMeta, Iterator[bytes]]]:
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, NotADirectoryError):
+            raise not_found(key) from None
+        with handle:
+            meta = _read_header(handle, key, os.fstat(handle.fileno()).st_size)
+            yield meta, _read_chunks(handle)
+
+    def stat(self, key: str) -> ObjectMeta:
+        with self.open(key) as (meta, _chunks):
+            return meta
+
+    # -- deleting ----------------------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        _fsync_directory(path.parent)
+        self._prune_empty_directories(path.parent)
+
+    def _prune_empty_directories(self, directory: Path) -> None:
+        # Keys like jobs/<id>/input.pdf would otherwise leave one empty directory per job forever.
+        while directory != self.root and directory.is_relative_to(self.root):
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    # -- health and housekeeping -------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        probe = self.root / f"{_TMP_PREFIX}ready-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError:
+            log.warning("storage root %s is not writable", self.root, exc_info=True)
+            return False
+        return True
+
+    def _sweep_stale_temporaries(self) -> None:
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        for directory, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(_TMP_PREFIX):
+                    continue
+                path = Path(directory) / name
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        log.info("removed stale temporary file %s", path)
+
+
+def _encode_header(meta: ObjectMeta) -> bytes:
+    body = json.dumps(
+        {"size": meta.size_bytes, "sha256": meta.sha256, "content_type": meta.content_type}, separators=(",", ":")
+    ).encode()
+    header = _MAGIC + body + b"\n"
+    if len(header) > HEADER_BYTES:
+        raise ValueError("object metadata does not fit the header")
+    return header.ljust(HEADER_BYTES, b" ")
+
+
+def _read_header(handle: BinaryIO, key: str, file_size: int) -> ObjectMeta:
+    header = handle.read(HEADER_BYTES)
+    if len(header) != HEADER_BYTES or not header.startswith(_MAGIC):
+        raise CorruptObject(f"object {key!r} has no valid header")
+    fields = json.loads(header[len(_MAGIC) :])
+    meta = ObjectMeta(
+        key=key, size_bytes=int(fields["size"]), sha256=str(fields["sha256"]), content_type=str(fields["content_type"])
+    )
+    if meta.size_bytes != file_size - HEADER_BYTES:
+        raise CorruptObject(f"object {key!r} is {file_size - HEADER_BYTES} bytes, its header says {meta.size_bytes}")
+    return meta
+
+
+def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    while chunk := handle.read(READ_CHUNK_BYTES):
+        yield chunk
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename/unlink itself durable, not only the file's contents.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
