@@ -31,7 +31,7 @@ def to_public(job: jobs.Job) -> public.Job:
     out = public.Job(
         name=f"jobs/{job.id}",
         id=job.id,
-        state=job.state,  # the two JobState enums share their numbers
+        state=int(job.state),  # type: ignore[arg-type]  # the two JobState enums share their numbers
         filename=job.filename,
         level=LEVEL_NAMES.get(job.options.level, DEFAULT_LEVEL),
         image_quality=job.options.image_quality,

@@ -55,4 +55,3 @@ def test_settings_report_bad_api_keys_and_missing_redis() -> None:
     with pytest.raises(SettingsError) as caught:
         GatewaySettings.from_env({"API_KEYS": "acme:short,:nokey"})
     assert len(caught.value.problems) == 3  # two bad keys + REDIS_URL
-
