@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -28,8 +27,6 @@ from types import TracebackType
 from typing import IO, Any
 
 import yaml
-from google.protobuf import descriptor_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from libs.settings import EnvReader
 
@@ -159,34 +156,6 @@ def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) 
     return config
 
 
-def complete_descriptor(source: Path, target: Path) -> Path:
-    """Copy the gateway descriptor set, adding google.rpc Status/ErrorInfo if missing.
-
-    convert_grpc_status renders `details` (an Any) only for types the
-    descriptor set knows; without error_details.proto the ErrorInfo would be
-    lost from REST error bodies.
-    """
-    descriptor_set = descriptor_pb2.FileDescriptorSet()
-    descriptor_set.ParseFromString(source.read_bytes())
-    present = {file.name for file in descriptor_set.file}
-    added = False
-    for module in (status_pb2, error_details_pb2):
-        for file_descriptor in (*module.DESCRIPTOR.dependencies, module.DESCRIPTOR):
-            if file_descriptor.name in present:
-                continue
-            proto = descriptor_pb2.FileDescriptorProto()
-            file_descriptor.CopyToProto(proto)
-            descriptor_set.file.append(proto)
-            present.add(file_descriptor.name)
-            added = True
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if added:
-        target.write_bytes(descriptor_set.SerializeToString())
-    else:
-        shutil.copyfile(source, target)
-    return target
-
-
 class _NoAliasDumper(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True
@@ -248,8 +217,7 @@ class EnvoyServer:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = complete_descriptor(self.settings.descriptor, self.data_dir / "gateway_descriptor.pb")
-        write_config(render_config(self.settings, descriptor), self.config_path)
+        write_config(render_config(self.settings), self.config_path)
         binary = envoy_binary()
         validate(self.config_path, binary)
         admin_address_path = self.data_dir / "admin_address"
