@@ -12,7 +12,8 @@ BANNER = """
 pdf-smaller is running.
   REST + gRPC (Envoy):  {url}
   health:               curl {url}/v1/health
-  upload:               curl --data-binary @file.pdf -H 'Content-Type: application/pdf' '{url}/v1/jobs?filename=file.pdf'
+  upload:               curl --data-binary @file.pdf -H 'Content-Type: application/pdf' \\
+                          '{url}/v1/jobs?filename=file.pdf'
   grpcurl:              .venv/bin/grpcurl -plaintext 127.0.0.1:{port} list
   data (kept):          {data}
   logs:                 {data}/logs/

@@ -138,8 +138,10 @@ class Stack:
                 "clamd is not installed: uploads get PDF structure checks only (DEGRADED in /v1/health). "
                 "Install Debian's clamav-daemon to scan for malware."
             )
-        addr = {name: f"127.0.0.1:{getattr(self.ports, name)}" for name in
-                ("gateway", "jobs", "storage", "scanner", "compressor")}
+        addr = {
+            name: f"127.0.0.1:{getattr(self.ports, name)}"
+            for name in ("gateway", "jobs", "storage", "scanner", "compressor")
+        }
         common = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",

@@ -1,0 +1,169 @@
+"""The worker against the real jobs service (PostgreSQL + Valkey) and a real storage server."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
+from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from pdfsmaller.storage.v1 import storage_service_pb2 as storage
+from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
+from prometheus_client import CollectorRegistry
+
+from libs.grpc_server import RunningServer
+from services.compressor import transfer
+from services.compressor.engine import EngineError, Limits, Report, compress_isolated
+from services.compressor.worker import Worker, WorkerConfig
+from services.jobs.app import JobsApp
+from services.jobs.settings import JobsSettings
+from services.storage.app import start_storage
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).resolve().parents[3] / "tests" / "data"
+
+
+@dataclass
+class System:
+    jobs: jobs_grpc.JobsServiceStub
+    storage: storage_grpc.StorageServiceStub
+    work_dir: Path
+
+    def submit(self, pdf: Path, sha256: str | None = None) -> str:
+        job_id = str(uuid.uuid4())
+        key = f"inputs/{job_id}.pdf"
+        stored = transfer.upload(self.storage, key, pdf, timeout=30)
+        self.jobs.CreateJob(
+            jobs.CreateJobRequest(
+                tenant="t",
+                job_id=job_id,
+                filename=pdf.name,
+                options=jobs.CompressionOptions(level=jobs.COMPRESSION_LEVEL_MEDIUM),
+                input_key=key,
+                input_size_bytes=stored.size_bytes,
+                input_sha256=sha256 if sha256 is not None else stored.sha256,
+            ),
+            timeout=10,
+        )
+        return job_id
+
+    def worker(self, engine=compress_isolated) -> Worker:  # type: ignore[no-untyped-def]
+        config = WorkerConfig(
+            worker_id="test-worker",
+            lease_seconds=15,
+            lease_wait_seconds=1,
+            limits=Limits(cpu_seconds=60, memory_bytes=1 << 30),
+            work_dir=self.work_dir,
+            call_timeout_seconds=10,
+        )
+        return Worker(config, self.jobs, self.storage, engine, CollectorRegistry())
+
+    def lease_and_process(self, worker: Worker) -> None:
+        lease = self.jobs.LeaseJob(jobs.LeaseJobRequest(worker_id="test", lease_seconds=15, wait_seconds=2), timeout=10)
+        assert lease.HasField("job")
+        worker.process(lease.job, lease.lease_token)
+
+    def job(self, job_id: str) -> jobs.Job:
+        return self.jobs.GetJob(jobs.GetJobRequest(id=job_id, tenant="t"), timeout=10)
+
+
+@pytest.fixture
+def system(fresh_database_url: str, redis_url: str, tmp_path: Path) -> Iterator[System]:
+    storage_server: RunningServer = start_storage(str(tmp_path / "objects"))
+    app = JobsApp(
+        JobsSettings(
+            listen="127.0.0.1:0",
+            metrics_port=0,
+            database_url=fresh_database_url,
+            redis_url=redis_url,
+            storage_addr=storage_server.address,
+            retention_hours=168,
+            max_attempts=3,
+            sweep_interval_seconds=1,
+            database_pool_size=4,
+        ),
+        metrics_port=None,
+        event_prefix=f"test-{uuid.uuid4().hex[:8]}",
+    )
+    running = app.start()
+    jobs_channel = grpc.insecure_channel(running.address)
+    storage_channel = grpc.insecure_channel(storage_server.address)
+    try:
+        (tmp_path / "work").mkdir()
+        yield System(
+            jobs_grpc.JobsServiceStub(jobs_channel),
+            storage_grpc.StorageServiceStub(storage_channel),
+            tmp_path / "work",
+        )
+    finally:
+        jobs_channel.close()
+        storage_channel.close()
+        app.stop(0)
+        storage_server.stop(0)
+
+
+def test_job_is_compressed_stored_and_completed(system: System) -> None:
+    source = DATA / "pypdf__jpeg.pdf"
+    job_id = system.submit(source)
+    system.lease_and_process(system.worker())
+    job = system.job(job_id)
+    assert job.state == jobs.JOB_STATE_SUCCEEDED, job.error
+    assert 0 < job.output_size_bytes <= source.stat().st_size
+    assert job.report["input_size_bytes"] == source.stat().st_size
+    stored = b"".join(
+        part.chunk for part in system.storage.GetObject(storage.GetObjectRequest(key=job.output_key), timeout=10)
+    )
+    assert hashlib.sha256(stored).hexdigest() == job.output_sha256
+    assert list(system.work_dir.iterdir()) == []  # temporary files are gone
+
+
+def test_encrypted_input_fails_with_its_reason(system: System) -> None:
+    job_id = system.submit(DATA / "samplefiles__libreoffice-writer-password.pdf")
+    system.lease_and_process(system.worker())
+    job = system.job(job_id)
+    assert job.state == jobs.JOB_STATE_FAILED
+    assert job.error.reason == "ENCRYPTED_PDF"
+
+
+def test_corrupted_input_is_not_compressed(system: System) -> None:
+    job_id = system.submit(DATA / "pypdf__jpeg.pdf", sha256="0" * 64)
+    system.lease_and_process(system.worker())
+    job = system.job(job_id)
+    assert (job.state, job.error.reason) == (jobs.JOB_STATE_FAILED, "INPUT_CORRUPTED")
+
+
+def test_engine_crash_is_retried(system: System) -> None:
+    def crashing_engine(*_args: object, **_kwargs: object) -> Report:
+        raise EngineError("ENGINE_CRASHED", "the engine died")
+
+    job_id = system.submit(DATA / "pypdf__jpeg.pdf")
+    system.lease_and_process(system.worker(crashing_engine))
+    job = system.job(job_id)
+    assert job.state == jobs.JOB_STATE_QUEUED  # back in the queue for another attempt
+    assert job.attempts == 1
+    system.lease_and_process(system.worker())
+    assert system.job(job_id).state == jobs.JOB_STATE_SUCCEEDED
+
+
+def test_run_loop_picks_up_new_jobs_and_stops(system: System) -> None:
+    stop = threading.Event()
+    loop = threading.Thread(target=system.worker().run, args=(stop,))
+    loop.start()
+    try:
+        job_id = system.submit(DATA / "pypdf__libreoffice-form.pdf")
+        deadline = time.monotonic() + 30
+        while system.job(job_id).state != jobs.JOB_STATE_SUCCEEDED:
+            assert time.monotonic() < deadline, system.job(job_id)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        loop.join(10)
+    assert not loop.is_alive()
