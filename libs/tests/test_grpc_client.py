@@ -42,10 +42,15 @@ def test_calls_carry_the_trace_context() -> None:
         channel = open_channel(server.address)
         with tracer.start_as_current_span("caller") as span:
             assert channel.unary_unary("/t.S/U")(b"x", timeout=5) == b"x"
-            assert list(channel.unary_stream("/t.S/S")(b"y", timeout=5)) == [b"y"]
+            replies = channel.unary_stream("/t.S/S")(b"y", timeout=5)
+            assert list(replies) == [b"y"]
+            replies.cancel()  # streaming calls stay grpc.Call objects: the gateway cancels them
         channel.close()
     finally:
         server.stop(0)
     trace_id = f"{span.get_span_context().trace_id:032x}"
     assert seen
     assert seen[0].split("-")[1] == trace_id
+    client_spans = [s for s in exporter.get_finished_spans() if s.name.startswith("t.S/")]
+    assert {s.name for s in client_spans} == {"t.S/U", "t.S/S"}
+    assert all(s.context.trace_id == span.get_span_context().trace_id for s in client_spans)
