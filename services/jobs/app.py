@@ -13,6 +13,7 @@ import grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2, jobs_service_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from libs.errors import ServiceError
 from libs.grpc_client import open_channel
 from libs.grpc_server import RunningServer, ServerSpec
 from services.jobs.db import migrate, open_pool
@@ -37,8 +38,12 @@ class JobsApp:
         *,
         event_prefix: str = "pdfsmaller:jobs",
         metrics_port: int | None = -1,
+        storage_channel: grpc.Channel | None = None,
     ) -> None:
-        """`metrics_port=None` serves no /metrics (tests); -1 takes it from the settings."""
+        """`metrics_port=None` serves no /metrics (tests); -1 takes it from the settings.
+
+        `storage_channel` defaults to a traced channel to STORAGE_ADDR.
+        """
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = JobsMetrics(self.registry)
@@ -47,7 +52,7 @@ class JobsApp:
             self.pool, retention_hours=settings.retention_hours, max_attempts=settings.max_attempts
         )
         self.events = JobEvents(settings.redis_url, self.metrics, prefix=event_prefix)
-        self.storage_channel: grpc.Channel = open_channel(settings.storage_addr)
+        self.storage_channel = storage_channel if storage_channel is not None else open_channel(settings.storage_addr)
         self.deleter = ObjectDeleter(self.storage_channel)
         self.servicer = JobsServicer(self.repository, self.events, self.deleter, self.metrics)
         self.sweeper = Sweeper(
@@ -78,7 +83,10 @@ class JobsApp:
 
     def ready(self) -> bool:
         """Readiness: PostgreSQL answers and the schema is current (Redis is optional: events degrade)."""
-        return self._migrate() and self.repository.ready()
+        try:
+            return self._migrate() and self.repository.ready()
+        except ServiceError:
+            return False
 
     def start(self) -> RunningServer:
         self._migrate()

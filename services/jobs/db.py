@@ -94,15 +94,19 @@ def open_pool(database_url: str, max_size: int = 10) -> ConnectionPool:
 
     Connections are checked when taken from the pool, so after a database
     restart the first request gets a fresh connection instead of an error.
+    A failed reconnect is given up at once instead of retried with exponential
+    backoff (up to minutes between tries): requests and the readiness probe
+    (every 2 s) grow the pool again on demand, so service resumes as soon as
+    the database is back. While it is down, a request fails after `timeout`.
     """
     pool = ConnectionPool(
         database_url,
         min_size=1,
         max_size=max_size,
-        timeout=5.0,
+        timeout=3.0,
         kwargs={"connect_timeout": 3},
         check=ConnectionPool.check_connection,
-        reconnect_timeout=0,  # keep trying for ever; an outage must heal by itself
+        reconnect_timeout=0,
         open=False,
         name="jobs",
     )
@@ -119,5 +123,5 @@ def database_errors() -> Iterator[None]:
     try:
         yield
     except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.UndefinedTable) as error:
-        log.warning("database unavailable: %s", type(error).__name__, exc_info=True)
+        log.warning("database unavailable: %s: %s", type(error).__name__, error)
         raise Unavailable(DATABASE_UNAVAILABLE, "the job database is unavailable; retry later") from error

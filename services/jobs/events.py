@@ -147,7 +147,7 @@ class JobEvents:
                 pubsub.psubscribe(self._job_prefix + "*")
                 pubsub.subscribe(self._queue_channel)
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=1.0)
+                    message = pubsub.get_message(timeout=0.25)
                     if message is not None:
                         self._handle(message)
                         backoff = 0.2
@@ -167,6 +167,8 @@ class JobEvents:
         if kind in ("subscribe", "psubscribe"):
             if not self._subscribed.is_set() and kind == "subscribe":
                 self._subscribed.set()
+                # Redis is back: publish again right away instead of waiting out the backoff.
+                self._publish_paused_until = 0.0
                 log.info("subscribed to job events")
                 # Anything published while we were not subscribed was missed: everyone re-checks.
                 self.wake_all()
