@@ -1,0 +1,69 @@
+"""Wiring: settings -> storage channel, clamd client, PDF inspector -> servicer -> server spec."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pdfsmaller.scanner.v1 import scanner_service_pb2, scanner_service_pb2_grpc
+from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from libs.grpc_client import open_channel
+from libs.grpc_server import ServerSpec
+from services.scanner.clamd import ClamdClient
+from services.scanner.pdf_checks import inspect_pdf_isolated
+from services.scanner.servicer import ScannerServicer
+from services.scanner.settings import ScannerSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = scanner_service_pb2.DESCRIPTOR.services_by_name["ScannerService"].full_name
+STORAGE_SERVICE_NAME = storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+def storage_ready(channel: grpc.Channel) -> bool:
+    try:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=STORAGE_SERVICE_NAME), timeout=2
+        )
+    except grpc.RpcError:
+        return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def server_spec(settings: ScannerSettings, storage_channel: grpc.Channel | None = None) -> ServerSpec:
+    channel = storage_channel if storage_channel is not None else open_channel(settings.storage_addr)
+    clamd = ClamdClient(settings.clamd_addr, settings.clamd_timeout_seconds) if settings.clamd_addr else None
+    if clamd is None:
+        log.warning("DEGRADED: CLAMD_ADDR is not set; uploads get PDF structure checks only, no malware scan")
+    registry = CollectorRegistry()
+    servicer = ScannerServicer(
+        storage_service_pb2_grpc.StorageServiceStub(channel),
+        clamd,
+        functools.partial(
+            inspect_pdf_isolated,
+            timeout=settings.pdf_check_timeout_seconds,
+            memory_bytes=settings.pdf_check_memory_bytes,
+        ),
+        registry,
+    )
+
+    def register(server: grpc.Server) -> None:
+        scanner_service_pb2_grpc.add_ScannerServiceServicer_to_server(servicer, server)
+
+    def readiness() -> bool:
+        # Configured clamd must answer: the scanner refuses every upload while it is down.
+        return (clamd is None or clamd.ping()) and storage_ready(channel)
+
+    return ServerSpec(
+        name="scanner",
+        listen=settings.listen,
+        register=register,
+        service_names=[SERVICE_NAME],
+        readiness=readiness,
+        metrics_port=settings.metrics_port,
+        registry=registry,
+    )
