@@ -65,11 +65,13 @@ def with_form_and_signature_field() -> bytes:
     return _save(pdf)
 
 
-def with_embedded_file(data: bytes, *, compress: bool = False) -> bytes:
+def with_embedded_file(data: bytes, *, compress: bool = False, subtype: str | None = None) -> bytes:
     """`data` attached as an embedded file (the usual way to smuggle a payload in a PDF)."""
     pdf = blank()
     stream = pikepdf.Stream(pdf, zlib.compress(data) if compress else data)
     stream.Type = pikepdf.Name.EmbeddedFile
+    if subtype:
+        stream.Subtype = pikepdf.Name(subtype)
     if compress:
         stream.Filter = pikepdf.Name.FlateDecode
     filespec = pdf.make_indirect(
