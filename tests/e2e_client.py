@@ -53,7 +53,7 @@ class RestClient:
         return reply
 
     def upload(self, data: bytes | Iterable[bytes], **params: str | int) -> Reply:
-        query = urllib.parse.urlencode(params)
+        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)  # %20, not form-style +
         return self.request("POST", f"/v1/jobs?{query}", data, {"content-type": "application/pdf"})
 
     def job(self, job_id: str) -> dict[str, Any]:
