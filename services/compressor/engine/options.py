@@ -32,14 +32,19 @@ class LevelProfile:
     chroma_diff_max: float
     chroma_ratio: tuple[float, float]
     drop_private_data: bool  # thumbnails, PieceInfo, application-private dictionaries
+    quantize: bool  # graphics may be reduced to a 256-colour palette
+    # Per-image gate for lossy replacements: SSIM of the replacement against the original at the same size.
+    image_ssim_min: float
 
 
 LEVELS: dict[str, LevelProfile] = {
-    "lossless": LevelProfile("lossless", False, None, None, None, None, 1.0, 0.995, 3.0, (0.95, 1.05), False),
-    "low": LevelProfile("low", True, 300.0, 225.0, 400.0, 85, 0.90, 0.985, 6.0, (0.90, 1.10), True),
-    "medium": LevelProfile("medium", True, 200.0, 150.0, 300.0, 75, 0.92, 0.975, 9.0, (0.82, 1.22), True),
-    "high": LevelProfile("high", True, 150.0, 110.0, 200.0, 60, 0.95, 0.93, 15.0, (0.70, 1.40), True),
-    "maximum": LevelProfile("maximum", True, 100.0, 80.0, 150.0, 45, 0.97, 0.905, 19.0, (0.62, 1.58), True),
+    "lossless": LevelProfile(
+        "lossless", False, None, None, None, None, 1.0, 0.995, 3.0, (0.95, 1.05), False, False, 1.0
+    ),
+    "low": LevelProfile("low", True, 300.0, 225.0, 400.0, 85, 0.90, 0.985, 6.0, (0.90, 1.10), True, False, 0.96),
+    "medium": LevelProfile("medium", True, 200.0, 150.0, 300.0, 75, 0.92, 0.972, 9.0, (0.82, 1.22), True, False, 0.93),
+    "high": LevelProfile("high", True, 150.0, 110.0, 200.0, 60, 0.95, 0.93, 15.0, (0.70, 1.40), True, True, 0.88),
+    "maximum": LevelProfile("maximum", True, 100.0, 80.0, 150.0, 45, 0.97, 0.905, 19.0, (0.62, 1.58), True, True, 0.84),
 }
 
 

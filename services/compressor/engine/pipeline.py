@@ -2,48 +2,100 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pikepdf
 
-from .errors import IO_ERROR, EngineError
-from .opening import count_pages_pdfium, count_pages_pypdf, open_input
-from .options import CompressOptions, Limits
-from .report import Report, Verification
+from . import structural
+from .analysis import bytes_by_kind
+from .errors import IO_ERROR, SIGNED_PDF, EngineError
+from .images import ImageChange, ImageOptimizer, ImageSettings
+from .opening import OpenedPdf, open_input
+from .options import LEVEL_NAMES, LEVELS, CompressOptions, LevelProfile, Limits
+from .placements import find_placements
+from .report import Report, TechniqueSaving, Verification
+from .safety import check_bombs, drop_usage_rights, is_signed
+from .verify import Gate, Reference, choose_pages, verify
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+# Rounds of "revert the images of the pages that failed the visual gate, verify again".
+_REVERT_ROUNDS = 2
+_VISUAL_FAILURES = {"ssim", "color", "render", "identical"}
 
 
-def _save_structural(pdf: pikepdf.Pdf, dest: Path) -> None:
-    pdf.remove_unreferenced_resources()
-    pdf.save(
-        dest,
-        object_stream_mode=pikepdf.ObjectStreamMode.generate,
-        compress_streams=True,
-        recompress_flate=True,
-        stream_decode_level=pikepdf.StreamDecodeLevel.generalized,
+@dataclass(frozen=True)
+class Attempt:
+    """One way of building a candidate: a level profile plus the caller's overrides."""
+
+    name: str
+    profile: LevelProfile
+    jpeg_quality: int | None
+    images: bool = True  # False: structural techniques only
+
+
+@dataclass
+class Candidate:
+    name: str
+    path: Path
+    size: int
+    verification: Verification
+    techniques: list[TechniqueSaving] = field(default_factory=list)
+    attempt: Attempt | None = None
+
+
+def _gate(profile: LevelProfile, options: CompressOptions) -> Gate:
+    return Gate(
+        ssim_min=profile.ssim_min,
+        chroma_diff_max=profile.chroma_diff_max,
+        chroma_ratio=profile.chroma_ratio,
+        identical=not profile.lossy,
+        check_colour=not options.grayscale,
     )
 
 
-def _verify_pages(candidate: Path, expected: int) -> Verification:
-    v = Verification(pages_in=expected)
-    try:
-        with pikepdf.open(candidate) as out:
-            v.pages_out = len(out.pages)
-    except pikepdf.PdfError:
-        v.failures.append("opens")
-        return v
-    v.pages_second_parser = count_pages_pypdf(candidate, None)
-    pdfium_pages = count_pages_pdfium(candidate, None)
-    if v.pages_out != expected or v.pages_second_parser != expected or pdfium_pages != expected:
-        v.failures.append("pages")
-    v.passed = not v.failures
-    return v
+def _image_settings(attempt: Attempt, options: CompressOptions) -> ImageSettings:
+    p = attempt.profile
+    above, target = p.downsample_above_dpi, p.target_dpi
+    if p.lossy and options.max_image_dpi is not None:
+        cap = float(options.max_image_dpi)
+        above = cap if above is None else min(above, cap)
+        target = cap if target is None else min(target, cap)
+    return ImageSettings(
+        lossy=p.lossy,
+        downsample_above_dpi=above,
+        target_dpi=target,
+        jpeg_quality=attempt.jpeg_quality,
+        min_jpeg_gain=p.min_jpeg_gain,
+        quantize=p.quantize,
+        grayscale=options.grayscale and p.lossy,
+        image_ssim_min=p.image_ssim_min,
+    )
+
+
+def _attempts(options: CompressOptions) -> list[Attempt]:
+    """The requested level; with a target size, then ever more aggressive settings until one fits."""
+    base = options.profile
+    q = options.image_quality if options.image_quality is not None else base.jpeg_quality
+    first = Attempt(options.level, base, q if base.lossy else None)
+    if options.target_size_bytes is None:
+        return [first]
+    out = [first]
+    for name in LEVEL_NAMES[LEVEL_NAMES.index(options.level) + 1 :]:
+        prof = LEVELS[name]
+        out.append(Attempt(name, prof, prof.jpeg_quality))
+    worst = LEVELS["maximum"]
+    for q2 in (35, 25):
+        out.append(Attempt(f"maximum-q{q2}", replace(worst, image_ssim_min=0.75), q2))
+    return out
 
 
 def _write_output(src: Path, output_path: Path) -> None:
@@ -57,6 +109,138 @@ def _write_output(src: Path, output_path: Path) -> None:
     except OSError:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _technique_totals(changes: list[ImageChange]) -> list[TechniqueSaving]:
+    by: dict[str, list[int]] = {}
+    for ch in changes:
+        t = by.setdefault(ch.technique, [0, 0])
+        t[0] += ch.saved
+        t[1] += 1
+    return [TechniqueSaving(name, saved, f"{n} image(s)") for name, (saved, n) in sorted(by.items())]
+
+
+class _Run:
+    def __init__(
+        self,
+        opened: OpenedPdf,
+        source: Path,
+        password: str | None,
+        options: CompressOptions,
+        limits: Limits,
+        work: Path,
+        ref: Reference,
+        step: Callable[[int], None],
+        report: Report,
+    ) -> None:
+        self.opened = opened
+        self.source = source
+        self.password = password
+        self.options = options
+        self.limits = limits
+        self.work = work
+        self.ref = ref
+        self.step = step
+        self.report = report
+        self.counter = 0
+
+    def _path(self, name: str) -> Path:
+        self.counter += 1
+        return self.work / f"c{self.counter:02d}-{name}.pdf"
+
+    def _open(self) -> pikepdf.Pdf:
+        return pikepdf.open(self.source, password=self.password or "")
+
+    def _save(self, pdf: pikepdf.Pdf, name: str) -> Path:
+        path = self._path(name)
+        structural.save(
+            pdf, path, linearize=self.options.linearize, keep_encryption=self.opened.encrypted and not self.password
+        )
+        return path
+
+    def _structural(self, pdf: pikepdf.Pdf, profile: LevelProfile) -> list[TechniqueSaving]:
+        techniques = []
+        dd = structural.deduplicate(pdf)
+        if dd.objects_merged:
+            techniques.append(
+                TechniqueSaving("dedup", dd.bytes_saved, f"{dd.objects_merged} identical object(s) merged")
+            )
+        if profile.drop_private_data:
+            saved = structural.drop_private_data(pdf)
+            if saved:
+                techniques.append(TechniqueSaving("drop-private-data", saved, "thumbnails, PieceInfo, per-object XMP"))
+        if drop_usage_rights(pdf):
+            techniques.append(
+                TechniqueSaving("drop-usage-rights", 0, "Reader-extension rights (invalidated by any rewrite)")
+            )
+        if self.options.remove_metadata:
+            techniques.append(TechniqueSaving("remove-metadata", structural.remove_metadata(pdf), "XMP and Info"))
+        saved = structural.recompress_streams(pdf)
+        if saved:
+            techniques.append(TechniqueSaving("recompress-flate", saved, "streams re-deflated at level 9"))
+        return techniques
+
+    def build(self, attempt: Attempt, lo: int, hi: int) -> Candidate | None:
+        """Build and verify one candidate; pages failing the visual gate get their images reverted."""
+        in_size = self.report.input_size_bytes
+        gate = _gate(attempt.profile, self.options)
+        pdf = self._open()
+        try:
+            techniques = self._structural(pdf, attempt.profile)
+            opt: ImageOptimizer | None = None
+            if attempt.images:
+                opt = ImageOptimizer(pdf, _image_settings(attempt, self.options), self.limits.max_image_pixels)
+                placements = find_placements(pdf)
+                span = (hi - lo) * 0.6
+                opt.run(placements, lambda f: self.step(lo + int(span * f)))
+            path = self._save(pdf, attempt.name)
+            self.step(lo + int((hi - lo) * 0.7))
+            settings = _image_settings(attempt, self.options)
+            for round_ in range(_REVERT_ROUNDS + 1):
+                size = path.stat().st_size
+                changes = opt.changes if opt is not None else []
+                weights: dict[int, int] = {}
+                for ch in changes:
+                    for p in ch.pages:
+                        weights[p] = weights.get(p, 0) + ch.saved
+                pages = choose_pages(self.opened.pages, weights)
+                outcome = verify(self.ref, path, gate, pages)
+                v = outcome.verification
+                self.report.candidates.append(
+                    {
+                        "name": attempt.name if round_ == 0 else f"{attempt.name}-retry{round_}",
+                        "size": size,
+                        "passed": v.passed,
+                        "failures": list(v.failures),
+                        "ssim_min": v.ssim_min,
+                        "images_changed": len(changes),
+                    }
+                )
+                if v.passed or opt is None or not changes or not outcome.bad_pages:
+                    break
+                if set(v.failures) - _VISUAL_FAILURES or round_ == _REVERT_ROUNDS:
+                    break
+                suspects = [ch for ch in changes if ch.pages & outcome.bad_pages]
+                if not suspects:
+                    break
+                if round_ == 0 and settings.jpeg_quality is not None and settings.jpeg_quality < 90:
+                    # First retry: the same images at a clearly higher quality and a gentler per-image gate.
+                    settings = replace(
+                        settings,
+                        jpeg_quality=min(92, settings.jpeg_quality + 15),
+                        image_ssim_min=min(0.98, settings.image_ssim_min + 0.03),
+                        quantize=False,
+                    )
+                    opt.redo(suspects, settings)
+                else:
+                    opt.undo(suspects)  # then: the originals on the pages that still fail
+                path = self._save(pdf, f"{attempt.name}-r{round_ + 1}")
+            changes = opt.changes if opt is not None else []
+            techniques = techniques + _technique_totals(changes)
+            self.step(hi)
+            return Candidate(attempt.name, path, size, v, techniques, attempt)
+        finally:
+            pdf.close()
 
 
 def compress(
@@ -80,31 +264,108 @@ def compress(
         in_size = input_path.stat().st_size
     except OSError:
         raise EngineError(IO_ERROR, "The input file cannot be read.") from None
-    report = Report(input_size_bytes=in_size, level=options.level, options=options.public_dict())
+    report = Report(
+        input_size_bytes=in_size,
+        level=options.level,
+        options=options.public_dict(),
+        target_size_bytes=options.target_size_bytes,
+    )
+    phases = report.seconds_by_phase
     step(0)
     with tempfile.TemporaryDirectory(prefix="pdfsmaller-") as td:
         work = Path(td)
+        t = time.monotonic()
         opened = open_input(input_path, options.password, work)
-        report.pages = opened.pages
-        report.repaired = opened.repaired
-        report.warnings.extend(opened.warnings)
-        step(10)
-        candidate = work / "structural.pdf"
+        source = work / "repaired.pdf" if (work / "repaired.pdf").exists() else input_path
+        password = options.password if source == input_path else None
         with opened.pdf:
-            _save_structural(opened.pdf, candidate)
-        step(60)
-        v = _verify_pages(candidate, opened.pages)
-        report.verification = v
-        size = candidate.stat().st_size
-        report.candidates.append({"name": "structural", "size": size, "passed": v.passed})
-        if v.passed and size < in_size:
-            _write_output(candidate, output_path)
-            report.output_size_bytes = size
-        else:
-            _write_output(input_path, output_path)
-            report.output_size_bytes = in_size
-            report.kept_original = True
-            report.kept_original_reason = "NOT_SMALLER" if v.passed else "VERIFICATION_FAILED"
+            check_bombs(opened.pdf, limits)
+            if is_signed(opened.pdf) and not options.allow_signature_break:
+                raise EngineError(
+                    SIGNED_PDF,
+                    "The PDF is digitally signed; compressing it would invalidate the signature. "
+                    "Allow breaking the signature to compress it anyway.",
+                )
+            report.pages = opened.pages
+            report.repaired = opened.repaired
+            report.warnings.extend(opened.warnings)
+            report.bytes_by_kind_before = bytes_by_kind(opened.pdf, in_size)
+        if options.max_image_dpi is not None and not options.profile.lossy:
+            report.warnings.append("max_image_dpi ignored: the lossless level never resamples images")
+        ref = Reference(input_path, options.password, opened.pages)
+        phases["open"] = round(time.monotonic() - t, 3)
+        step(10)
+        try:
+            run = _Run(opened, source, password, options, limits, work, ref, step, report)
+            best = _search(run, options, in_size, phases)
+            if best is not None:
+                _write_output(best.path, output_path)
+                report.output_size_bytes = best.size
+                report.verification = best.verification
+                report.techniques = best.techniques
+                if best.attempt is not None and best.attempt.name != options.level:
+                    report.warnings.append(f"settings used: {best.attempt.name}")
+                with pikepdf.open(best.path, password="") as out:
+                    report.bytes_by_kind_after = bytes_by_kind(out, best.size)
+                _add_structural_saving(report)
+            else:
+                _write_output(input_path, output_path)
+                report.output_size_bytes = in_size
+                report.kept_original = True
+                report.bytes_by_kind_after = dict(report.bytes_by_kind_before)
+                verified = [c for c in report.candidates if c["passed"]]
+                if verified:
+                    report.kept_original_reason = "NOT_SMALLER"
+                    report.kept_original_detail = "No verified candidate was smaller than the input."
+                else:
+                    report.kept_original_reason = "VERIFICATION_FAILED"
+                    fails = sorted({f for c in report.candidates for f in c["failures"]})
+                    report.kept_original_detail = "Every candidate failed verification: " + ", ".join(fails)
+        finally:
+            ref.close()
+    if options.target_size_bytes is not None:
+        report.target_met = report.output_size_bytes <= options.target_size_bytes
     report.seconds = round(time.monotonic() - t0, 3)
     step(100)
     return report
+
+
+def _add_structural_saving(report: Report) -> None:
+    """What the final rewrite (object streams, xref stream, dropped unreferenced objects) saved on its own:
+    the total saving minus what the named techniques account for."""
+    named = sum(t.saved_bytes for t in report.techniques)
+    rest = report.input_size_bytes - report.output_size_bytes - named
+    report.techniques.append(TechniqueSaving("rewrite", rest, "object streams, unreferenced objects dropped"))
+
+
+def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str, float]) -> Candidate | None:
+    """Smallest verified candidate. Ladder: the level (with page-wise reverts), then structural-only, then a plain
+    rewrite; with a target size, ever more aggressive attempts until one fits."""
+    t = time.monotonic()
+    passing: list[Candidate] = []
+    attempts = _attempts(options)
+    span = 80 // len(attempts)
+    for i, attempt in enumerate(attempts):
+        c = run.build(attempt, 10 + i * span, 10 + (i + 1) * span)
+        if c is not None and c.verification.passed and c.size < in_size:
+            passing.append(c)
+            if options.target_size_bytes is None or c.size <= options.target_size_bytes:
+                break
+    phases["candidates"] = round(time.monotonic() - t, 3)
+    if not passing:
+        # Fallbacks: structural techniques only, then lossless images (for lossy levels).
+        prof = options.profile
+        fallbacks = [Attempt("structural", LEVELS["lossless"] if not prof.lossy else prof, None, images=False)]
+        for fb in fallbacks:
+            c = run.build(fb, 90, 95)
+            if c is not None and c.verification.passed and c.size < in_size:
+                passing.append(c)
+                break
+        phases["fallback"] = round(time.monotonic() - t - phases["candidates"], 3)
+    if not passing:
+        return None
+    if options.target_size_bytes is not None:
+        fitting = [c for c in passing if c.size <= options.target_size_bytes]
+        if fitting:
+            return max(fitting, key=lambda c: c.size)  # the least aggressive result that fits
+    return min(passing, key=lambda c: c.size)

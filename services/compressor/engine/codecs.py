@@ -1,0 +1,87 @@
+"""Image encoders: Flate with the best PNG predictor per row, optimised JPEG, CCITT Group 4."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+from PIL import Image
+
+# zlib at its best ratio (level 9, largest window and memory).
+_ZLEVEL = 9
+
+
+def deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(_ZLEVEL, zlib.DEFLATED, 15, 9)
+    return c.compress(data) + c.flush()
+
+
+def png_filter(samples: bytes, width: int, height: int, colors: int, bpc: int) -> bytes | None:
+    """PNG-filter raw image rows (PDF /Predictor 15: a filter-type byte per row, chosen per row by the usual
+    minimum-sum-of-absolute-differences heuristic). Vectorised: every filter is computed for all rows at once."""
+    bpp = max(1, colors * bpc // 8)
+    stride = (width * colors * bpc + 7) // 8
+    if len(samples) < stride * height or height == 0 or stride == 0:
+        return None
+    x = np.frombuffer(samples, dtype=np.uint8, count=stride * height).reshape(height, stride).astype(np.int16)
+    a = np.zeros_like(x)
+    a[:, bpp:] = x[:, :-bpp]
+    b = np.zeros_like(x)
+    b[1:] = x[:-1]
+    c = np.zeros_like(x)
+    c[1:, bpp:] = x[:-1, :-bpp]
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    candidates = [x, x - a, x - b, x - ((a + b) >> 1), x - paeth]
+    filtered = np.stack([(f & 0xFF).astype(np.uint8) for f in candidates])  # (5, h, stride)
+    # Heuristic cost: bytes read as signed values, summed by magnitude.
+    cost = np.abs(filtered.view(np.int8).astype(np.int32)).sum(axis=2)  # (5, h)
+    choice = cost.argmin(axis=0)  # (h,)
+    rows = filtered[choice, np.arange(height)]
+    out = np.empty((height, stride + 1), dtype=np.uint8)
+    out[:, 0] = choice
+    out[:, 1:] = rows
+    return out.tobytes()
+
+
+def flate_best(samples: bytes, width: int, height: int, colors: int, bpc: int) -> tuple[bytes, dict[str, int] | None]:
+    """The smaller of plain Flate and Flate with PNG predictors. -> (data, DecodeParms or None)."""
+    plain = deflate(samples)
+    filtered = png_filter(samples, width, height, colors, bpc)
+    if filtered is not None:
+        pred = deflate(filtered)
+        if len(pred) < len(plain):
+            return pred, {"/Predictor": 15, "/Colors": colors, "/BitsPerComponent": bpc, "/Columns": width}
+    return plain, None
+
+
+def jpeg(img: Image.Image, quality: int) -> bytes:
+    """Optimised progressive JPEG (Huffman tables optimised; progressive is ~5% smaller at the same quality)."""
+    buf = io.BytesIO()
+    subsampling = 0 if quality >= 90 else 2  # 4:4:4 only where chroma detail is worth paying for
+    img.save(buf, "JPEG", quality=quality, optimize=True, progressive=True, subsampling=subsampling)
+    return buf.getvalue()
+
+
+def ccitt_g4(samples: bytes, width: int, height: int) -> bytes | None:
+    """1-bit rows (MSB first, rows padded to bytes; PDF convention) -> CCITT G4 data for /CCITTFaxDecode with
+    /K -1 /BlackIs1 true (the decoded bits equal the input bits). None when libtiff is unavailable or the encoder
+    splits the image into several strips."""
+    stride = (width + 7) // 8
+    if len(samples) < stride * height:
+        return None
+    img = Image.frombytes("1", (width, height), samples[: stride * height])
+    buf = io.BytesIO()
+    try:
+        img.save(buf, "TIFF", compression="group4", tiffinfo={278: height})  # 278: RowsPerStrip = one strip
+    except (OSError, KeyError, ValueError):
+        return None
+    tif = Image.open(io.BytesIO(buf.getvalue()))
+    offsets = tif.tag_v2.get(273)
+    counts = tif.tag_v2.get(279)
+    if not offsets or not counts or len(offsets) != 1:
+        return None
+    raw = buf.getvalue()
+    return raw[offsets[0] : offsets[0] + counts[0]]

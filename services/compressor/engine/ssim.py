@@ -1,0 +1,93 @@
+"""Image similarity: SSIM (Wang et al. 2004) and a CIELAB block-chroma comparison, numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_SIGMA = 1.5
+_RADIUS = 5  # 11-tap window: the Gaussian truncated at 3.5 sigma, as in the reference implementation
+_C1 = (0.01 * 255) ** 2
+_C2 = (0.03 * 255) ** 2
+
+
+def _kernel() -> np.ndarray:
+    x = np.arange(-_RADIUS, _RADIUS + 1, dtype=np.float64)
+    k = np.exp(-(x * x) / (2 * _SIGMA * _SIGMA))
+    return (k / k.sum()).astype(np.float32)
+
+
+_K = _kernel()
+
+
+def _blur_valid(img: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filter, 'valid' region only (no padding artefacts at the borders)."""
+    h, w = img.shape
+    n = 2 * _RADIUS + 1
+    rows = np.zeros((h, w - n + 1), dtype=np.float32)
+    for i in range(n):
+        rows += _K[i] * img[:, i : i + w - n + 1]
+    out = np.zeros((h - n + 1, w - n + 1), dtype=np.float32)
+    for i in range(n):
+        out += _K[i] * rows[i : i + h - n + 1, :]
+    return out
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two gray images (values 0..255), Gaussian window sigma 1.5, K1=0.01, K2=0.03."""
+    if a.shape != b.shape:
+        raise ValueError("images differ in size")
+    if min(a.shape) < 2 * _RADIUS + 1:
+        # Too small for the window: fall back to 1 - normalised mean absolute difference.
+        return float(1.0 - np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255.0)
+    x = a.astype(np.float32)
+    y = b.astype(np.float32)
+    mx, my = _blur_valid(x), _blur_valid(y)
+    sxx = _blur_valid(x * x) - mx * mx
+    syy = _blur_valid(y * y) - my * my
+    sxy = _blur_valid(x * y) - mx * my
+    num = (2 * mx * my + _C1) * (2 * sxy + _C2)
+    den = (mx * mx + my * my + _C1) * (sxx + syy + _C2)
+    return float((num / den).mean())
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an RGB uint8 image, float32."""
+    f = rgb.astype(np.float32)
+    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+
+
+BLOCK = 16  # px; 4 mm at 100 dpi
+COLOURED_CHROMA = 8.0
+MIN_COLOURED_BLOCKS = 4
+
+
+def _block_means(rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[0] // BLOCK * BLOCK, rgb.shape[1] // BLOCK * BLOCK
+    if h == 0 or w == 0:
+        return rgb.reshape(-1, 3).mean(axis=0).reshape(1, 1, 3)
+    x = rgb[:h, :w].astype(np.float64).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3)
+    return x.mean(axis=(1, 3))
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    c = rgb / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    to_xyz = np.array(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+    )
+    xyz = lin @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
+    eps = (6 / 29) ** 3
+    f = np.where(xyz > eps, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def chroma_compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float | None]:
+    """(largest chroma difference of any 16x16 block in CIELAB a*b*, ratio of summed chroma over the blocks that
+    are coloured in ``a`` or None when too few are)."""
+    la, lb = _lab(_block_means(a)), _lab(_block_means(b))
+    diff = np.hypot(la[..., 1] - lb[..., 1], la[..., 2] - lb[..., 2])
+    ca = np.hypot(la[..., 1], la[..., 2])
+    cb = np.hypot(lb[..., 1], lb[..., 2])
+    coloured = ca > COLOURED_CHROMA
+    ratio = float(cb[coloured].sum() / ca[coloured].sum()) if coloured.sum() >= MIN_COLOURED_BLOCKS else None
+    return float(diff.max()), ratio

@@ -1,0 +1,231 @@
+"""Structural techniques: deduplication, private-data and metadata removal, the final qpdf rewrite.
+
+Everything here is lossless for what a reader displays: identical objects are merged, objects nothing
+references are not written, streams are re-deflated at the best zlib level and packed into object streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pikepdf
+from pikepdf import Array, Dictionary, Name, Stream
+
+from . import codecs
+
+# Non-stream objects that are safe to merge when identical: they carry no identity of their own (unlike pages,
+# annotations or form fields, whose identity matters to /Parent links and to viewers).
+_MERGEABLE_TYPES = (Name.FontDescriptor, Name.Font, Name.ExtGState, Name.Pattern)
+
+
+@dataclass
+class DedupResult:
+    objects_merged: int = 0
+    bytes_saved: int = 0  # raw stream bytes no longer written
+
+
+def _stream_key(obj: Stream) -> bytes:
+    # Same raw bytes imply the same /Length, so the whole dictionary can be part of the key.
+    raw = obj.read_raw_bytes()
+    return hashlib.sha256(raw).digest() + obj.stream_dict.unparse(resolved=True)
+
+
+def _dict_key(obj: Dictionary) -> bytes:
+    return obj.unparse(resolved=True)
+
+
+def _replace_refs(pdf: pikepdf.Pdf, mapping: dict[tuple[int, int], pikepdf.Object]) -> None:
+    """Point every reference to a merged object at its survivor (one pass over every container)."""
+
+    def visit(container: pikepdf.Object) -> None:
+        stack = [container]
+        while stack:
+            c = stack.pop()
+            if isinstance(c, Array):
+                for i, v in enumerate(c):
+                    if not isinstance(v, pikepdf.Object):
+                        continue
+                    if v.is_indirect:
+                        repl = mapping.get(v.objgen)
+                        if repl is not None:
+                            c[i] = repl
+                    elif isinstance(v, Dictionary | Array):
+                        stack.append(v)
+            else:  # Dictionary or a stream's dictionary
+                for k in list(c.keys()):
+                    v = c.get(k)
+                    if not isinstance(v, pikepdf.Object):
+                        continue
+                    if v.is_indirect:
+                        repl = mapping.get(v.objgen)
+                        if repl is not None:
+                            c[k] = repl
+                    elif isinstance(v, Dictionary | Array):
+                        stack.append(v)
+
+    visit(pdf.trailer)
+    for obj in pdf.objects:
+        if isinstance(obj, Stream):
+            visit(obj.stream_dict)
+        elif isinstance(obj, Dictionary | Array):
+            visit(obj)
+
+
+def deduplicate(pdf: pikepdf.Pdf) -> DedupResult:
+    """Merge byte-identical streams (images, font programs, ICC profiles, forms) and, after that, identical font
+    and graphics-state dictionaries that became identical because their streams were merged."""
+    result = DedupResult()
+    seen: dict[bytes, pikepdf.Object] = {}
+    mapping: dict[tuple[int, int], pikepdf.Object] = {}
+    for obj in pdf.objects:
+        if not isinstance(obj, Stream):
+            continue
+        d = obj.stream_dict
+        # Page content streams and xref/object streams are never shared usefully; skip them cheaply.
+        if d.get("/Type") in (Name.XRef, Name.ObjStm):
+            continue
+        key = _stream_key(obj)
+        survivor = seen.get(key)
+        if survivor is None:
+            seen[key] = obj
+        else:
+            mapping[obj.objgen] = survivor
+            result.bytes_saved += len(obj.read_raw_bytes())
+    if mapping:
+        _replace_refs(pdf, mapping)
+    result.objects_merged += len(mapping)
+    # Dictionaries: descriptors first (they point at font programs), then fonts (they point at descriptors).
+    for types in ((Name.FontDescriptor,), (Name.Font, Name.ExtGState, Name.Pattern)):
+        seen_d: dict[bytes, pikepdf.Object] = {}
+        dmap: dict[tuple[int, int], pikepdf.Object] = {}
+        for obj in pdf.objects:
+            if isinstance(obj, Stream) or not isinstance(obj, Dictionary) or obj.get("/Type") not in types:
+                continue
+            key = _dict_key(obj)
+            survivor = seen_d.get(key)
+            if survivor is None:
+                seen_d[key] = obj
+            else:
+                dmap[obj.objgen] = survivor
+        if dmap:
+            _replace_refs(pdf, dmap)
+            result.objects_merged += len(dmap)
+    return result
+
+
+def _raw_len(obj: pikepdf.Object | None) -> int:
+    if isinstance(obj, Stream):
+        try:
+            return len(obj.read_raw_bytes())
+        except pikepdf.PdfError:
+            return 0
+    return 0
+
+
+def _private_size(obj: pikepdf.Object) -> int:
+    """Raw bytes of the streams inside a private-data dictionary (PieceInfo holds Illustrator/Photoshop data)."""
+    total = 0
+    stack = [obj]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        o = stack.pop()
+        if not isinstance(o, pikepdf.Object):
+            continue
+        if o.is_indirect:
+            if o.objgen in seen:
+                continue
+            seen.add(o.objgen)
+        if isinstance(o, Stream):
+            total += _raw_len(o)
+            stack.extend(o.stream_dict.values())
+        elif isinstance(o, Dictionary):
+            stack.extend(o.values())
+        elif isinstance(o, Array):
+            stack.extend(o)
+    return total
+
+
+def drop_private_data(pdf: pikepdf.Pdf) -> int:
+    """Drop page thumbnails and application-private data (PieceInfo: Illustrator/Photoshop editing data), and
+    per-object XMP packets on pages and XObjects. Nothing here is displayed or printed. Returns raw bytes."""
+    saved = 0
+    root = pdf.Root
+    if "/PieceInfo" in root:
+        saved += _private_size(root.PieceInfo)
+        del root["/PieceInfo"]
+    for page in pdf.pages:
+        po = page.obj
+        for key in ("/Thumb", "/PieceInfo", "/Metadata"):
+            if key in po:
+                saved += _private_size(po[key])
+                del po[key]
+    for obj in pdf.objects:
+        if isinstance(obj, Stream) and obj.stream_dict.get("/Type") == Name.XObject:
+            for key in ("/PieceInfo", "/Metadata"):
+                if key in obj.stream_dict:
+                    saved += _private_size(obj.stream_dict[key])
+                    del obj.stream_dict[key]
+    return saved
+
+
+def remove_metadata(pdf: pikepdf.Pdf) -> int:
+    """The caller asked for it: document XMP and the Info dictionary go (author, producer, dates...)."""
+    saved = 0
+    if "/Metadata" in pdf.Root:
+        saved += _raw_len(pdf.Root.Metadata)
+        del pdf.Root["/Metadata"]
+    if "/Info" in pdf.trailer:
+        del pdf.trailer["/Info"]
+    return saved
+
+
+_GENERIC_FILTERS = {Name.FlateDecode, Name.LZWDecode, Name.RunLengthDecode, Name.ASCIIHexDecode, Name.ASCII85Decode}
+
+
+def recompress_streams(pdf: pikepdf.Pdf) -> int:
+    """Re-deflate every non-image stream at zlib's best level (decoding LZW/RunLength/ASCII filters and
+    predictors first); a stream is only replaced when the result is smaller. Images are the image pass's job.
+    Returns the raw bytes saved."""
+    saved = 0
+    for obj in pdf.objects:
+        if not isinstance(obj, Stream):
+            continue
+        d = obj.stream_dict
+        if d.get("/Subtype") == Name.Image or d.get("/Type") in (Name.XRef, Name.ObjStm):
+            continue
+        f = d.get("/Filter")
+        filters = list(f) if isinstance(f, Array) else ([f] if f is not None else [])
+        if not filters or not all(x in _GENERIC_FILTERS for x in filters):
+            continue  # unfiltered streams are deflated by the writer; DCT/JPX/JBIG2/CCITT are left alone
+        try:
+            raw_len = len(obj.read_raw_bytes())
+            data = obj.read_bytes()
+        except pikepdf.PdfError:
+            continue
+        new = codecs.deflate(data)
+        if len(new) < raw_len:
+            obj.write(new, filter=Name.FlateDecode)
+            saved += raw_len - len(new)
+    return saved
+
+
+def save(pdf: pikepdf.Pdf, dest: Path, *, linearize: bool = False, keep_encryption: bool = False) -> None:
+    """The final rewrite: object streams, unreferenced objects gone, unfiltered streams deflated. Streams already
+    encoded are written as they are (recompress_streams and the image pass chose their encoding; letting qpdf
+    decode them again would drop PNG predictors and make images bigger)."""
+    pikepdf.settings.set_flate_compression_level(9)
+    if keep_encryption:
+        # An owner-password-only file keeps its encryption and permissions (qpdf cannot combine that with an
+        # explicit stream decode level, so streams are written as qpdf prefers).
+        pdf.save(dest, object_stream_mode=pikepdf.ObjectStreamMode.generate, linearize=linearize, encryption=True)
+        return
+    pdf.save(
+        dest,
+        object_stream_mode=pikepdf.ObjectStreamMode.generate,
+        compress_streams=True,
+        stream_decode_level=pikepdf.StreamDecodeLevel.none,
+        linearize=linearize,
+        fix_metadata_version=False,
+    )

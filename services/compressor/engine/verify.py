@@ -1,0 +1,362 @@
+"""Verification of a candidate against the input: pages, geometry, re-opening, renders (SSIM and colour),
+text, form fields, links and outlines. The input side is analysed once (Reference) and reused for every
+candidate; page renders are cached."""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import time
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pikepdf
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+
+from .opening import count_pages_pypdf
+from .report import Verification
+from .ssim import chroma_compare, luminance, ssim
+
+log = logging.getLogger(__name__)
+logging.getLogger("pypdfium2").setLevel(logging.ERROR)
+
+RENDER_DPI = 100.0
+MAX_SIDE_PX = 3000
+TEXT_RECALL_MIN = 0.99
+GEOMETRY_TOLERANCE_PT = 1.0
+# Pages rendered per candidate: all of them up to this count; beyond it, a spread sample plus every page
+# whose images changed (largest changes first) up to the same budget.
+RENDER_BUDGET = 24
+
+
+@dataclass(frozen=True)
+class Gate:
+    ssim_min: float
+    chroma_diff_max: float
+    chroma_ratio: tuple[float, float]
+    identical: bool = False  # lossless: renders must be pixel-identical
+    check_colour: bool = True  # off when the caller asked for grayscale
+
+
+@dataclass
+class Structure:
+    sizes: list[tuple[float, float] | None] = field(default_factory=list)
+    unloadable: list[int] = field(default_factory=list)
+    widgets: int = 0
+    fields: dict[str, list[tuple[int, str, bool | None]]] = field(default_factory=dict)
+    links: list[tuple[int, str]] = field(default_factory=list)
+    outline: list[tuple[str, int | None]] = field(default_factory=list)
+    attachments: int = 0
+
+
+def _utf16(fn: Any, *args: Any) -> str:
+    n = fn(*args, None, 0)
+    if n <= 2:
+        return ""
+    buf = (ctypes.c_ushort * ((n + 1) // 2))()
+    fn(*args, buf, n)
+    return bytes(buf)[:n].decode("utf-16-le", "replace").rstrip("\x00")
+
+
+def _dest_page(doc: pdfium.PdfDocument, dest: Any) -> int | None:
+    if not dest:
+        return None
+    i = pdfium_c.FPDFDest_GetDestPageIndex(doc, dest)
+    return i if i >= 0 else None
+
+
+def _link_target(doc: pdfium.PdfDocument, annot: Any) -> str:
+    link = pdfium_c.FPDFAnnot_GetLink(annot)
+    if not link:
+        return "none"
+    dest = pdfium_c.FPDFLink_GetDest(doc, link)
+    if dest:
+        return f"page:{_dest_page(doc, dest)}"
+    action = pdfium_c.FPDFLink_GetAction(link)
+    if not action:
+        return "none"
+    kind = pdfium_c.FPDFAction_GetType(action)
+    if kind == pdfium_c.PDFACTION_URI:
+        n = pdfium_c.FPDFAction_GetURIPath(doc, action, None, 0)
+        buf = ctypes.create_string_buffer(max(n, 1))
+        pdfium_c.FPDFAction_GetURIPath(doc, action, buf, n)
+        return "uri:" + buf.raw[: max(n - 1, 0)].decode("latin-1")
+    if kind == pdfium_c.PDFACTION_GOTO:
+        return f"page:{_dest_page(doc, pdfium_c.FPDFAction_GetDest(doc, action))}"
+    return f"action:{kind}"
+
+
+def read_structure(doc: pdfium.PdfDocument) -> Structure:
+    s = Structure()
+    n = len(doc)
+    s.sizes = [None] * n
+    form = doc.formenv.raw if getattr(doc, "formenv", None) else None
+    for i in range(n):
+        try:
+            page = doc[i]
+        except pdfium.PdfiumError:
+            s.unloadable.append(i)
+            continue
+        try:
+            w, h = page.get_size()
+            s.sizes[i] = (w, h)
+            for j in range(pdfium_c.FPDFPage_GetAnnotCount(page)):
+                annot = pdfium_c.FPDFPage_GetAnnot(page, j)
+                if not annot:
+                    continue
+                try:
+                    subtype = pdfium_c.FPDFAnnot_GetSubtype(annot)
+                    if subtype == pdfium_c.FPDF_ANNOT_LINK:
+                        s.links.append((i, _link_target(doc, annot)))
+                    elif subtype == pdfium_c.FPDF_ANNOT_WIDGET:
+                        s.widgets += 1
+                        if form:
+                            name = _utf16(pdfium_c.FPDFAnnot_GetFormFieldName, form, annot)
+                            value = _utf16(pdfium_c.FPDFAnnot_GetFormFieldValue, form, annot)
+                            ftype = pdfium_c.FPDFAnnot_GetFormFieldType(form, annot)
+                            checked = bool(pdfium_c.FPDFAnnot_IsChecked(form, annot)) if ftype in (2, 3) else None
+                            s.fields.setdefault(name, []).append((ftype, value, checked))
+                finally:
+                    pdfium_c.FPDFPage_CloseAnnot(annot)
+        finally:
+            page.close()
+    for v in s.fields.values():
+        v.sort(key=repr)
+    try:
+        for k, item in enumerate(doc.get_toc(max_depth=64)):
+            if k > 100_000:
+                break
+            target = None
+            dest = pdfium_c.FPDFBookmark_GetDest(doc, item.raw)
+            if dest:
+                target = _dest_page(doc, dest)
+            else:
+                action = pdfium_c.FPDFBookmark_GetAction(item.raw)
+                if action and pdfium_c.FPDFAction_GetType(action) == pdfium_c.PDFACTION_GOTO:
+                    target = _dest_page(doc, pdfium_c.FPDFAction_GetDest(doc, action))
+            s.outline.append((unicodedata.normalize("NFKC", item.get_title()), target))
+    except pdfium.PdfiumError:
+        pass
+    s.attachments = max(0, doc.count_attachments())
+    return s
+
+
+def _words(text: str) -> list[str]:
+    t = unicodedata.normalize("NFKC", text)
+    t = "".join(" " if unicodedata.category(c) == "Cc" else "" if unicodedata.category(c) == "Cf" else c for c in t)
+    return t.split()
+
+
+def read_words(doc: pdfium.PdfDocument) -> list[str]:
+    words: list[str] = []
+    for i in range(len(doc)):
+        try:
+            page = doc[i]
+        except pdfium.PdfiumError:
+            continue
+        try:
+            tp = page.get_textpage()
+            words.extend(_words(tp.get_text_range()))
+            tp.close()
+        finally:
+            page.close()
+    return words
+
+
+def _open(path: Path, password: str | None) -> pdfium.PdfDocument:
+    doc = pdfium.PdfDocument(str(path), password=password)
+    try:
+        doc.init_forms()  # widgets must be drawn and read as a viewer would
+    except pdfium.PdfiumError:
+        pass
+    return doc
+
+
+def render(doc: pdfium.PdfDocument, index: int) -> np.ndarray | None:
+    try:
+        page = doc[index]
+    except pdfium.PdfiumError:
+        return None
+    try:
+        w, h = page.get_size()
+        scale = RENDER_DPI / 72.0
+        longest = max(w, h) * scale
+        if longest > MAX_SIDE_PX:
+            scale *= MAX_SIDE_PX / longest
+        bitmap = page.render(scale=scale, may_draw_forms=True, draw_annots=True, rev_byteorder=True)
+        arr = np.array(bitmap.to_numpy()[:, :, :3], dtype=np.uint8, copy=True)
+        bitmap.close()
+        return arr
+    except pdfium.PdfiumError:
+        return None
+    finally:
+        page.close()
+
+
+def choose_pages(n: int, changed: dict[int, int], budget: int = RENDER_BUDGET) -> list[int]:
+    """All pages when they fit the budget; otherwise first, last and evenly spaced pages (a spread sample of
+    unchanged structure), then the pages whose images changed, largest change first."""
+    if n <= budget:
+        return list(range(n))
+    spread = max(2, budget // 3)
+    chosen = {round(i * (n - 1) / (spread - 1)) for i in range(spread)}
+    for page, _ in sorted(changed.items(), key=lambda kv: -kv[1]):
+        if len(chosen) >= budget:
+            break
+        chosen.add(page)
+    k = 0
+    while len(chosen) < min(budget, n):  # fill with more spread pages
+        chosen.add((k * 7919) % n)
+        k += 1
+    return sorted(chosen)
+
+
+class Reference:
+    """The input as readers see it, computed once."""
+
+    def __init__(self, path: Path, password: str | None, pages: int) -> None:
+        self.path = path
+        self.password = password
+        self.pages = pages
+        self.doc = _open(path, password)
+        self.structure = read_structure(self.doc)
+        self.words = read_words(self.doc)
+        self._renders: dict[int, np.ndarray | None] = {}
+
+    def render(self, index: int) -> np.ndarray | None:
+        if index not in self._renders:
+            self._renders[index] = render(self.doc, index) if index < len(self.doc) else None
+        return self._renders[index]
+
+    def close(self) -> None:
+        self.doc.close()
+        self._renders.clear()
+
+
+def _multiset_loss(a: list[Any], b: list[Any]) -> int:
+    ca, cb = collections.Counter(a), collections.Counter(b)
+    return sum(max(0, c - cb[k]) for k, c in ca.items())
+
+
+@dataclass
+class Outcome:
+    verification: Verification
+    bad_pages: set[int]  # pages that failed the visual gate (candidates for reverting their images)
+
+
+def verify(ref: Reference, candidate: Path, gate: Gate, pages: list[int]) -> Outcome:
+    t0 = time.monotonic()
+    v = Verification(pages_in=ref.pages, ssim_threshold=gate.ssim_min, render_dpi=RENDER_DPI)
+    bad: set[int] = set()
+    fail = v.failures.append
+
+    # Opens cleanly, page counts agree (three independent readers).
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pikepdf.open(candidate) as out:
+                v.pages_out = len(out.pages)
+                if out.get_warnings():
+                    fail("opens")
+    except pikepdf.PdfError:
+        fail("opens")
+        v.seconds = round(time.monotonic() - t0, 3)
+        return Outcome(v, bad)
+    v.pages_second_parser = count_pages_pypdf(candidate, None)
+    try:
+        doc = _open(candidate, None)
+    except pdfium.PdfiumError:
+        fail("opens")
+        v.seconds = round(time.monotonic() - t0, 3)
+        return Outcome(v, bad)
+    try:
+        if not (v.pages_out == ref.pages == v.pages_second_parser == len(doc)):
+            fail("pages")
+            return Outcome(v, bad)
+        st = read_structure(doc)
+        si = ref.structure
+        if set(st.unloadable) - set(si.unloadable):
+            fail("opens")
+        for a, b in zip(si.sizes, st.sizes, strict=False):
+            if a and b and (abs(a[0] - b[0]) > GEOMETRY_TOLERANCE_PT or abs(a[1] - b[1]) > GEOMETRY_TOLERANCE_PT):
+                fail("geometry")
+                break
+
+        # Visual.
+        v.pages_compared = [p + 1 for p in pages]
+        worst = 1.0
+        identical = True
+        chroma_max = 0.0
+        ratios: list[float] = []
+        for p in pages:
+            a = ref.render(p)
+            if a is None:
+                continue  # the input page itself does not render; nothing to compare
+            b = render(doc, p)
+            if b is None or b.shape != a.shape:
+                fail("render")
+                bad.add(p)
+                worst = 0.0
+                continue
+            if np.array_equal(a, b):
+                continue
+            identical = False
+            s = ssim(luminance(a), luminance(b))
+            if s < worst:
+                worst, v.ssim_min_page = s, p + 1
+            page_bad = s < gate.ssim_min
+            if gate.check_colour:
+                diff, ratio = chroma_compare(a, b)
+                chroma_max = max(chroma_max, diff)
+                if ratio is not None:
+                    ratios.append(ratio)
+                lo, hi = gate.chroma_ratio
+                if diff > gate.chroma_diff_max or (ratio is not None and not lo <= ratio <= hi):
+                    page_bad = True
+            if page_bad:
+                bad.add(p)
+        v.ssim_min = round(worst, 5)
+        v.identical_renders = identical
+        v.chroma_diff_max = round(chroma_max, 3)
+        v.chroma_ratio_min = round(min(ratios), 4) if ratios else None
+        v.chroma_ratio_max = round(max(ratios), 4) if ratios else None
+        if gate.identical and not identical:
+            fail("identical")
+        if worst < gate.ssim_min:
+            fail("ssim")
+        if gate.check_colour and bad and "ssim" not in v.failures:
+            fail("color")
+
+        # Text.
+        v.text_words_in = len(ref.words)
+        if ref.words:
+            out_words = read_words(doc)
+            ca, cb = collections.Counter(ref.words), collections.Counter(out_words)
+            recall = sum(min(c, cb[w]) for w, c in ca.items()) / len(ref.words)
+            v.text_recall = round(recall, 5)
+            if recall < TEXT_RECALL_MIN:
+                fail("text")
+
+        # Forms, links, outlines, attachments.
+        v.fields_in, v.fields_out = len(si.fields), len(st.fields)
+        v.links_in, v.links_out = len(si.links), len(st.links)
+        v.outlines_in, v.outlines_out = len(si.outline), len(st.outline)
+        if any(k not in st.fields or st.fields[k] != val for k, val in si.fields.items()) or st.widgets < si.widgets:
+            fail("fields")
+        if _multiset_loss(si.links, st.links):
+            fail("links")
+        if _multiset_loss(si.outline, st.outline):
+            fail("outlines")
+        if st.attachments < si.attachments:
+            fail("attachments")
+    finally:
+        doc.close()
+        v.passed = not v.failures
+        v.seconds = round(time.monotonic() - t0, 3)
+    return Outcome(v, bad)
