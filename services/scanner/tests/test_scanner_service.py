@@ -16,6 +16,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2_grpc
 from libs.devservers.clamd import eicar_bytes
 from libs.devservers.postgres import free_port
 from libs.errors import reason_of
+from libs.grpc_client import open_channel
 from libs.grpc_server import RunningServer
 from services.scanner.app import SERVICE_NAME, server_spec
 from services.scanner.settings import ScannerSettings
@@ -56,7 +57,7 @@ def start_scanner(storage_addr: str, clamd_addr: str | None, *, metrics: bool = 
         clamd_addr=clamd_addr,
         clamd_timeout_seconds=30,
     )
-    storage_channel = plain_channel(storage_addr)
+    storage_channel = open_channel(storage_addr)  # the production wiring (traced channel)
     spec = server_spec(settings, storage_channel=storage_channel)
     if not metrics:
         spec.metrics_port = None  # its HTTP server takes 0.5 s to stop
