@@ -31,6 +31,13 @@ class JobsMetrics:
             ["outcome"],
             registry=registry,
         )
+        # Every label value from the start, so dashboards see zeros rather than gaps.
+        for state in ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"):
+            self.finished.labels(state)
+        for state in ("QUEUED", "RUNNING"):
+            self.queue_depth.labels(state)
+        for outcome in ("requeued", "failed"):
+            self.lease_expirations.labels(outcome)
         self.event_publish_failures = Counter(
             "jobs_event_publish_failures_total",
             "Job events not published because Redis was unavailable (watchers fall back to re-reading).",

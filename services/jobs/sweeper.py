@@ -51,7 +51,10 @@ class Sweeper:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
+        # First pass at once: leases may have expired while no replica was running.
+        wait = 0.0
+        while not self._stopping.wait(wait):
+            wait = self._interval
             try:
                 self.sweep_once()
             except ServiceError as error:

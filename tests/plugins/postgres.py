@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -37,6 +38,9 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _with_database(url: str, database: str) -> str:
+    """The same server with another database; stays a URL when given one."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return urlsplit(url)._replace(path=f"/{database}").geturl()
     params = conninfo.conninfo_to_dict(url)
     params["dbname"] = database
     return conninfo.make_conninfo(**params)

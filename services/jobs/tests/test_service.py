@@ -343,3 +343,20 @@ def test_queue_stats(service: Service) -> None:
     stats = service.stub.GetQueueStats(pb.GetQueueStatsRequest(), timeout=5)
     assert (stats.queued, stats.running, stats.succeeded, stats.failed) == (2, 1, 0, 0)
     assert stats.oldest_queued_seconds >= 0
+
+
+def test_watch_ends_when_the_job_is_deleted(service: Service) -> None:
+    job = create(service)
+    stream = service.stub.WatchJob(pb.WatchJobRequest(id=job.id, tenant="t1"), timeout=15)
+    assert next(stream).state == Q
+    started = time.monotonic()
+    service.stub.DeleteJob(pb.DeleteJobRequest(id=job.id, tenant="t1"), timeout=5)
+    updates: list[int] = []
+    try:
+        updates.extend(update.state for update in stream)
+        # DeleteJob cancels first; a watcher that re-read in between sees CANCELLED, a terminal state.
+        assert updates == [pb.JOB_STATE_CANCELLED]
+    except grpc.RpcError as error:
+        # One that re-read only after the row was gone learns it from the error.
+        assert (updates, reason_of(error)) == ([], "JOB_NOT_FOUND")  # noqa: PT017
+    assert time.monotonic() - started < 1.0
