@@ -21,6 +21,7 @@ from google.protobuf import struct_pb2
 from opentelemetry import trace
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -136,11 +137,10 @@ class Worker:
                         return
                     self._finish(job, lease_token, failure=failure)
                     return
-                if heartbeat.lost.is_set():
+                if heartbeat.lost.is_set() or not self._finish(job, lease_token, completion=completion):
                     log.warning("job %s was taken away while compressing; result dropped", job.id)
                     self._metrics.jobs.labels("LEASE_LOST").inc()
-                    return
-                self._finish(job, lease_token, completion=completion)
+                    self._delete_quietly(completion.output_key)
         finally:
             self._metrics.busy.dec()
             self._metrics.seconds.observe(time.monotonic() - started)
@@ -169,7 +169,8 @@ class Worker:
             log.error("engine output larger than input for job %s; keeping the original", job.id)
             shutil.copyfile(source, result)
         heartbeat.progress(95)
-        output_key = f"outputs/{job.id}.pdf"
+        # One key per attempt: a worker that lost its lease deletes its own output, never a successor's.
+        output_key = f"outputs/{job.id}-{job.attempts}.pdf"
         try:
             stored = transfer.upload(self._storage, output_key, result, timeout)
         except grpc.RpcError as error:
@@ -192,10 +193,11 @@ class Worker:
         lease_token: str,
         completion: jobs.CompleteJobRequest | None = None,
         failure: _JobFailed | None = None,
-    ) -> None:
+    ) -> bool:
         """Report the outcome, retrying while the jobs service is briefly away.
 
-        If it stays away the lease expires and the job is retried elsewhere.
+        False when the job is no longer ours. If the jobs service stays away the
+        lease expires and the job is retried elsewhere.
         """
         for attempt in range(5):
             try:
@@ -214,10 +216,17 @@ class Worker:
                         timeout=self._config.call_timeout_seconds,
                     )
                     self._metrics.jobs.labels(failure.reason).inc()
-                return
+                return True
             except grpc.RpcError as error:
                 if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     log.warning("job %s no longer ours (%s)", job.id, reason_of(error))
-                    return
+                    return False
                 log.warning("reporting job %s failed (%s); attempt %d", job.id, reason_of(error), attempt + 1)
                 time.sleep(min(2**attempt, MAX_BACKOFF_SECONDS))
+        return True  # unknown: the lease will expire and the sweeper decides
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self._storage.DeleteObject(storage.DeleteObjectRequest(key=key), timeout=self._config.call_timeout_seconds)
+        except grpc.RpcError:
+            log.warning("could not delete orphaned output %s", key, exc_info=True)

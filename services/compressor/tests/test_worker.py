@@ -117,6 +117,7 @@ def test_job_is_compressed_stored_and_completed(system: System) -> None:
     job = system.job(job_id)
     assert job.state == jobs.JOB_STATE_SUCCEEDED, job.error
     assert 0 < job.output_size_bytes <= source.stat().st_size
+    assert job.output_key == f"outputs/{job_id}-1.pdf"  # one key per attempt
     assert job.report["input_size_bytes"] == source.stat().st_size
     stored = b"".join(
         part.chunk for part in system.storage.GetObject(storage.GetObjectRequest(key=job.output_key), timeout=10)
@@ -167,3 +168,18 @@ def test_run_loop_picks_up_new_jobs_and_stops(system: System) -> None:
         stop.set()
         loop.join(10)
     assert not loop.is_alive()
+
+
+def test_result_of_a_job_cancelled_meanwhile_is_dropped(system: System) -> None:
+    job_id = system.submit(DATA / "pypdf__jpeg.pdf")
+
+    def engine_cancelled_midway(*args: object, **kwargs: object) -> Report:
+        system.jobs.CancelJob(jobs.CancelJobRequest(id=job_id, tenant="t"), timeout=10)
+        return compress_isolated(*args, **kwargs)  # type: ignore[arg-type]
+
+    system.lease_and_process(system.worker(engine_cancelled_midway))
+    job = system.job(job_id)
+    assert job.state == jobs.JOB_STATE_CANCELLED
+    with pytest.raises(grpc.RpcError) as caught:
+        system.storage.StatObject(storage.StatObjectRequest(key=f"outputs/{job_id}-1.pdf"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
