@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from libs.devservers.postgres import free_port
+from libs.devservers.ports import free_port
 
 log = logging.getLogger(__name__)
 

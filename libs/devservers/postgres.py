@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ from types import TracebackType
 
 import psycopg
 from psycopg import sql
+
+from libs.devservers.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,6 @@ _SUPERUSER = "postgres"
 
 class PostgresError(RuntimeError):
     """The server could not be initialised or started."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def find_bindir() -> Path:

@@ -23,7 +23,7 @@ from types import TracebackType
 
 import redis
 
-from libs.devservers.postgres import free_port
+from libs.devservers.ports import free_port
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,18 +24,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.devservers.clamd import ClamdServer
 from libs.devservers.envoy import EnvoyServer, EnvoySettings
+from libs.devservers.ports import free_port
 from libs.devservers.postgres import PostgresServer
 from libs.devservers.redis import RedisServer
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
