@@ -156,7 +156,9 @@ def test_delete_is_idempotent(storage: StorageUnderTest) -> None:
     assert storage.leftovers() == []
 
 
-def test_client_disconnect_mid_upload_leaves_nothing(storage: StorageUnderTest) -> None:
+@pytest.mark.parametrize("attempt", range(5))
+def test_client_disconnect_mid_upload_leaves_nothing(storage: StorageUnderTest, attempt: int) -> None:
+    # Repeated: the cancel-versus-half-close race this guards against showed up in about 1 run in 4.
     sent_some = threading.Event()
     release = threading.Event()
 
@@ -169,14 +171,12 @@ def test_client_disconnect_mid_upload_leaves_nothing(storage: StorageUnderTest) 
 
     future = storage.stub.PutObject.future(requests(), timeout=30)
     assert sent_some.wait(10)
-    time.sleep(0.2)  # let the server write what it received
+    time.sleep(0.05 * attempt)  # cancel at different points: before and after the server wrote the chunks
     future.cancel()
     release.set()
     with pytest.raises(grpc.FutureCancelledError):
         future.result()
-    deadline = time.monotonic() + 5
-    while storage.leftovers() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    time.sleep(0.3)  # let the server finish handling the cancelled call
     assert storage.leftovers() == []
     with pytest.raises(grpc.RpcError) as raised:
         storage.stub.StatObject(pb.StatObjectRequest(key="abandoned/upload.pdf"), timeout=10)
