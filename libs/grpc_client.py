@@ -91,6 +91,8 @@ def open_channel(address: str) -> grpc.Channel:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.enable_retries", 1),
+            # Spread calls over every address a name resolves to (a headless Service lists each pod).
+            ("grpc.lb_policy_name", "round_robin"),
         ],
     )
     return grpc.intercept_channel(channel, _TracingInterceptor())

@@ -36,6 +36,24 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 ReadinessCheck = Callable[[], bool]
+# How long a finished client stream is watched for a late cancel (see client_stream_completed).
+CANCEL_SETTLE_SECONDS = 0.05
+
+
+def client_stream_completed(context: grpc.ServicerContext, settle_seconds: float = CANCEL_SETTLE_SECONDS) -> bool:
+    """Whether a client stream that just ended was half-closed by the client, not cancelled.
+
+    grpcio ends the request iterator the same way for a client's half-close and
+    for a cancel (disconnect); the cancel only shows in is_active() once grpc's
+    polling thread has handled the next event, a moment later. Uploads call this
+    before committing so a dropped upload is discarded instead of kept truncated.
+    """
+    deadline = time.monotonic() + settle_seconds
+    while context.is_active():
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.005)
+    return False
 
 
 class _ErrorMappingInterceptor(grpc.ServerInterceptor):
@@ -138,7 +156,8 @@ class ServerSpec:
     health_names: Sequence[str] = ()
     readiness: ReadinessCheck = lambda: True
     metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
+    # Defaults to the gRPC listen host, so a pod listening on 0.0.0.0 can be scraped.
+    metrics_host: str | None = None
     max_workers: int = 32
     grace_seconds: float = 10.0
     readiness_interval_seconds: float = 2.0
@@ -180,9 +199,8 @@ class RunningServer:
 
     def start(self) -> RunningServer:
         if self.spec.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(
-                self.spec.metrics_port, addr=self.spec.metrics_host, registry=self.spec.registry
-            )
+            host = self.spec.metrics_host or self.spec.listen.rsplit(":", 1)[0].strip("[]")
+            self._metrics_server, _ = start_http_server(self.spec.metrics_port, addr=host, registry=self.spec.registry)
             self.metrics_port = self._metrics_server.server_port
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._set_ready(self._check_ready())

@@ -22,6 +22,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from prometheus_client import CollectorRegistry, Counter
 
 from libs.errors import FailedPrecondition, InvalidArgument, ServiceError, from_rpc
+from libs.grpc_server import client_stream_completed
 from libs.telemetry import current_traceparent
 from services.gateway.auth import Authenticator, RateLimiter
 from services.gateway.convert import download_name, parse_options, to_public
@@ -83,7 +84,12 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         tenant = self._tenant(context)
         job_id = str(uuid.uuid4())
         key = f"inputs/{job_id}.pdf"
-        upload = UploadStream(messages=request_iterator, key=key, max_bytes=self._deps.max_upload_bytes)
+        upload = UploadStream(
+            messages=request_iterator,
+            key=key,
+            max_bytes=self._deps.max_upload_bytes,
+            client_finished=lambda: client_stream_completed(context),
+        )
         try:
             stored = self._deps.storage.PutObject(upload.requests(), timeout=self._deps.call_timeout_seconds * 10)
         except grpc.RpcError as error:

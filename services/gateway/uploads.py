@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import grpc
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 
@@ -50,6 +51,8 @@ class UploadStream:
     messages: Iterable[public.CreateJobRequest]
     key: str
     max_bytes: int
+    # Whether the client really finished its stream (a disconnect also just ends it).
+    client_finished: Callable[[], bool] = lambda: True
     options: UploadOptions = field(default_factory=UploadOptions)
     size: int = 0
     error: ServiceError | None = None
@@ -97,6 +100,10 @@ class UploadStream:
             self._check_magic(head)
             sniffed = True
             yield storage.PutObjectRequest(chunk=head)
+        if not self.client_finished():
+            raise self._refuse(
+                ServiceError("UPLOAD_ABORTED", "the upload was interrupted", code=grpc.StatusCode.CANCELLED)
+            )
         if self.size == 0:
             raise self._refuse(InvalidArgument("EMPTY_FILE", "the request body is empty; send the PDF as the body"))
         if not sniffed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator
 
 import grpc
@@ -13,13 +12,13 @@ from pdfsmaller.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from prometheus_client import CollectorRegistry, Counter
 
 from libs.errors import InvalidArgument, Unavailable
+from libs.grpc_server import client_stream_completed
 from services.storage.backends import Backend, ObjectMeta
 from services.storage.keys import DOMAIN, validate_key
 
 log = logging.getLogger(__name__)
 
 MAX_CONTENT_TYPE_LENGTH = 255
-CANCEL_SETTLE_SECONDS = 0.05
 
 
 def _info(meta: ObjectMeta) -> pb.ObjectInfo:
@@ -68,18 +67,9 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             if message.WhichOneof("part") != "chunk":
                 raise InvalidArgument("UNEXPECTED_HEADER", "only the first message may carry a header", domain=DOMAIN)
             yield message.chunk
-        # grpcio ends the request iterator the same way for a client's half-close and for a
-        # cancel (disconnect); the cancel only shows in is_active() once grpc's polling thread has
-        # handled the next event, a moment later. Give it that moment before committing, so a
-        # dropped upload is discarded (raising here makes the backend delete its temporary data)
-        # instead of being stored truncated. Costs CANCEL_SETTLE_SECONDS per upload.
-        deadline = time.monotonic() + CANCEL_SETTLE_SECONDS
-        while True:
-            if not context.is_active():
-                raise Unavailable("UPLOAD_ABORTED", "the upload was cancelled by the client", domain=DOMAIN)
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(0.005)
+        # Raising here makes the backend delete its temporary data instead of storing a truncated object.
+        if not client_stream_completed(context):
+            raise Unavailable("UPLOAD_ABORTED", "the upload was cancelled by the client", domain=DOMAIN)
 
     def GetObject(self, request: pb.GetObjectRequest, context: grpc.ServicerContext) -> Iterator[pb.GetObjectResponse]:
         key = validate_key(request.key)

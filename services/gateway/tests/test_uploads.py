@@ -71,3 +71,11 @@ def test_not_a_pdf_refused_before_its_body_is_forwarded() -> None:
 )
 def test_clean_filename(raw: str, clean: str) -> None:
     assert clean_filename(raw) == clean
+
+
+def test_interrupted_upload_is_refused() -> None:
+    body = [b"%PDF-1.7\n", b"x" * 5000]
+    upload = UploadStream(_messages(body), "k", 10**6, client_finished=lambda: False)
+    with pytest.raises(ServiceError) as caught:
+        _drain(upload)
+    assert caught.value.reason == "UPLOAD_ABORTED"
