@@ -206,7 +206,7 @@ def _container_env(docs: list[Doc], container: Doc) -> dict[str, str]:
 
 
 def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
+    host, _, port = address.removeprefix("dns:///").rpartition(":")
     return host, int(port)
 
 
