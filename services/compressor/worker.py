@@ -102,14 +102,9 @@ class Worker:
         backoff = 0.5
         while not stop.is_set():
             try:
-                lease = self._jobs.LeaseJob(
-                    jobs.LeaseJobRequest(
-                        worker_id=self._config.worker_id,
-                        lease_seconds=self._config.lease_seconds,
-                        wait_seconds=self._config.lease_wait_seconds,
-                    ),
-                    timeout=self._config.lease_wait_seconds + self._config.call_timeout_seconds,
-                )
+                lease = self._lease(stop)
+            except grpc.FutureCancelledError:
+                return
             except grpc.RpcError as error:
                 log.warning("cannot lease jobs (%s); retrying in %.1fs", reason_of(error), backoff)
                 stop.wait(backoff)
@@ -118,6 +113,22 @@ class Worker:
             backoff = 0.5
             if lease.HasField("job"):
                 self.process(lease.job, lease.lease_token)
+
+    def _lease(self, stop: threading.Event) -> jobs.LeaseJobResponse:
+        """Wait for a job in a long poll that a shutdown cancels at once."""
+        pending = self._jobs.LeaseJob.future(
+            jobs.LeaseJobRequest(
+                worker_id=self._config.worker_id,
+                lease_seconds=self._config.lease_seconds,
+                wait_seconds=self._config.lease_wait_seconds,
+            ),
+            timeout=self._config.lease_wait_seconds + self._config.call_timeout_seconds,
+        )
+        while not pending.done():
+            if stop.wait(0.1):
+                pending.cancel()
+                break
+        return pending.result()
 
     def process(self, job: jobs.Job, lease_token: str) -> None:
         started = time.monotonic()
