@@ -8,6 +8,7 @@ import logging
 import os
 import resource
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,10 +18,22 @@ def _send(out: BinaryIO, msg: dict[str, Any]) -> None:
     out.flush()
 
 
+_OOM_MARKERS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "failed to map segment", "out of memory")
+
+
 def main() -> int:
     job = json.loads(sys.stdin.buffer.read())
     limits_d = job["limits"]
-    # Limits first, before the PDF libraries allocate anything. The soft CPU limit sends SIGXCPU.
+    # Every library is loaded before the limits apply, so a low memory limit fails on the PDF's work (where it
+    # can be reported as OUT_OF_MEMORY), not on loading code. The soft CPU limit sends SIGXCPU.
+    import numpy  # noqa: F401
+    import pikepdf  # noqa: F401
+    import pypdf  # noqa: F401
+    import pypdfium2  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+    from . import pipeline  # noqa: F401
+
     cpu = int(limits_d["cpu_seconds"])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     mem = int(limits_d["memory_bytes"])
@@ -49,9 +62,13 @@ def main() -> int:
         _send(out, {"type": "error", "reason": exc.reason, "message": exc.message})
     except MemoryError:
         _send(out, {"type": "error", "reason": OUT_OF_MEMORY, "message": "The PDF needs more memory than allowed."})
-    except Exception:
-        logging.getLogger("services.compressor.engine").exception("engine crashed")
-        _send(out, {"type": "error", "reason": ENGINE_CRASHED, "message": "The compression engine failed."})
+    except Exception:  # noqa: BLE001 - any other failure is reported by reason code, its text only logged
+        text = traceback.format_exc()
+        if any(m in text for m in _OOM_MARKERS):
+            _send(out, {"type": "error", "reason": OUT_OF_MEMORY, "message": "The PDF needs more memory than allowed."})
+        else:
+            logging.getLogger("services.compressor.engine").error("engine crashed:\n%s", text)
+            _send(out, {"type": "error", "reason": ENGINE_CRASHED, "message": "The compression engine failed."})
     return 0
 
 

@@ -79,8 +79,9 @@ def ccitt_g4(samples: bytes, width: int, height: int) -> bytes | None:
     except (OSError, KeyError, ValueError):
         return None
     tif = Image.open(io.BytesIO(buf.getvalue()))
-    offsets = tif.tag_v2.get(273)
-    counts = tif.tag_v2.get(279)
+    tags = getattr(tif, "tag_v2", {})
+    offsets = tags.get(273)
+    counts = tags.get(279)
     if not offsets or not counts or len(offsets) != 1:
         return None
     raw = buf.getvalue()

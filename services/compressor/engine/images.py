@@ -8,6 +8,7 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pikepdf
@@ -88,7 +89,7 @@ def _colorspace_info(cs: pikepdf.Object | None) -> tuple[str, int, pikepdf.Objec
     return None
 
 
-def _palette_bytes(cs: Array, base_n: int) -> bytes | None:
+def _palette_bytes(cs: Any, base_n: int) -> bytes | None:
     lookup = cs[3]
     try:
         data = lookup.read_bytes() if isinstance(lookup, Stream) else bytes(lookup)
@@ -108,13 +109,13 @@ class _Best:
         self.original_len = original_len
         self.data: bytes | None = None
         self.filt: Name = Name.FlateDecode
-        self.updates: dict[str, pikepdf.Object | None] = {}
+        self.updates: dict[str, Any] = {}
         self.technique = ""
 
     def consider(
         self,
         data: bytes,
-        updates: dict[str, pikepdf.Object | None],
+        updates: dict[str, Any],
         technique: str,
         filt: Name = Name.FlateDecode,
         max_fraction: float = 1.0,
@@ -128,11 +129,11 @@ class _Best:
 
 class _Snapshot:
     @staticmethod
-    def take(obj: Stream) -> tuple[bytes, dict[str, pikepdf.Object]]:
-        return obj.read_raw_bytes(), {k: obj.stream_dict[k] for k in obj.stream_dict.keys()}
+    def take(obj: Stream) -> tuple[bytes, dict[str, Any]]:
+        return obj.read_raw_bytes(), {k: obj.stream_dict[k] for k in obj.stream_dict.keys()}  # noqa: SIM118
 
     @staticmethod
-    def restore(obj: Stream, raw: bytes, items: dict[str, pikepdf.Object]) -> None:
+    def restore(obj: Stream, raw: bytes, items: dict[str, Any]) -> None:
         obj.write(raw, filter=items.get("/Filter"), decode_parms=items.get("/DecodeParms"))
         for k in list(obj.stream_dict.keys()):
             if k not in items:
@@ -359,7 +360,7 @@ class ImageOptimizer:
         consider = best.consider
         # 1. Same samples, better Flate (lossless at every level).
         fl, parms = codecs.flate_best(samples, w, h, n, bpc)
-        consider(fl, {"/DecodeParms": Dictionary(parms) if parms else None}, "lossless-flate")  # type: ignore[dict-item]
+        consider(fl, {"/DecodeParms": Dictionary(parms) if parms else None}, "lossless-flate")
 
         lossy_ok = self.s.lossy and not has_decode and not color_key and bpc == 8 and d.get("/SMask") is None
         lossy_ok_smask = self.s.lossy and is_smask and bpc == 8 and not has_decode
@@ -379,7 +380,7 @@ class ImageOptimizer:
         assert best.data is not None
         snap = _Snapshot.take(obj)
         updates = dict(best.updates)
-        parms_obj = updates.pop("/DecodeParms", None)
+        parms_obj: Any = updates.pop("/DecodeParms", None)
         obj.write(best.data, filter=best.filt, decode_parms=parms_obj)
         for k, v in updates.items():
             if v is None:
@@ -389,17 +390,22 @@ class ImageOptimizer:
                 obj.stream_dict[k] = v
         self._record(obj, technique, placement.pages, snap)
 
-    def _exact_palette(
-        self, samples: bytes, w: int, h: int, cs: pikepdf.Object
-    ) -> tuple[bytes, dict[str, pikepdf.Object]] | None:
+    def _exact_palette(self, samples: bytes, w: int, h: int, cs: Any) -> tuple[bytes, dict[str, Any]] | None:
         arr = np.frombuffer(samples, dtype=np.uint8).reshape(-1, 3)
         packed = (arr[:, 0].astype(np.uint32) << 16) | (arr[:, 1].astype(np.uint32) << 8) | arr[:, 2]
-        # Cheap rejection on a sample first: photographs have far more than 256 colours.
-        if len(np.unique(packed[:: max(1, len(packed) // 4096)])) > 256:
-            return None
-        colours, index = np.unique(packed, return_inverse=True)
+        # Colours of a sample first (photographs are rejected here), then every pixel is looked up in them; only
+        # the few pixels not found are sorted. Avoids sorting millions of pixels.
+        colours = np.unique(packed[:: max(1, len(packed) // 4096)])
         if len(colours) > 256:
             return None
+        pos = np.minimum(np.searchsorted(colours, packed), len(colours) - 1)
+        missing = colours[pos] != packed
+        if missing.any():
+            colours = np.union1d(colours, np.unique(packed[missing]))
+            if len(colours) > 256:
+                return None
+            pos = np.searchsorted(colours, packed)
+        index = pos
         palette = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
         bits = 8 if len(colours) > 16 else 4 if len(colours) > 4 else 2 if len(colours) > 2 else 1
         idx = index.astype(np.uint8).reshape(h, w)
@@ -409,12 +415,10 @@ class ImageOptimizer:
         return data, {
             "/ColorSpace": indexed,
             "/BitsPerComponent": bits,
-            "/DecodeParms": Dictionary(parms) if parms else None,  # type: ignore[dict-item]
+            "/DecodeParms": Dictionary(parms) if parms else None,
         }
 
-    def _decode_samples(
-        self, samples: bytes, w: int, h: int, kind: str, n: int, cs: pikepdf.Object
-    ) -> Image.Image | None:
+    def _decode_samples(self, samples: bytes, w: int, h: int, kind: str, n: int, cs: Any) -> Image.Image | None:
         if kind == "indexed":
             base = _colorspace_info(cs[1])
             if base is None:
@@ -431,9 +435,9 @@ class ImageOptimizer:
 
     # -- lossy variants --------------------------------------------------------------------------------
 
-    def _target_colorspace(self, img: Image.Image, d: pikepdf.Object) -> pikepdf.Object:
+    def _target_colorspace(self, img: Image.Image, d: pikepdf.Object) -> Any:
         """Colour space for a re-encoded image: the original (or the palette's base) when it matches."""
-        cs = d.get("/ColorSpace")
+        cs: Any = d.get("/ColorSpace")
         if self.s.grayscale:
             return Name.DeviceGray
         n = {"L": 1, "RGB": 3, "CMYK": 4}[img.mode]
@@ -465,16 +469,16 @@ class ImageOptimizer:
             work = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
         nw, nh = work.size
         cs = self._target_colorspace(work, d)
-        base = {"/Width": nw, "/Height": nh, "/BitsPerComponent": 8, "/ColorSpace": cs, "/Decode": None}
+        base: dict[str, Any] = {"/Width": nw, "/Height": nh, "/BitsPerComponent": 8, "/ColorSpace": cs, "/Decode": None}
         if graphic_only:
             # Masks: resampled but always lossless (JPEG ringing shows as halos at mask edges).
             if scale < 1.0 or s.grayscale:
                 n = len(work.getbands())
                 fl, parms = codecs.flate_best(work.tobytes(), nw, nh, n, 8)
-                base["/DecodeParms"] = Dictionary(parms) if parms else None  # type: ignore[assignment]
+                base["/DecodeParms"] = Dictionary(parms) if parms else None
                 consider(fl, dict(base), "downsample-lossless")
             return
-        photo = source_is_jpeg or _looks_photographic(work)
+        photo = source_is_jpeg or _looks_photographic(work, indexed=_is_indexed(d))
         q = s.jpeg_quality
         if photo and q is not None:
             data = codecs.jpeg(work, q)
@@ -482,7 +486,11 @@ class ImageOptimizer:
             limit = 1.0 if gain_ok else s.min_jpeg_gain
             if self._quality_ok(img, data):
                 tech = "downsample-jpeg" if scale < 1.0 else ("jpeg-reencode" if source_is_jpeg else "jpeg")
-                consider(data, dict(base, **{"/DecodeParms": None}), tech, Name.DCTDecode, limit)
+                updates = dict(base, **{"/DecodeParms": None})
+                if work.mode == "CMYK":
+                    # Pillow writes Adobe-style inverted CMYK JPEGs; PDF readers need the inverting /Decode.
+                    updates["/Decode"] = Array([1, 0] * 4)
+                consider(data, updates, tech, Name.DCTDecode, limit)
         if not photo or not source_is_jpeg:
             # Graphics: stay lossless (resampled if displayed at a high resolution), or a 256-colour palette
             # where the level allows.
@@ -565,18 +573,22 @@ class ImageOptimizer:
         self._apply(obj, best, technique, placement)
 
 
-def _looks_photographic(img: Image.Image) -> bool:
-    """Photographs and scans have many distinct colours in small neighbourhoods; screenshots, charts and
-    diagrams have few. Judged on a 128x128 thumbnail."""
+def _is_indexed(d: pikepdf.Object) -> bool:
+    info = _colorspace_info(d.get("/ColorSpace"))
+    return info is not None and info[0] == "indexed"
+
+
+def _looks_photographic(img: Image.Image, *, indexed: bool = False) -> bool:
+    """Photographs and scans have many distinct colours; screenshots, charts and diagrams have few. Judged on a
+    128x128 thumbnail. A palette image using most of a 256-entry palette is a quantised photograph."""
     thumb = img.convert("RGB") if img.mode == "CMYK" else img
     thumb = thumb.resize((min(128, thumb.size[0]), min(128, thumb.size[1])), Image.Resampling.NEAREST)
     arr = np.asarray(thumb)
     if arr.ndim == 2:
-        colours = len(np.unique(arr))
-        return colours > 48
+        return len(np.unique(arr)) > 48
     flat = arr.reshape(-1, arr.shape[-1]).astype(np.uint32)
-    packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
-    return len(np.unique(packed)) > 1500
+    colours = len(np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]))
+    return colours > (128 if indexed else 1500)
 
 
 def _pack_bits(idx: np.ndarray, bits: int) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import selectors
 import signal
 import subprocess
@@ -33,12 +32,12 @@ _REAP_SECONDS = 10.0
 _STDERR_TAIL = 4000
 
 
-def _cpu_of_children() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+_OOM_MARKERS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "out of memory")
 
 
-def _exit_error(returncode: int | None, limits: Limits, cpu_used: float, stderr_tail: str) -> EngineError:
+def _exit_error(returncode: int | None, limits: Limits, usage: Any, stderr_tail: str) -> EngineError:
+    cpu_used = (usage.ru_utime + usage.ru_stime) if usage is not None else 0.0
+    peak_rss = usage.ru_maxrss * 1024 if usage is not None else 0  # Linux reports KiB
     if returncode is not None and returncode < 0:
         sig = -returncode
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_used >= limits.cpu_seconds - 1):
@@ -46,9 +45,28 @@ def _exit_error(returncode: int | None, limits: Limits, cpu_used: float, stderr_
         if sig == signal.SIGKILL:
             # With RLIMIT_AS set, a SIGKILL we did not send is the kernel OOM killer.
             return EngineError(OUT_OF_MEMORY, "The PDF needs more memory than allowed.")
-    if "MemoryError" in stderr_tail or "std::bad_alloc" in stderr_tail or "Cannot allocate memory" in stderr_tail:
+        if sig in (signal.SIGABRT, signal.SIGSEGV) and peak_rss >= limits.memory_bytes // 2:
+            # A C++ library that cannot allocate aborts (uncaught std::bad_alloc) near the address-space limit.
+            return EngineError(OUT_OF_MEMORY, "The PDF needs more memory than allowed.")
+    if any(m in stderr_tail for m in _OOM_MARKERS):
         return EngineError(OUT_OF_MEMORY, "The PDF needs more memory than allowed.")
     return EngineError(ENGINE_CRASHED, "The compression engine failed on this PDF.")
+
+
+def _reap(proc: subprocess.Popen[bytes], seconds: float) -> Any:
+    """Wait for the child (killing it after ``seconds``) and return its own resource usage."""
+    deadline = time.monotonic() + seconds
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        if time.monotonic() >= deadline:
+            _kill(proc)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        time.sleep(0.01)
 
 
 def compress_isolated(
@@ -70,7 +88,6 @@ def compress_isolated(
         "limits": asdict(limits),
         "result_fd": write_fd,
     }
-    cpu_before = _cpu_of_children()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.compressor.engine.child"],
         stdin=subprocess.PIPE,
@@ -125,19 +142,14 @@ def compress_isolated(
     finally:
         sel.close()
         reader.close()
-        if timed_out or result is None:
+        if timed_out:
             _kill(proc)
-        try:
-            proc.wait(_REAP_SECONDS)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            proc.wait()
+        usage = _reap(proc, _REAP_SECONDS)
         proc.stderr.close()
     if timed_out:
         raise EngineError(TIMEOUT, "Compression took longer than allowed.")
     if result is None:
-        cpu = _cpu_of_children() - cpu_before
-        raise _exit_error(proc.returncode, limits, cpu, err_tail.decode("utf-8", "replace"))
+        raise _exit_error(proc.returncode, limits, usage, err_tail.decode("utf-8", "replace"))
     if result["type"] == "ok":
         return Report.from_dict(result["report"])
     raise EngineError(result["reason"], result["message"])

@@ -143,6 +143,8 @@ class _Run:
         self.step = step
         self.report = report
         self.counter = 0
+        # Encrypted inputs stay encrypted with the same passwords and permissions.
+        self.output_password = password if opened.encrypted else None
 
     def _path(self, name: str) -> Path:
         self.counter += 1
@@ -153,13 +155,14 @@ class _Run:
 
     def _save(self, pdf: pikepdf.Pdf, name: str) -> Path:
         path = self._path(name)
-        structural.save(
-            pdf, path, linearize=self.options.linearize, keep_encryption=self.opened.encrypted and not self.password
-        )
+        structural.save(pdf, path, linearize=self.options.linearize, keep_encryption=self.opened.encrypted)
         return path
 
     def _structural(self, pdf: pikepdf.Pdf, profile: LevelProfile) -> list[TechniqueSaving]:
         techniques = []
+        fixed = structural.repair_streams(pdf)
+        if fixed:
+            techniques.append(TechniqueSaving("repair-streams", 0, f"{fixed} damaged stream(s) re-encoded"))
         dd = structural.deduplicate(pdf)
         if dd.objects_merged:
             techniques.append(
@@ -182,7 +185,6 @@ class _Run:
 
     def build(self, attempt: Attempt, lo: int, hi: int) -> Candidate | None:
         """Build and verify one candidate; pages failing the visual gate get their images reverted."""
-        in_size = self.report.input_size_bytes
         gate = _gate(attempt.profile, self.options)
         pdf = self._open()
         try:
@@ -204,7 +206,9 @@ class _Run:
                     for p in ch.pages:
                         weights[p] = weights.get(p, 0) + ch.saved
                 pages = choose_pages(self.opened.pages, weights)
-                outcome = verify(self.ref, path, gate, pages)
+                outcome = verify(
+                    self.ref, path, gate, pages, deep_syntax=self.opened.repaired, password=self.output_password
+                )
                 v = outcome.verification
                 self.report.candidates.append(
                     {
@@ -305,7 +309,7 @@ def compress(
                 report.techniques = best.techniques
                 if best.attempt is not None and best.attempt.name != options.level:
                     report.warnings.append(f"settings used: {best.attempt.name}")
-                with pikepdf.open(best.path, password="") as out:
+                with pikepdf.open(best.path, password=options.password or "") as out:
                     report.bytes_by_kind_after = bytes_by_kind(out, best.size)
                 _add_structural_saving(report)
             else:

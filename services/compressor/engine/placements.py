@@ -64,14 +64,14 @@ def _xobjects(resources: pikepdf.Object | None) -> Dictionary | None:
 
 
 def _page_resources(page: pikepdf.Object) -> pikepdf.Object | None:
-    node = page
+    node: pikepdf.Object | None = page
     for _ in range(64):  # /Resources is inheritable from the page tree
+        if node is None:
+            return None
         res = node.get("/Resources")
         if res is not None:
             return res
         node = node.get("/Parent")
-        if node is None:
-            return None
     return None
 
 
@@ -114,8 +114,10 @@ class PlacementFinder:
             instructions = pikepdf.parse_content_stream(owner, "q Q cm Do")
         except pikepdf.PdfError:
             return []
-        for operands, op in instructions:
-            name = str(op)
+        for instruction in instructions:
+            if not isinstance(instruction, pikepdf.ContentStreamInstruction):
+                continue  # inline images
+            operands, name = instruction.operands, str(instruction.operator)
             if name == "q":
                 saved.append(ctm)
             elif name == "Q":
@@ -127,7 +129,7 @@ class PlacementFinder:
                     continue
                 ctm = _mul(m, ctm)  # type: ignore[arg-type]
             elif name == "Do" and operands:
-                xo = xobjects.get(operands[0])
+                xo = xobjects.get(str(operands[0]))
                 if not isinstance(xo, Stream) or not xo.is_indirect:
                     continue
                 st = xo.stream_dict.get("/Subtype")

@@ -95,10 +95,7 @@ def is_signed(pdf: pikepdf.Pdf) -> bool:
     acro = root.get("/AcroForm")
     if not isinstance(acro, Dictionary):
         return False
-    for f in _fields(acro):
-        if f.get("/FT") == Name.Sig and f.get("/V") is not None:
-            return True
-    return False
+    return any(f.get("/FT") == Name.Sig and f.get("/V") is not None for f in _fields(acro))
 
 
 def drop_usage_rights(pdf: pikepdf.Pdf) -> bool:

@@ -32,6 +32,16 @@ def _blur_valid(img: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    mx, my = _blur_valid(x), _blur_valid(y)
+    sxx = _blur_valid(x * x) - mx * mx
+    syy = _blur_valid(y * y) - my * my
+    sxy = _blur_valid(x * y) - mx * my
+    num = (2 * mx * my + _C1) * (2 * sxy + _C2)
+    den = (mx * mx + my * my + _C1) * (sxx + syy + _C2)
+    return num / den
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean SSIM of two gray images (values 0..255), Gaussian window sigma 1.5, K1=0.01, K2=0.03."""
     if a.shape != b.shape:
@@ -39,15 +49,36 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     if min(a.shape) < 2 * _RADIUS + 1:
         # Too small for the window: fall back to 1 - normalised mean absolute difference.
         return float(1.0 - np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255.0)
-    x = a.astype(np.float32)
-    y = b.astype(np.float32)
-    mx, my = _blur_valid(x), _blur_valid(y)
-    sxx = _blur_valid(x * x) - mx * mx
-    syy = _blur_valid(y * y) - my * my
-    sxy = _blur_valid(x * y) - mx * my
-    num = (2 * mx * my + _C1) * (2 * sxy + _C2)
-    den = (mx * mx + my * my + _C1) * (sxx + syy + _C2)
-    return float((num / den).mean())
+    return float(_ssim_map(a.astype(np.float32), b.astype(np.float32)).mean())
+
+
+def page_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of the luminance of two RGB renders of a page, computed only where they differ.
+
+    A window over identical pixels has SSIM exactly 1, so the page mean is 1 minus the summed deficit of the
+    windows that touch the differing region (its bounding box plus the window radius), divided by the number of
+    windows of the whole page. Same value as the full computation; most of a page is usually unchanged."""
+    if a.shape != b.shape:
+        raise ValueError("images differ in size")
+    h, w = a.shape[:2]
+    n = 2 * _RADIUS + 1
+    if h < n or w < n:
+        return ssim(luminance(a), luminance(b))
+    diff = np.any(a != b, axis=2)
+    rows = np.flatnonzero(diff.any(axis=1))
+    if rows.size == 0:
+        return 1.0
+    cols = np.flatnonzero(diff.any(axis=0))
+    pad = 2 * _RADIUS
+    y0, y1 = max(0, int(rows[0]) - pad), min(h, int(rows[-1]) + pad + 1)
+    x0, x1 = max(0, int(cols[0]) - pad), min(w, int(cols[-1]) + pad + 1)
+    if y1 - y0 < n:
+        y0, y1 = (0, n) if y0 + n > h else (y0, y0 + n)
+    if x1 - x0 < n:
+        x0, x1 = (0, n) if x0 + n > w else (x0, x0 + n)
+    smap = _ssim_map(luminance(a[y0:y1, x0:x1]), luminance(b[y0:y1, x0:x1]))
+    deficit = float((1.0 - smap).sum(dtype=np.float64))
+    return 1.0 - deficit / ((h - n + 1) * (w - n + 1))
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -64,9 +95,11 @@ MIN_COLOURED_BLOCKS = 4
 def _block_means(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[0] // BLOCK * BLOCK, rgb.shape[1] // BLOCK * BLOCK
     if h == 0 or w == 0:
-        return rgb.reshape(-1, 3).mean(axis=0).reshape(1, 1, 3)
-    x = rgb[:h, :w].astype(np.float64).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3)
-    return x.mean(axis=(1, 3))
+        return rgb.reshape(-1, 3).astype(np.float64).mean(axis=0).reshape(1, 1, 3)
+    # Two contiguous reductions (rows of blocks, then columns) are much faster than one 5-D mean.
+    x = rgb[:h, :w].reshape(h // BLOCK, BLOCK, w * 3).sum(axis=1, dtype=np.uint32)
+    x = x.reshape(h // BLOCK, w // BLOCK, BLOCK, 3).sum(axis=2, dtype=np.uint32)
+    return x.astype(np.float64) / (BLOCK * BLOCK)
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ candidate; page renders are cached."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import logging
 import time
@@ -21,7 +22,8 @@ import pypdfium2.raw as pdfium_c
 
 from .opening import count_pages_pypdf
 from .report import Verification
-from .ssim import chroma_compare, luminance, ssim
+from .ssim import chroma_compare, page_ssim
+from .structural import undecodable_streams
 
 log = logging.getLogger(__name__)
 logging.getLogger("pypdfium2").setLevel(logging.ERROR)
@@ -171,10 +173,8 @@ def read_words(doc: pdfium.PdfDocument) -> list[str]:
 
 def _open(path: Path, password: str | None) -> pdfium.PdfDocument:
     doc = pdfium.PdfDocument(str(path), password=password)
-    try:
+    with contextlib.suppress(pdfium.PdfiumError):
         doc.init_forms()  # widgets must be drawn and read as a viewer would
-    except pdfium.PdfiumError:
-        pass
     return doc
 
 
@@ -250,7 +250,22 @@ class Outcome:
     bad_pages: set[int]  # pages that failed the visual gate (candidates for reverting their images)
 
 
-def verify(ref: Reference, candidate: Path, gate: Gate, pages: list[int]) -> Outcome:
+def _syntax_error(message: str) -> bool:
+    # Numbers that overflow 64 bits are only a warning for the library but an error for `qpdf --check`.
+    return message.startswith("ERROR") or "overflow/underflow" in message
+
+
+def verify(
+    ref: Reference,
+    candidate: Path,
+    gate: Gate,
+    pages: list[int],
+    *,
+    deep_syntax: bool = False,
+    password: str | None = None,
+) -> Outcome:
+    """``deep_syntax``: also parse every content stream (qpdf's full check); used when the input was damaged,
+    since a well-formed input rewritten by qpdf stays well-formed."""
     t0 = time.monotonic()
     v = Verification(pages_in=ref.pages, ssim_threshold=gate.ssim_min, render_dpi=RENDER_DPI)
     bad: set[int] = set()
@@ -260,17 +275,21 @@ def verify(ref: Reference, candidate: Path, gate: Gate, pages: list[int]) -> Out
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pikepdf.open(candidate) as out:
+            with pikepdf.open(candidate, password=password or "") as out:
                 v.pages_out = len(out.pages)
-                if out.get_warnings():
+                if (
+                    out.get_warnings()
+                    or undecodable_streams(out)
+                    or (deep_syntax and any(_syntax_error(str(m)) for m in out.check_pdf_syntax()))
+                ):
                     fail("opens")
     except pikepdf.PdfError:
         fail("opens")
         v.seconds = round(time.monotonic() - t0, 3)
         return Outcome(v, bad)
-    v.pages_second_parser = count_pages_pypdf(candidate, None)
+    v.pages_second_parser = count_pages_pypdf(candidate, password)
     try:
-        doc = _open(candidate, None)
+        doc = _open(candidate, password)
     except pdfium.PdfiumError:
         fail("opens")
         v.seconds = round(time.monotonic() - t0, 3)
@@ -283,8 +302,8 @@ def verify(ref: Reference, candidate: Path, gate: Gate, pages: list[int]) -> Out
         si = ref.structure
         if set(st.unloadable) - set(si.unloadable):
             fail("opens")
-        for a, b in zip(si.sizes, st.sizes, strict=False):
-            if a and b and (abs(a[0] - b[0]) > GEOMETRY_TOLERANCE_PT or abs(a[1] - b[1]) > GEOMETRY_TOLERANCE_PT):
+        for sa, sb in zip(si.sizes, st.sizes, strict=False):
+            if sa and sb and (abs(sa[0] - sb[0]) > GEOMETRY_TOLERANCE_PT or abs(sa[1] - sb[1]) > GEOMETRY_TOLERANCE_PT):
                 fail("geometry")
                 break
 
@@ -307,7 +326,7 @@ def verify(ref: Reference, candidate: Path, gate: Gate, pages: list[int]) -> Out
             if np.array_equal(a, b):
                 continue
             identical = False
-            s = ssim(luminance(a), luminance(b))
+            s = page_ssim(a, b)
             if s < worst:
                 worst, v.ssim_min_page = s, p + 1
             page_bad = s < gate.ssim_min

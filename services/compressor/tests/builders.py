@@ -1,0 +1,180 @@
+"""Synthetic PDFs for the engine tests (built with pikepdf; no files outside the repository needed)."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+from pikepdf import Dictionary, Name
+
+DATA = Path(__file__).parent / "data"
+
+
+def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A photograph-like RGB image: smooth gradients plus texture (many distinct colours)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 128 + 100 * np.sin(x / 37.0) * np.cos(y / 53.0)
+    g = 128 + 90 * np.cos((x + y) / 61.0)
+    b = 128 + 80 * np.sin(y / 29.0)
+    img = np.stack([r, g, b], axis=-1) + rng.normal(0, 6, (height, width, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _font(pdf: pikepdf.Pdf) -> pikepdf.Object:
+    return pdf.make_indirect(Dictionary(Type=Name.Font, Subtype=Name.Type1, BaseFont=Name.Helvetica))
+
+
+def image_pdf(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    display_pt: tuple[float, float] = (288, 216),
+    colorspace: pikepdf.Object = Name.DeviceRGB,
+    smask: np.ndarray | None = None,
+    text: str = "Caption under the picture",
+) -> Path:
+    """One page showing ``pixels`` (h, w[, c]) stored with plain Flate at ``display_pt`` (so its displayed
+    resolution is width_px / (display_pt / 72))."""
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=(display_pt[0] + 72, display_pt[1] + 144))
+    h, w = pixels.shape[:2]
+    img = pikepdf.Stream(pdf, zlib.compress(pixels.tobytes(), 6))
+    img.stream_dict.update(
+        {
+            "/Type": Name.XObject,
+            "/Subtype": Name.Image,
+            "/Width": w,
+            "/Height": h,
+            "/BitsPerComponent": 8,
+            "/ColorSpace": colorspace,
+            "/Filter": Name.FlateDecode,
+        }
+    )
+    if smask is not None:
+        sm = pikepdf.Stream(pdf, zlib.compress(smask.tobytes(), 6))
+        sm.stream_dict.update(
+            {
+                "/Type": Name.XObject,
+                "/Subtype": Name.Image,
+                "/Width": smask.shape[1],
+                "/Height": smask.shape[0],
+                "/BitsPerComponent": 8,
+                "/ColorSpace": Name.DeviceGray,
+                "/Filter": Name.FlateDecode,
+            }
+        )
+        img.stream_dict["/SMask"] = pdf.make_indirect(sm)
+    page.obj.Resources = Dictionary(XObject=Dictionary(Im0=pdf.make_indirect(img)), Font=Dictionary(F1=_font(pdf)))
+    dw, dh = display_pt
+    content = f"q {dw} 0 0 {dh} 36 108 cm /Im0 Do Q BT /F1 14 Tf 36 60 Td ({text}) Tj ET".encode()
+    page.obj.Contents = pdf.make_stream(content)
+    pdf.save(path)
+    return path
+
+
+def bitonal_pdf(path: Path, width: int = 1200, height: int = 900) -> Path:
+    """A 1-bit 'scan' (text-like black strokes on white) stored as Flate."""
+    rng = np.random.default_rng(3)
+    bits = np.ones((height, width), dtype=bool)  # 1 = white in DeviceGray
+    for _ in range(400):
+        y, x = rng.integers(0, height - 12), rng.integers(0, width - 40)
+        bits[y : y + rng.integers(2, 12), x : x + rng.integers(3, 40)] = False
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=(288, 216))
+    img = pikepdf.Stream(pdf, zlib.compress(np.packbits(bits, axis=1).tobytes(), 6))
+    img.stream_dict.update(
+        {
+            "/Type": Name.XObject,
+            "/Subtype": Name.Image,
+            "/Width": width,
+            "/Height": height,
+            "/BitsPerComponent": 1,
+            "/ColorSpace": Name.DeviceGray,
+            "/Filter": Name.FlateDecode,
+        }
+    )
+    page.obj.Resources = Dictionary(XObject=Dictionary(Im0=pdf.make_indirect(img)))
+    page.obj.Contents = pdf.make_stream(b"q 288 0 0 216 0 0 cm /Im0 Do Q")
+    pdf.save(path)
+    return path
+
+
+def text_pdf(path: Path, pages: int = 2, *, compress: bool = False) -> Path:
+    pdf = pikepdf.new()
+    font = _font(pdf)
+    for i in range(pages):
+        page = pdf.add_blank_page(page_size=(300, 200))
+        page.obj.Resources = Dictionary(Font=Dictionary(F1=font))
+        ops = b"".join(
+            b"BT /F1 12 Tf 20 %d Td (Hello page %d line %d) Tj ET\n" % (180 - 15 * k, i, k) for k in range(10)
+        )
+        page.obj.Contents = pdf.make_stream(ops)
+    if compress:
+        pdf.save(path, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+    else:
+        pdf.save(path, compress_streams=False, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    return path
+
+
+def signed_pdf(path: Path) -> Path:
+    """A text PDF with a filled signature field (the signature bytes are a dummy; only the structure matters)."""
+    text_pdf(path, pages=1)
+    with pikepdf.open(path, allow_overwriting_input=True) as pdf:
+        sig_value = pdf.make_indirect(
+            Dictionary(
+                Type=Name.Sig,
+                Filter=Name("/Adobe.PPKLite"),
+                SubFilter=Name("/adbe.pkcs7.detached"),
+                ByteRange=pikepdf.Array([0, 10, 20, 10]),
+                Contents=pikepdf.String(b"\x00" * 64),
+            )
+        )
+        widget = pdf.make_indirect(
+            Dictionary(
+                Type=Name.Annot,
+                Subtype=Name.Widget,
+                FT=Name.Sig,
+                T=pikepdf.String("Signature1"),
+                V=sig_value,
+                Rect=pikepdf.Array([0, 0, 0, 0]),
+                F=132,
+                P=pdf.pages[0].obj,
+            )
+        )
+        pdf.pages[0].obj.Annots = pikepdf.Array([widget])
+        pdf.Root.AcroForm = Dictionary(Fields=pikepdf.Array([widget]), SigFlags=3)
+        pdf.save(path)
+    return path
+
+
+@dataclass
+class ImageFacts:
+    width: int
+    bpc: int
+    filter: pikepdf.Object | None
+    colorspace: pikepdf.Object | None
+    decode: list[float] | None
+    smask_filter: pikepdf.Object | None
+    pixels: bytes  # decoded samples as Pillow sees them
+
+
+def first_image(path: Path, password: str = "") -> ImageFacts:
+    """Facts about the first image XObject of the first page."""
+    with pikepdf.open(path, password=password) as pdf:
+        for obj in pdf.pages[0].get_images().values():
+            sm = obj.get("/SMask")
+            dec = obj.get("/Decode")
+            return ImageFacts(
+                width=int(obj.Width),
+                bpc=int(obj.get("/BitsPerComponent", 0)),
+                filter=obj.get("/Filter"),
+                colorspace=obj.get("/ColorSpace"),
+                decode=[float(x) for x in dec] if dec is not None else None,
+                smask_filter=sm.get("/Filter") if sm is not None else None,
+                pixels=pikepdf.PdfImage(obj).as_pil_image().tobytes(),
+            )
+    raise AssertionError("no image on page 1")
