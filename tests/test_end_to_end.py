@@ -57,10 +57,11 @@ def test_health_lists_every_dependency(acme: RestClient) -> None:
 
 def test_upload_compress_download(acme: RestClient) -> None:
     source = (DATA / "pypdf__jpeg.pdf").read_bytes()
-    created = acme.upload(source, filename="photo page.pdf", level="medium")
+    created = acme.upload(source, filename="photo page.pdf", level="medium", remove_metadata="true")
     assert created.status == 200, created.body
     job = created.json()
     assert job["state"] == "JOB_STATE_QUEUED"
+    assert (job["level"], job["remove_metadata"], job["grayscale"]) == ("medium", True, False)
     assert job["name"] == f"jobs/{job['id']}"
     done = acme.wait(job["id"])
     assert done["state"] == "JOB_STATE_SUCCEEDED", done

@@ -170,6 +170,12 @@ class Worker:
         options = CompressOptions(
             level=LEVEL_NAMES.get(job.options.level, "medium"),
             image_quality=job.options.image_quality or None,
+            max_image_dpi=job.options.max_image_dpi or None,
+            grayscale=job.options.grayscale,
+            remove_metadata=job.options.remove_metadata,
+            linearize=job.options.linearize,
+            target_size_bytes=job.options.target_size_bytes or None,
+            allow_signature_break=job.options.allow_signature_break,
         )
         try:
             report = self._engine(source, result, options, limits=self._config.limits, progress=heartbeat.progress)

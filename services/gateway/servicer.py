@@ -110,7 +110,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     def _admit(self, tenant: str, job_id: str, key: str, stored: storage.ObjectInfo, upload: UploadStream) -> jobs.Job:
         """Validate options, scan, and create the job for a stored upload."""
-        options = parse_options(upload.options.level, upload.options.image_quality)
+        options = parse_options(upload.options)
         request_id = upload.options.request_id.strip()
         if len(request_id) > MAX_REQUEST_ID_CHARS:
             raise InvalidArgument("INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")

@@ -32,12 +32,19 @@ def clean_filename(raw: str) -> str:
     return name[:MAX_FILENAME_CHARS] or "document.pdf"
 
 
-@dataclass
-class UploadOptions:
-    filename: str = ""
-    level: str = ""
-    image_quality: int = 0
-    request_id: str = ""
+# Fields of the first CreateJobRequest that are options rather than file data.
+OPTION_FIELDS = (
+    "filename",
+    "level",
+    "image_quality",
+    "request_id",
+    "max_image_dpi",
+    "grayscale",
+    "remove_metadata",
+    "linearize",
+    "target_size_bytes",
+    "allow_signature_break",
+)
 
 
 @dataclass
@@ -53,7 +60,8 @@ class UploadStream:
     max_bytes: int
     # Whether the client really finished its stream (a disconnect also just ends it).
     client_finished: Callable[[], bool] = lambda: True
-    options: UploadOptions = field(default_factory=UploadOptions)
+    # The first message with options set, minus its file data.
+    options: public.CreateJobRequest = field(default_factory=public.CreateJobRequest)
     size: int = 0
     error: ServiceError | None = None
     _options_seen: bool = False
@@ -62,13 +70,10 @@ class UploadStream:
         # REST clients send options as query parameters on the first message only.
         if self._options_seen:
             return
-        if message.filename or message.level or message.image_quality or message.request_id:
-            self.options = UploadOptions(
-                filename=message.filename,
-                level=message.level,
-                image_quality=message.image_quality,
-                request_id=message.request_id,
-            )
+        if any(getattr(message, name) for name in OPTION_FIELDS):
+            self.options = public.CreateJobRequest()
+            self.options.CopyFrom(message)
+            self.options.ClearField("file")
             self._options_seen = True
 
     def _refuse(self, error: ServiceError) -> ServiceError:

@@ -66,6 +66,8 @@ class JobRecord:
     updated_at: datetime
     expire_at: datetime
     objects_deleted: bool
+    # Options besides level and image_quality (proto3 JSON of CompressionOptions).
+    options: dict[str, Any]
 
     @property
     def object_keys(self) -> list[str]:
@@ -85,6 +87,7 @@ class NewJob:
     input_size_bytes: int
     input_sha256: str
     traceparent: str
+    options: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -143,14 +146,14 @@ class JobRepository:
         rows = self._fetch(
             """
             INSERT INTO jobs (id, tenant, request_id, state, filename, level, image_quality,
-                              input_key, input_size_bytes, input_sha256, traceparent, expire_at)
+                              input_key, input_size_bytes, input_sha256, traceparent, options, expire_at)
             VALUES (%(id)s, %(tenant)s, %(request_id)s, 'QUEUED', %(filename)s, %(level)s, %(image_quality)s,
-                    %(input_key)s, %(input_size_bytes)s, %(input_sha256)s, %(traceparent)s,
+                    %(input_key)s, %(input_size_bytes)s, %(input_sha256)s, %(traceparent)s, %(options)s,
                     now() + make_interval(hours => %(retention_hours)s))
             ON CONFLICT DO NOTHING
             RETURNING *
             """,
-            {**new.__dict__, "retention_hours": self.retention_hours},
+            {**new.__dict__, "options": Jsonb(new.options), "retention_hours": self.retention_hours},
         )
         if rows:
             return _record(rows[0]), True

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
@@ -57,15 +58,28 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def _options_to_proto(job: JobRecord) -> pb.CompressionOptions:
+    options = json_format.ParseDict(job.options, pb.CompressionOptions(), ignore_unknown_fields=True)
+    options.level = pb.CompressionLevel.Value(f"COMPRESSION_LEVEL_{job.level}")
+    options.image_quality = job.image_quality
+    return options
+
+
+def _extra_options(options: pb.CompressionOptions) -> dict[str, Any]:
+    """The options kept in the `options` column: all but level and image_quality (own columns)."""
+    extra = json_format.MessageToDict(options, preserving_proto_field_name=True)
+    extra.pop("level", None)
+    extra.pop("image_quality", None)
+    return extra
+
+
 def job_to_proto(job: JobRecord) -> pb.Job:
     message = pb.Job(
         id=str(job.id),
         tenant=job.tenant,
         state=pb.JobState.Value(f"JOB_STATE_{job.state}"),
         filename=job.filename,
-        options=pb.CompressionOptions(
-            level=pb.CompressionLevel.Value(f"COMPRESSION_LEVEL_{job.level}"), image_quality=job.image_quality
-        ),
+        options=_options_to_proto(job),
         input_key=job.input_key,
         input_size_bytes=job.input_size_bytes,
         input_sha256=job.input_sha256,
@@ -181,6 +195,10 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             raise InvalidArgument("INVALID_IMAGE_QUALITY", "image_quality must be 1-100 (0: the level's default)")
         if request.input_size_bytes < 0:
             raise InvalidArgument("INVALID_INPUT_SIZE", "input_size_bytes must not be negative")
+        if request.options.max_image_dpi and not 10 <= request.options.max_image_dpi <= 2400:
+            raise InvalidArgument("INVALID_MAX_IMAGE_DPI", "max_image_dpi must be 10-2400 (0: the level's)")
+        if request.options.target_size_bytes < 0:
+            raise InvalidArgument("INVALID_TARGET_SIZE", "target_size_bytes must not be negative")
         try:
             level = pb.CompressionLevel.Name(request.options.level).removeprefix("COMPRESSION_LEVEL_")
         except ValueError:
@@ -196,6 +214,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             input_size_bytes=request.input_size_bytes,
             input_sha256=request.input_sha256,
             traceparent=request.traceparent,
+            options=_extra_options(request.options),
         )
         try:
             job, created = self._repo.create(new)

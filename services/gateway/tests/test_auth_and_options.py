@@ -2,6 +2,7 @@ from unittest import mock
 
 import pytest
 import redis
+from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 
 from libs.errors import InvalidArgument, Unauthenticated
 from libs.settings import SettingsError
@@ -36,14 +37,23 @@ def test_rate_limit_fails_open_when_redis_is_down() -> None:
     RateLimiter(unreachable, per_minute=1).check("acme")  # no exception
 
 
+def _options(**fields: object) -> public.CreateJobRequest:
+    return public.CreateJobRequest(**fields)  # type: ignore[arg-type]
+
+
 def test_options_validation() -> None:
-    assert parse_options("", 0).level == parse_options("medium", 0).level
-    assert parse_options("HIGH", 50).image_quality == 50
-    with pytest.raises(InvalidArgument, match="level"):
-        parse_options("ultra", 0)
-    with pytest.raises(InvalidArgument) as caught:
-        parse_options("low", 101)
-    assert caught.value.reason == "INVALID_IMAGE_QUALITY"
+    assert parse_options(_options()).level == parse_options(_options(level="medium")).level
+    parsed = parse_options(_options(level="HIGH", image_quality=50, grayscale=True, target_size_bytes=10_000))
+    assert (parsed.image_quality, parsed.grayscale, parsed.target_size_bytes) == (50, True, 10_000)
+    for fields, reason in [
+        ({"level": "ultra"}, "INVALID_LEVEL"),
+        ({"image_quality": 101}, "INVALID_IMAGE_QUALITY"),
+        ({"max_image_dpi": 5}, "INVALID_MAX_IMAGE_DPI"),
+        ({"target_size_bytes": -1}, "INVALID_TARGET_SIZE"),
+    ]:
+        with pytest.raises(InvalidArgument) as caught:
+            parse_options(_options(**fields))
+        assert caught.value.reason == reason
 
 
 def test_download_name() -> None:

@@ -35,6 +35,7 @@ def new_job(tenant: str = "t1", request_id: str = "", job_id: uuid.UUID | None =
         input_size_bytes=1234,
         input_sha256="ab" * 32,
         traceparent="",
+        options={"grayscale": True},
     )
 
 
@@ -47,10 +48,13 @@ def expire_leases(pool: ConnectionPool) -> None:
 def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -> None:
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         assert pending_migrations(conn) == [m.name for m in load_migrations()]
-        assert apply_migrations(conn) == ["0001_init.sql"]
+        assert apply_migrations(conn) == ["0001_init.sql", "0002_job_options.sql"]
         assert apply_migrations(conn) == []
         assert pending_migrations(conn) == []
-        assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "0001_init.sql")]
+        assert conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall() == [
+            (1, "0001_init.sql"),
+            (2, "0002_job_options.sql"),
+        ]
 
 
 def test_concurrent_migrations_do_not_race(fresh_database_url: str) -> None:
@@ -70,7 +74,7 @@ def test_concurrent_migrations_do_not_race(fresh_database_url: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(results) == [[], [], [], ["0001_init.sql"]]
+    assert sorted(results) == [[], [], [], [m.name for m in load_migrations()]]
 
 
 def test_create_is_idempotent_on_tenant_and_request_id(repo: JobRepository) -> None:
