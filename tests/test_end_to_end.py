@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
 
 from libs.devstack.stack import Stack
 from tests.e2e_client import RestClient
+from tests.plugins.otlp import OtlpReceiver
 from tests.plugins.stack import API_KEYS
 
 pytestmark = pytest.mark.integration
@@ -186,3 +188,34 @@ def test_grpcurl_lists_the_public_service(stack: Stack) -> None:
         check=True,
     )
     assert "pdfsmaller.gateway.v1.GatewayService" in listed.stdout.split()
+
+
+def test_one_trace_from_envoy_to_the_worker(acme: RestClient, otlp_receiver: OtlpReceiver) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    created = acme.request(
+        "POST",
+        "/v1/jobs?filename=traced.pdf",
+        (DATA / "pypdf__libreoffice-form.pdf").read_bytes(),
+        {"content-type": "application/pdf", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    assert created.status == 200, created.body
+    assert acme.wait(created.json()["id"])["state"] == "JOB_STATE_SUCCEEDED"
+    expected = {
+        ("pdfsmaller-envoy", "ingress"),
+        # Server spans (the instrumentation names them with a leading slash) ...
+        ("pdfsmaller-gateway", "/pdfsmaller.gateway.v1.GatewayService/CreateJob"),
+        ("pdfsmaller-storage", "/pdfsmaller.storage.v1.StorageService/PutObject"),
+        ("pdfsmaller-scanner", "/pdfsmaller.scanner.v1.ScannerService/ScanObject"),
+        ("pdfsmaller-jobs", "/pdfsmaller.jobs.v1.JobsService/CreateJob"),
+        # ... and the worker's, which join the upload's trace through the traceparent stored with the job.
+        ("pdfsmaller-compressor", "compress job"),
+        ("pdfsmaller-compressor", "pdfsmaller.storage.v1.StorageService/GetObject"),
+        ("pdfsmaller-jobs", "/pdfsmaller.jobs.v1.JobsService/CompleteJob"),
+    }
+    deadline = time.monotonic() + 20  # Envoy flushes every 5 s
+    while not expected <= {
+        (service, name.split(" ")[0] if service == "pdfsmaller-envoy" else name)
+        for service, name in otlp_receiver.in_trace(trace_id)
+    }:
+        assert time.monotonic() < deadline, "\n".join(map(str, sorted(otlp_receiver.in_trace(trace_id))))
+        time.sleep(0.2)

@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,13 @@ import grpc
 import pytest
 from google.api import httpbody_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as pb
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 
 from libs.devservers.envoy import EnvoySettings, render_config
 from libs.errors import InvalidArgument, NotFound, ServiceError, reason_of
 from libs.grpc_server import RunningServer, ServerSpec
+from tests.plugins.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -511,45 +510,22 @@ def test_gateway_down_is_503_json(envoy_factory: Any) -> None:
     assert not (failure.value.details() or "").startswith("{")
 
 
-class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """Keeps the spans exported to it (there is no collector binary here)."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, str, str]] = []  # (service.name, trace id hex, span name)
-
-    def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append((attributes.get("service.name", ""), span.trace_id.hex(), span.name))
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 def test_tracing_exports_envoy_spans_in_the_callers_trace(
-    gateway: tuple[RunningServer, FakeGateway], envoy_factory: Any
+    gateway: tuple[RunningServer, FakeGateway], envoy_factory: Any, otlp_receiver: OtlpReceiver
 ) -> None:
-    receiver = OtlpReceiver()
-    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)
-    port = collector.add_insecure_port("127.0.0.1:0")
-    collector.start()
-    try:
-        edge = envoy_factory(gateway[0].address, otlp_endpoint=f"http://127.0.0.1:{port}").removeprefix("http://")
-        trace_id = "0af7651916cd43dd8448eb211c80319c"
-        gateway[1].traceparents.clear()
-        # Each request makes an ingress and an egress span; Envoy flushes every 5 s per worker.
-        for _ in range(3):
-            reply = call(edge, "GET", "/v1/jobs/t1", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
-            assert reply.status == 200
-        deadline = time.monotonic() + 10
-        while len(receiver.spans) < 6 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        collector.stop(0)
-    assert {(service, span_trace) for service, span_trace, _ in receiver.spans} == {("pdfsmaller-envoy", trace_id)}
+    edge = envoy_factory(gateway[0].address, otlp_endpoint=otlp_receiver.endpoint).removeprefix("http://")
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    gateway[1].traceparents.clear()
+    # Each request makes an ingress and an egress span; Envoy flushes every 5 s per worker.
+    for _ in range(3):
+        reply = call(edge, "GET", "/v1/jobs/t1", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
+        assert reply.status == 200
+    deadline = time.monotonic() + 10
+    while len(otlp_receiver.in_trace(trace_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    spans = [(service, span_trace) for service, span_trace, _ in otlp_receiver.spans if span_trace == trace_id]
+    assert len(spans) >= 6
+    assert set(spans) == {("pdfsmaller-envoy", trace_id)}
     # The gateway is called with a child context of the same trace (the upstream span).
     assert gateway[1].traceparents
     assert all(value.split("-")[1] == trace_id for value in gateway[1].traceparents)

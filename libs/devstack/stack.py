@@ -181,6 +181,7 @@ class Stack:
             EnvoySettings.from_env(
                 {
                     **os.environ,
+                    **self.extra_env,
                     "ENVOY_LISTEN": f"127.0.0.1:{self.ports.envoy}",
                     "ENVOY_ADMIN_PORT": str(self.ports.envoy_admin),
                     "GATEWAY_ADDR": addr["gateway"],

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from libs.devstack.stack import Ports, Stack
+from tests.plugins.otlp import OtlpReceiver
 
 # Keys the end-to-end tests use; two tenants to check isolation.
 API_KEYS = {"acme": "acme-key-0123456789abcdef", "globex": "globex-key-0123456789abcdef"}
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("stack")
     system = Stack(
         data_dir=data_dir,
@@ -29,6 +30,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in API_KEYS.items()),
             "LEASE_WAIT_SECONDS": "5",
             "RATE_LIMIT_PER_MINUTE": "100000",
+            # Every process exports its spans to the test receiver, quickly.
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
         },
     )
     try:
