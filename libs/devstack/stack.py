@@ -75,6 +75,7 @@ class ServiceProcess:
     module: str
     address: str
     health_name: str
+    env: Mapping[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
 
@@ -99,9 +100,6 @@ class Stack:
     @property
     def url(self) -> str:
         return self.envoy.url if self.envoy else ""
-
-    def address(self, service: str) -> str:
-        return next(s.address for s in self.services if s.name == service)
 
     def start(self, timeout: float = 60.0) -> Stack:
         try:
@@ -160,22 +158,19 @@ class Stack:
             ("compressor", "pdfsmaller.compressor.v1.Worker"),
         ]
         for index, (name, health_name) in enumerate(order):
-            env = {
-                **common,
-                f"{name.upper()}_LISTEN": addr[name],
-                f"{name.upper()}_METRICS_PORT": str(self.ports.metrics(index)),
-            }
-            service = ServiceProcess(name, f"services.{name}", addr[name], health_name)
-            service.process = subprocess.Popen(
-                [sys.executable, "-m", service.module],
-                env=env,
-                cwd=PROJECT_ROOT,
-                stdout=self._log_for(name),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the stack, which stops services in order
+            service = ServiceProcess(
+                name,
+                f"services.{name}",
+                addr[name],
+                health_name,
+                env={
+                    **common,
+                    f"{name.upper()}_LISTEN": addr[name],
+                    f"{name.upper()}_METRICS_PORT": str(self.ports.metrics(index)),
+                },
             )
             self.services.append(service)
-            self._wait_ready(service, timeout)
+            self.start_service(name, timeout)
         self.envoy = EnvoyServer(
             self.data_dir / "envoy",
             EnvoySettings.from_env(
@@ -189,6 +184,29 @@ class Stack:
             ),
         )
         self.envoy.start()
+
+    def service(self, name: str) -> ServiceProcess:
+        return next(s for s in self.services if s.name == name)
+
+    def start_service(self, name: str, timeout: float = 60.0) -> None:
+        """(Re)start one service process and wait until it is ready."""
+        service = self.service(name)
+        service.process = subprocess.Popen(
+            [sys.executable, "-m", service.module],
+            env=service.env,
+            cwd=PROJECT_ROOT,
+            stdout=self._log_for(name),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops services in order
+        )
+        self._wait_ready(service, timeout)
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL one service process, as a crash or an OOM kill would."""
+        process = self.service(name).process
+        if process is not None:
+            process.kill()
+            process.wait()
 
     def _log_for(self, name: str) -> IO[bytes]:
         if self.log_to is not None:

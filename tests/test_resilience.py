@@ -1,0 +1,103 @@
+"""Nothing is lost: across a restart of the whole system, or a worker killed mid-job."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pikepdf
+import pytest
+from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
+from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from PIL import Image
+
+from libs.devstack.stack import Ports, Stack
+from tests.e2e_client import RestClient
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_jobs_and_results_survive_a_restart(tmp_path: Path) -> None:
+    source = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
+    first = Stack(data_dir=tmp_path, ports=Ports.random(), with_clamd=False)
+    try:
+        first.start(timeout=90)
+        client = RestClient(first.url)
+        job_id = client.upload(source, filename="form.pdf").json()["id"]
+        before = client.wait(job_id)
+        assert before["state"] == "JOB_STATE_SUCCEEDED"
+        result_before = client.request("GET", f"/v1/jobs/{job_id}/result").body
+    finally:
+        first.stop()
+
+    second = Stack(data_dir=tmp_path, ports=Ports.random(), with_clamd=False)
+    try:
+        second.start(timeout=90)
+        client = RestClient(second.url)
+        after = client.job(job_id)
+        assert after["state"] == "JOB_STATE_SUCCEEDED"
+        assert after["output_sha256"] == before["output_sha256"]
+        assert client.request("GET", f"/v1/jobs/{job_id}/result").body == result_before
+    finally:
+        second.stop()
+
+
+def _slow_pdf(pages: int) -> bytes:
+    """Pages of large noisy photos: several seconds of engine work, so a worker can be killed mid-job."""
+    rng = np.random.default_rng(7)
+    pdf = pikepdf.new()
+    y, x = np.mgrid[0:1400, 0:1000]
+    for number in range(pages):
+        pixels = np.stack([(x * 0.2 + number * 9) % 255, (y * 0.15) % 255, ((x + y) * 0.1) % 255], -1)
+        pixels = (pixels + rng.normal(0, 25, pixels.shape)).clip(0, 255).astype("uint8")
+        jpeg = io.BytesIO()
+        Image.fromarray(pixels).save(jpeg, "JPEG", quality=95)
+        page = pdf.add_blank_page(page_size=(500, 700))
+        image = pikepdf.Stream(
+            pdf,
+            jpeg.getvalue(),
+            Type=pikepdf.Name.XObject,
+            Subtype=pikepdf.Name.Image,
+            Width=1000,
+            Height=1400,
+            ColorSpace=pikepdf.Name.DeviceRGB,
+            BitsPerComponent=8,
+            Filter=pikepdf.Name.DCTDecode,
+        )
+        page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=image))
+        page.Contents = pdf.make_stream(b"q 500 0 0 700 0 0 cm /Im0 Do Q")
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def test_job_of_a_killed_worker_is_retried(tmp_path: Path) -> None:
+    stack = Stack(
+        data_dir=tmp_path,
+        ports=Ports.random(),
+        with_clamd=False,
+        durable=False,
+        extra_env={"LEASE_SECONDS": "6", "SWEEP_INTERVAL_SECONDS": "1", "LEASE_WAIT_SECONDS": "2"},
+    )
+    try:
+        stack.start(timeout=90)
+        client = RestClient(stack.url)
+        job_id = client.upload(_slow_pdf(12), filename="slow.pdf").json()["id"]
+        deadline = time.monotonic() + 30
+        while client.job(job_id)["state"] != "JOB_STATE_RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stack.kill_service("compressor")  # SIGKILL mid-job: no goodbye, the lease just stops being renewed
+        stack.start_service("compressor")
+        done = client.wait(job_id, timeout=120)
+        assert done["state"] == "JOB_STATE_SUCCEEDED", done
+        with grpc.insecure_channel(stack.service("jobs").address) as channel:
+            job = jobs_grpc.JobsServiceStub(channel).GetJob(jobs.GetJobRequest(id=job_id, tenant="public"), timeout=10)
+        assert job.attempts == 2
+    finally:
+        stack.stop()
