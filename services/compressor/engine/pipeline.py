@@ -16,6 +16,7 @@ import pikepdf
 from . import structural
 from .analysis import bytes_by_kind
 from .errors import IO_ERROR, SIGNED_PDF, EngineError
+from .fonts import optimize_fonts
 from .images import ImageChange, ImageOptimizer, ImageSettings
 from .opening import OpenedPdf, open_input
 from .options import LEVEL_NAMES, LEVELS, CompressOptions, LevelProfile, Limits
@@ -178,6 +179,12 @@ class _Run:
             )
         if self.options.remove_metadata:
             techniques.append(TechniqueSaving("remove-metadata", structural.remove_metadata(pdf), "XMP and Info"))
+        if profile.lossy:
+            fr = optimize_fonts(pdf)
+            if fr.fonts_rewritten:
+                techniques.append(
+                    TechniqueSaving("font-hinting-dropped", fr.bytes_saved, f"{fr.fonts_rewritten} TrueType font(s)")
+                )
         saved = structural.recompress_streams(pdf)
         if saved:
             techniques.append(TechniqueSaving("recompress-flate", saved, "streams re-deflated at level 9"))

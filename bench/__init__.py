@@ -1,0 +1,1 @@
+"""Benchmark of the compression engine against Ghostscript, qpdf and OCRmyPDF (``make bench``)."""
