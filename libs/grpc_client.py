@@ -93,6 +93,10 @@ def open_channel(address: str) -> grpc.Channel:
             ("grpc.enable_retries", 1),
             # Spread calls over every address a name resolves to (a headless Service lists each pod).
             ("grpc.lb_policy_name", "round_robin"),
+            # Calls fail fast while a dependency is down; reconnect soon after it is back (the default
+            # backoff grows to two minutes, which would keep answering UNAVAILABLE long after recovery).
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 3000),
         ],
     )
     return grpc.intercept_channel(channel, _TracingInterceptor())

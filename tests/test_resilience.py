@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -76,9 +77,11 @@ def _slow_pdf(pages: int) -> bytes:
     return out.getvalue()
 
 
-def test_job_of_a_killed_worker_is_retried(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own, with short leases, whose services these tests kill."""
     stack = Stack(
-        data_dir=tmp_path,
+        data_dir=tmp_path_factory.mktemp("fragile"),
         ports=Ports.random(),
         with_clamd=False,
         durable=False,
@@ -86,18 +89,43 @@ def test_job_of_a_killed_worker_is_retried(tmp_path: Path) -> None:
     )
     try:
         stack.start(timeout=90)
-        client = RestClient(stack.url)
-        job_id = client.upload(_slow_pdf(12), filename="slow.pdf").json()["id"]
-        deadline = time.monotonic() + 30
-        while client.job(job_id)["state"] != "JOB_STATE_RUNNING":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        stack.kill_service("compressor")  # SIGKILL mid-job: no goodbye, the lease just stops being renewed
-        stack.start_service("compressor")
-        done = client.wait(job_id, timeout=120)
-        assert done["state"] == "JOB_STATE_SUCCEEDED", done
-        with grpc.insecure_channel(stack.service("jobs").address) as channel:
-            job = jobs_grpc.JobsServiceStub(channel).GetJob(jobs.GetJobRequest(id=job_id, tenant="public"), timeout=10)
-        assert job.attempts == 2
+        yield stack
     finally:
         stack.stop()
+
+
+def test_job_of_a_killed_worker_is_retried(fragile: Stack) -> None:
+    client = RestClient(fragile.url)
+    job_id = client.upload(_slow_pdf(12), filename="slow.pdf").json()["id"]
+    deadline = time.monotonic() + 30
+    while client.job(job_id)["state"] != "JOB_STATE_RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    fragile.kill_service("compressor")  # SIGKILL mid-job: no goodbye, the lease just stops being renewed
+    fragile.start_service("compressor")
+    done = client.wait(job_id, timeout=120)
+    assert done["state"] == "JOB_STATE_SUCCEEDED", done
+    with grpc.insecure_channel(fragile.service("jobs").address) as channel:
+        job = jobs_grpc.JobsServiceStub(channel).GetJob(jobs.GetJobRequest(id=job_id, tenant="public"), timeout=10)
+    assert job.attempts == 2
+
+
+@pytest.mark.parametrize("dependency", ["storage", "jobs", "scanner"])
+def test_dependency_outage_is_unavailable_then_heals(fragile: Stack, dependency: str) -> None:
+    client = RestClient(fragile.url)
+    source = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
+    fragile.kill_service(dependency)
+    try:
+        refused = client.upload(source, filename="form.pdf")
+        assert (refused.status, refused.reason()) == (503, "DEPENDENCY_UNAVAILABLE")
+        assert refused.json()["details"][0]["metadata"]["dependency"] == dependency
+        health = {d["name"]: d["status"] for d in client.request("GET", "/v1/health").json()["dependencies"]}
+        assert health[dependency] == "SERVING_STATUS_NOT_SERVING"
+    finally:
+        fragile.start_service(dependency)
+    # No restart of anything else: channels reconnect by themselves within their short backoff.
+    deadline = time.monotonic() + 10
+    while (accepted := client.upload(source, filename="form.pdf")).status != 200:
+        assert time.monotonic() < deadline, accepted.body
+        time.sleep(0.2)
+    assert client.wait(accepted.json()["id"])["state"] == "JOB_STATE_SUCCEEDED"
