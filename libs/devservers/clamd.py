@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-from libs.devservers.ports import free_port
+from libs.devservers.processes import free_port, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -184,41 +183,20 @@ class ClamdServer:
         while True:
             if self._process.poll() is not None:
                 stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                raise ClamdServerError(
-                    f"clamd exited with {self._process.returncode}: {stderr.strip()} {self._log_tail(log_offset)}"
-                )
+                tail = log_tail(self.log_path, log_offset)
+                raise ClamdServerError(f"clamd exited with {self._process.returncode}: {stderr.strip()} {tail}")
             if ping(self.address):
                 return
             if time.monotonic() > deadline:
                 raise ClamdServerError(f"clamd did not answer PING within {self.start_timeout} s")
             time.sleep(0.05)
 
-    def _log_tail(self, offset: int, limit: int = 2000) -> str:
-        try:
-            with self.log_path.open("rb") as handle:
-                handle.seek(offset)
-                return handle.read().decode(errors="replace")[-limit:].strip()
-        except OSError:
-            return ""
-
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit; always leaves no process behind."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("clamd did not stop within %.0f s; killing it", timeout)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            if process.stderr:
-                process.stderr.close()
+        stop_process(process, "clamd", timeout=timeout)
+        if process is not None and process.stderr:
+            process.stderr.close()
 
     def __enter__(self) -> str:
         return self.start()

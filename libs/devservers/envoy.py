@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import yaml
 
+from libs.devservers.processes import stop_process
 from libs.settings import EnvReader
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -297,13 +298,7 @@ class EnvoyServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process, "envoy", timeout=5)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -20,7 +20,6 @@ initialised only when it is missing.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -34,7 +33,7 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
-from libs.devservers.ports import free_port
+from libs.devservers.processes import free_port, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +177,7 @@ class PostgresServer:
                 break
             except PostgresError:
                 self.stop()
-                if attempt == 2 or not chosen or "could not bind" not in self._log_tail():
+                if attempt == 2 or not chosen or "could not bind" not in log_tail(self.log_path):
                     raise
                 self.port = 0
         try:
@@ -202,14 +201,14 @@ class PostgresServer:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self._process.poll() is not None:
-                raise PostgresError(f"postgres exited with {self._process.returncode}: {self._log_tail()}")
+                raise PostgresError(f"postgres exited with {self._process.returncode}: {log_tail(self.log_path)}")
             try:
                 with psycopg.connect(self.admin_url(), connect_timeout=2):
                     return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise PostgresError(
-                        f"postgres not ready after {self.start_timeout} s: {self._log_tail()}"
+                        f"postgres not ready after {self.start_timeout} s: {log_tail(self.log_path)}"
                     ) from None
                 time.sleep(0.05)
 
@@ -219,30 +218,11 @@ class PostgresServer:
             if exists is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
 
-    def _log_tail(self, limit: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:].strip()
-        except OSError:
-            return ""
-
     def stop(self, timeout: float = 15.0) -> None:
         """Fast shutdown (SIGINT: disconnect clients, checkpoint); SIGKILL if it does not finish."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("postgres did not stop within %.0f s; killing it", timeout)
-        finally:
-            if process.poll() is None:
-                # Kill the whole group so no backend outlives the postmaster.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        # Kill the whole group if need be, so no backend outlives the postmaster.
+        stop_process(process, "postgres", stop_signal=signal.SIGINT, timeout=timeout, kill_group=True)
 
     def __enter__(self) -> str:
         return self.start()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from types import TracebackType
 
 import redis
 
-from libs.devservers.ports import free_port
+from libs.devservers.processes import free_port, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ class RedisServer:
                 break
             except RedisServerError:
                 self.stop()
-                if attempt == 2 or not chosen or "in use" not in self._log_tail():
+                if attempt == 2 or not chosen or "in use" not in log_tail(self.log_path):
                     raise
         log.info("Valkey ready on %s:%d (persist=%s)", self.host, self.port, self.persist)
         return self.url
@@ -132,7 +131,9 @@ class RedisServer:
         try:
             while True:
                 if self._process.poll() is not None:
-                    raise RedisServerError(f"valkey-server exited with {self._process.returncode}: {self._log_tail()}")
+                    raise RedisServerError(
+                        f"valkey-server exited with {self._process.returncode}: {log_tail(self.log_path)}"
+                    )
                 try:
                     if client.ping():
                         return
@@ -143,28 +144,10 @@ class RedisServer:
         finally:
             client.close()
 
-    def _log_tail(self, limit: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:].strip()
-        except OSError:
-            return ""
-
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (saves the data set when persisting); SIGKILL if it does not exit."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("valkey-server did not stop within %.0f s; killing it", timeout)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stop_process(process, "valkey-server", timeout=timeout)
 
     def __enter__(self) -> str:
         return self.start()

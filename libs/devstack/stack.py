@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,8 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.devservers.clamd import ClamdServer
 from libs.devservers.envoy import EnvoyServer, EnvoySettings
-from libs.devservers.ports import free_port
 from libs.devservers.postgres import PostgresServer
+from libs.devservers.processes import free_port, stop_process
 from libs.devservers.redis import RedisServer
 
 log = logging.getLogger(__name__)
@@ -244,7 +243,7 @@ class Stack:
         if self.envoy is not None:
             self.envoy.stop()
         for service in reversed(self.services):
-            _terminate(service.process)
+            stop_process(service.process, service.name, timeout=15)
         self.services.clear()
         for server in (self.clamd, self.redis, self.postgres):
             if server is not None:
@@ -255,14 +254,3 @@ class Stack:
         for handle in self._log_files:
             handle.close()
         self._log_files.clear()
-
-
-def _terminate(process: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pdfsmaller.storage.v1 import storage_service_pb2 as pb
 
-from libs.devservers.ports import free_port
+from libs.devservers.processes import free_port
 from services.storage.tests.helpers import put_requests, start
 
 pytestmark = pytest.mark.integration
