@@ -4,6 +4,7 @@ changed; a font is only replaced when the result is smaller, and the verificatio
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 from dataclasses import dataclass, field
@@ -78,7 +79,10 @@ def _strip_hinting(data: bytes) -> bytes | None:
 
 def optimize_fonts(pdf: pikepdf.Pdf) -> FontResult:
     result = FontResult()
+    subset_fonts(pdf, result)
     for ff in _descriptor_fonts(pdf):
+        if ff.objgen in result.changed:
+            continue
         try:
             raw_len = len(ff.read_raw_bytes())
             data = ff.read_bytes()
@@ -101,4 +105,181 @@ def optimize_fonts(pdf: pikepdf.Pdf) -> FontResult:
     return result
 
 
-__all__ = ["Array", "FontResult", "optimize_fonts"]
+def _name_text(obj: pikepdf.Object | None) -> str:
+    # Names may hold any bytes (not UTF-8): go through the PDF syntax, e.g. "/ABCDEF+Name".
+    return obj.unparse().decode("latin-1")[1:] if isinstance(obj, Name) else ""
+
+
+def _differences(font: Dictionary) -> dict[int, str]:
+    enc = font.get("/Encoding")
+    out: dict[int, str] = {}
+    if isinstance(enc, Dictionary) and isinstance(enc.get("/Differences"), Array):
+        code = 0
+        for item in enc.Differences:
+            if isinstance(item, int):
+                code = item
+            elif isinstance(item, Name):
+                out[code] = _name_text(item)
+                code += 1
+    return out
+
+
+def _simple_glyphs(tt: object, codes: set[int], diffs: dict[int, str]) -> set[str]:
+    """Every glyph any usual reader could pick for these codes (union of the routes: symbolic (3,0) cmap,
+    Mac (1,0) cmap, Unicode cmap through WinAnsi/MacRoman/Differences, glyph names)."""
+    from fontTools.agl import toUnicode
+
+    order = set(tt.getGlyphOrder())  # type: ignore[attr-defined]
+    names = {".notdef"}
+    tables = tt["cmap"].tables if "cmap" in tt else []  # type: ignore[operator,index]
+    for c in codes:
+        uni: set[int] = {c}
+        for codec in ("cp1252", "mac_roman"):
+            with contextlib.suppress(UnicodeDecodeError, TypeError):
+                uni.add(ord(bytes([c]).decode(codec)))
+        if c in diffs:
+            if diffs[c] in order:
+                names.add(diffs[c])
+            u = toUnicode(diffs[c])
+            if len(u) == 1:
+                uni.add(ord(u))
+        for t in tables:
+            keys = {c, 0xF000 + c, 0xF100 + c, 0xF200 + c} if (t.platformID, t.platEncID) == (3, 0) else uni | {c}
+            for k in keys:
+                g = t.cmap.get(k)
+                if g is not None:
+                    names.add(g)
+    return names
+
+
+def _cid_glyphs(tt: object, shown: set[bytes], cid_to_gid: bytes | None) -> set[str]:
+    order = tt.getGlyphOrder()  # type: ignore[attr-defined]
+    names = {".notdef"}
+    for s in shown:
+        for i in range(0, len(s) - 1, 2):
+            cid = (s[i] << 8) | s[i + 1]
+            gid = cid
+            if cid_to_gid is not None:
+                gid = (cid_to_gid[2 * cid] << 8) | cid_to_gid[2 * cid + 1] if 2 * cid + 1 < len(cid_to_gid) else 0
+            if gid < len(order):
+                names.add(order[gid])
+    return names
+
+
+def _subset(
+    data: bytes,
+    glyphs: set[str] | None,
+    *,
+    simple: bool,
+    shown_codes: set[int],
+    diffs: dict[int, str],
+    shown: set[bytes],
+    cid_to_gid: bytes | None,
+) -> bytes | None:
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+
+    tt = TTFont(io.BytesIO(data), recalcBBoxes=False, recalcTimestamp=False)
+    if "glyf" not in tt or "cmap" not in tt:
+        return None
+    keep = _simple_glyphs(tt, shown_codes, diffs) if simple else _cid_glyphs(tt, shown, cid_to_gid)
+    opts = subset.Options()
+    opts.retain_gids = True  # glyph ids stay valid: no content stream, /W or CIDToGIDMap rewrite needed
+    opts.notdef_outline = True
+    opts.glyph_names = True
+    opts.hinting = False
+    opts.layout_features = []
+    opts.drop_tables = [*opts.drop_tables, *_DROP_TABLES]
+    opts.recalc_bounds = False
+    opts.recalc_timestamp = False
+    opts.prune_unicode_ranges = False
+    opts.recalc_average_width = False
+    opts.recalc_max_context = False
+    opts.ignore_missing_glyphs = True
+    sub = subset.Subsetter(opts)
+    sub.populate(glyphs=sorted(keep))
+    sub.subset(tt)
+    out = io.BytesIO()
+    tt.save(out)
+    return out.getvalue()
+
+
+def subset_fonts(pdf: pikepdf.Pdf, result: FontResult) -> None:
+    """Subset fully embedded TrueType fonts (simple, or CID-keyed with Identity encoding) to the glyphs shown.
+    Fonts of interactive forms (/AcroForm /DR) are kept whole: filling a field may need any glyph."""
+    from .fontusage import find_font_usage
+
+    usage = find_font_usage(pdf)
+    if not usage.complete:
+        return
+    protected: set[tuple[int, int]] = set()
+    acro = pdf.Root.get("/AcroForm")
+    if isinstance(acro, Dictionary):
+        dr = acro.get("/DR")
+        fonts = dr.get("/Font") if isinstance(dr, Dictionary) else None
+        if isinstance(fonts, Dictionary):
+            protected.update(f.objgen for _, f in fonts.items() if isinstance(f, Dictionary) and f.is_indirect)
+    users: dict[tuple[int, int], list[tuple[Dictionary, Dictionary, bool]]] = {}
+    files: dict[tuple[int, int], Stream] = {}
+    for obj in pdf.objects:
+        if isinstance(obj, Stream) or not isinstance(obj, Dictionary) or obj.get("/Type") != Name.Font:
+            continue
+        st = obj.get("/Subtype")
+        if st == Name.TrueType:
+            desc, simple = obj.get("/FontDescriptor"), True
+        elif st == Name.Type0 and obj.get("/Encoding") in (Name("/Identity-H"), Name("/Identity-V")):
+            kids = obj.get("/DescendantFonts")
+            kid = kids[0] if isinstance(kids, Array) and len(kids) else None
+            if not isinstance(kid, Dictionary) or kid.get("/Subtype") != Name.CIDFontType2:
+                continue
+            desc, simple = kid.get("/FontDescriptor"), False
+        else:
+            continue
+        if not isinstance(desc, Dictionary):
+            continue
+        ff = desc.get("/FontFile2")
+        if isinstance(ff, Stream) and ff.is_indirect:
+            users.setdefault(ff.objgen, []).append((obj, desc, simple))
+            files[ff.objgen] = ff
+    for key, fonts_using in users.items():
+        ff = files[key]
+        if any(f.objgen in protected or f.objgen in usage.unknown for f, _, _ in fonts_using):
+            continue
+        if len({s for _, _, s in fonts_using}) != 1:
+            continue
+        simple = fonts_using[0][2]
+        shown: set[bytes] = set()
+        codes: set[int] = set()
+        diffs: dict[int, str] = {}
+        for f, _, _ in fonts_using:
+            for s in usage.shown.get(f.objgen, set()):
+                shown.add(s)
+                codes.update(s)
+            diffs.update(_differences(f))
+        cid_to_gid: bytes | None = None
+        if not simple:
+            kid = fonts_using[0][0].DescendantFonts[0]
+            m = kid.get("/CIDToGIDMap")
+            if isinstance(m, Stream):
+                cid_to_gid = m.read_bytes()
+            elif m is not None and m != Name.Identity:
+                continue
+        try:
+            raw_len = len(ff.read_raw_bytes())
+            data = ff.read_bytes()
+            if len(data) > _MAX_FONT_BYTES:
+                continue
+            new = _subset(data, None, simple=simple, shown_codes=codes, diffs=diffs, shown=shown, cid_to_gid=cid_to_gid)
+        except Exception as exc:  # noqa: BLE001 - leave any font fontTools cannot handle as it is
+            log.debug("font %s not subset: %s", key, exc)
+            continue
+        if new is None:
+            continue
+        packed = codecs.deflate(new)
+        if len(packed) >= raw_len:
+            continue
+        ff.write(packed, filter=Name.FlateDecode)
+        ff.stream_dict["/Length1"] = len(new)
+        result.subset += 1
+        result.bytes_saved += raw_len - len(packed)
+        result.changed.add(key)

@@ -144,6 +144,7 @@ class _Run:
         self.step = step
         self.report = report
         self.counter = 0
+        self.streams_repaired = False
         # Encrypted inputs stay encrypted with the same passwords and permissions.
         self.output_password = password if opened.encrypted else None
 
@@ -162,6 +163,7 @@ class _Run:
     def _structural(self, pdf: pikepdf.Pdf, profile: LevelProfile) -> list[TechniqueSaving]:
         techniques = []
         fixed = structural.repair_streams(pdf)
+        self.streams_repaired = self.streams_repaired or fixed > 0
         if fixed:
             techniques.append(TechniqueSaving("repair-streams", 0, f"{fixed} damaged stream(s) re-encoded"))
         dd = structural.deduplicate(pdf)
@@ -181,9 +183,13 @@ class _Run:
             techniques.append(TechniqueSaving("remove-metadata", structural.remove_metadata(pdf), "XMP and Info"))
         if profile.lossy:
             fr = optimize_fonts(pdf)
-            if fr.fonts_rewritten:
+            if fr.fonts_rewritten or fr.subset:
                 techniques.append(
-                    TechniqueSaving("font-hinting-dropped", fr.bytes_saved, f"{fr.fonts_rewritten} TrueType font(s)")
+                    TechniqueSaving(
+                        "fonts",
+                        fr.bytes_saved,
+                        f"{fr.subset} TrueType font(s) subset, hinting dropped from {fr.fonts_rewritten} more",
+                    )
                 )
         saved = structural.recompress_streams(pdf)
         if saved:
@@ -214,7 +220,7 @@ class _Run:
                         weights[p] = weights.get(p, 0) + ch.saved
                 pages = choose_pages(self.opened.pages, weights)
                 outcome = verify(
-                    self.ref, path, gate, pages, deep_syntax=self.opened.repaired, password=self.output_password
+                    self.ref, path, gate, pages, deep_syntax=self.streams_repaired, password=self.output_password
                 )
                 v = outcome.verification
                 self.report.candidates.append(
@@ -356,22 +362,26 @@ def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str,
     passing: list[Candidate] = []
     attempts = _attempts(options)
     span = 80 // len(attempts)
+    failures: set[str] = set()
+    any_passed = False
     for i, attempt in enumerate(attempts):
         c = run.build(attempt, 10 + i * span, 10 + (i + 1) * span)
-        if c is not None and c.verification.passed and c.size < in_size:
+        if c is None:
+            continue
+        failures |= set(c.verification.failures)
+        any_passed = any_passed or c.verification.passed
+        if c.verification.passed and c.size < in_size:
             passing.append(c)
             if options.target_size_bytes is None or c.size <= options.target_size_bytes:
                 break
     phases["candidates"] = round(time.monotonic() - t, 3)
-    if not passing:
-        # Fallbacks: structural techniques only, then lossless images (for lossy levels).
-        prof = options.profile
-        fallbacks = [Attempt("structural", LEVELS["lossless"] if not prof.lossy else prof, None, images=False)]
-        for fb in fallbacks:
-            c = run.build(fb, 90, 95)
-            if c is not None and c.verification.passed and c.size < in_size:
-                passing.append(c)
-                break
+    # Fallback: the lossless structural rewrite alone, when a technique of the level broke something it can
+    # fix. Not when a candidate passed but was not smaller (the fallback cannot be smaller either), nor when
+    # the failures are the file's own (it does not open cleanly, readers disagree on its pages).
+    if not passing and not any_passed and failures - {"opens", "pages"}:
+        c = run.build(Attempt("structural", LEVELS["lossless"], None, images=False), 90, 95)
+        if c is not None and c.verification.passed and c.size < in_size:
+            passing.append(c)
         phases["fallback"] = round(time.monotonic() - t - phases["candidates"], 3)
     if not passing:
         return None

@@ -112,7 +112,7 @@ class PlacementFinder:
         saved: list[Matrix] = []
         try:
             instructions = pikepdf.parse_content_stream(owner, "q Q cm Do")
-        except pikepdf.PdfError:
+        except (pikepdf.PdfError, TypeError, ValueError):
             return []
         for instruction in instructions:
             if not isinstance(instruction, pikepdf.ContentStreamInstruction):

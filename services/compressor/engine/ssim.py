@@ -20,15 +20,23 @@ _K = _kernel()
 
 
 def _blur_valid(img: np.ndarray) -> np.ndarray:
-    """Separable Gaussian filter, 'valid' region only (no padding artefacts at the borders)."""
+    """Separable Gaussian filter, 'valid' region only (no padding artefacts at the borders). The window is
+    symmetric, so mirrored taps are added first and multiplied once (6 multiplies instead of 11 per pass)."""
     h, w = img.shape
     n = 2 * _RADIUS + 1
-    rows = np.zeros((h, w - n + 1), dtype=np.float32)
-    for i in range(n):
-        rows += _K[i] * img[:, i : i + w - n + 1]
-    out = np.zeros((h - n + 1, w - n + 1), dtype=np.float32)
-    for i in range(n):
-        out += _K[i] * rows[i : i + h - n + 1, :]
+    wv, hv = w - n + 1, h - n + 1
+    rows = np.multiply(img[:, _RADIUS : _RADIUS + wv], _K[_RADIUS])
+    tmp = np.empty_like(rows)
+    for i in range(_RADIUS):
+        np.add(img[:, i : i + wv], img[:, n - 1 - i : n - 1 - i + wv], out=tmp)
+        tmp *= _K[i]
+        rows += tmp
+    out = np.multiply(rows[_RADIUS : _RADIUS + hv], _K[_RADIUS])
+    tmp2 = np.empty_like(out)
+    for i in range(_RADIUS):
+        np.add(rows[i : i + hv], rows[n - 1 - i : n - 1 - i + hv], out=tmp2)
+        tmp2 *= _K[i]
+        out += tmp2
     return out
 
 

@@ -32,9 +32,9 @@ RENDER_DPI = 100.0
 MAX_SIDE_PX = 3000
 TEXT_RECALL_MIN = 0.99
 GEOMETRY_TOLERANCE_PT = 1.0
-# Pages rendered per candidate: all of them up to this count; beyond it, a spread sample plus every page
-# whose images changed (largest changes first) up to the same budget.
-RENDER_BUDGET = 24
+# Pages rendered per candidate: all of them up to this count; beyond it, a spread sample (first, last, evenly
+# spaced: catches structural damage anywhere) plus the pages whose images changed most, up to the same budget.
+RENDER_BUDGET = 12
 
 
 @dataclass(frozen=True)
@@ -264,8 +264,8 @@ def verify(
     deep_syntax: bool = False,
     password: str | None = None,
 ) -> Outcome:
-    """``deep_syntax``: also parse every content stream (qpdf's full check); used when the input was damaged,
-    since a well-formed input rewritten by qpdf stays well-formed."""
+    """``deep_syntax``: also parse every content stream (qpdf's full check); used when damaged streams were
+    re-encoded from what could be recovered, since content that decoded cleanly is written back unchanged."""
     t0 = time.monotonic()
     v = Verification(pages_in=ref.pages, ssim_threshold=gate.ssim_min, render_dpi=RENDER_DPI)
     bad: set[int] = set()
