@@ -108,6 +108,26 @@ def test_malware_is_refused_and_nothing_is_kept(stack: Stack, acme: RestClient) 
     assert _objects(stack) == before
 
 
+def _pdf_with_action(action: pikepdf.Dictionary) -> bytes:
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    pdf.Root.OpenAction = pdf.make_indirect(action)
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def test_launch_actions_are_refused_javascript_is_allowed(stack: Stack, acme: RestClient) -> None:
+    before = _objects(stack)
+    launch = pikepdf.Dictionary(S=pikepdf.Name.Launch, F=pikepdf.String("cmd.exe"))
+    refused = acme.upload(_pdf_with_action(launch), filename="launch.pdf")
+    assert (refused.status, refused.reason()) == (400, "ACTIVE_CONTENT_REFUSED")
+    assert _objects(stack) == before
+    script = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert('hi')"))
+    accepted = acme.upload(_pdf_with_action(script), filename="script.pdf")
+    assert accepted.status == 200, accepted.body
+
+
 def test_input_errors_are_json_with_reasons(stack: Stack, acme: RestClient) -> None:
     before = _objects(stack)
     not_pdf = acme.upload(b"GIF89a" + b"\x00" * 4096, filename="cat.gif")

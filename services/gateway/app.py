@@ -44,6 +44,7 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
         health=health,
         max_upload_bytes=settings.max_upload_bytes,
         call_timeout_seconds=settings.call_timeout_seconds,
+        refuse_active_content=settings.refuse_active_content,
     )
     spec = ServerSpec(
         name="gateway",

@@ -44,6 +44,7 @@ class Dependencies:
     health: HealthReporter
     max_upload_bytes: int
     call_timeout_seconds: float
+    refuse_active_content: frozenset[str] = frozenset()
 
 
 class GatewayServicer(public_grpc.GatewayServiceServicer):
@@ -126,6 +127,14 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             log.warning("upload refused: malware %s", scan.signature, extra={"fields": {"tenant": tenant}})
             raise InvalidArgument(
                 "MALWARE_DETECTED", "the file contains malware and was refused", metadata={"signature": scan.signature}
+            )
+        found = active_content(scan.pdf) & self._deps.refuse_active_content
+        if found:
+            self._uploads.labels("ACTIVE_CONTENT_REFUSED").inc()
+            raise InvalidArgument(
+                "ACTIVE_CONTENT_REFUSED",
+                f"the PDF carries active content this service refuses: {', '.join(sorted(found))}",
+                metadata={"kinds": ",".join(sorted(found))},
             )
         if scan.verdict != scanner.VERDICT_CLEAN:
             raise ServiceError(
@@ -225,6 +234,16 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     def GetHealth(self, request: public.GetHealthRequest, context: grpc.ServicerContext) -> public.Health:
         return self._deps.health.report()
+
+
+def active_content(report: scanner.PdfReport) -> set[str]:
+    """The kinds of active content the scanner found, by REFUSE_ACTIVE_CONTENT's names."""
+    flags = {
+        "javascript": report.has_javascript,
+        "launch": report.has_launch_action,
+        "embedded_files": report.has_embedded_files,
+    }
+    return {kind for kind, present in flags.items() if present}
 
 
 def _content_disposition(name: str) -> str:

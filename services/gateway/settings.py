@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from libs.settings import EnvReader, common_ports
 
+# What the scanner's PDF report can find, by the names REFUSE_ACTIVE_CONTENT uses.
+ACTIVE_CONTENT_KINDS = frozenset({"javascript", "launch", "embedded_files"})
+
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -21,6 +24,8 @@ class GatewaySettings:
     rate_limit_per_minute: int
     max_upload_bytes: int
     call_timeout_seconds: float
+    # Kinds of active content that get an upload refused (ACTIVE_CONTENT_REFUSED).
+    refuse_active_content: frozenset[str]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -38,9 +43,19 @@ class GatewaySettings:
             rate_limit_per_minute=env.int("RATE_LIMIT_PER_MINUTE", 600, minimum=1),
             max_upload_bytes=env.int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1),
             call_timeout_seconds=env.float("CALL_TIMEOUT_SECONDS", 30.0),
+            refuse_active_content=_parse_kinds(env, env.str("REFUSE_ACTIVE_CONTENT", "launch")),
         )
         env.done()
         return settings
+
+
+def _parse_kinds(env: EnvReader, raw: str) -> frozenset[str]:
+    """`launch,javascript` -> the kinds; `none` refuses nothing."""
+    kinds = frozenset(part.strip().lower() for part in raw.split(",") if part.strip()) - {"none"}
+    unknown = kinds - ACTIVE_CONTENT_KINDS
+    if unknown:
+        env.problem(f"REFUSE_ACTIVE_CONTENT has unknown kinds {sorted(unknown)}; use {sorted(ACTIVE_CONTENT_KINDS)}")
+    return kinds & ACTIVE_CONTENT_KINDS
 
 
 def _parse_api_keys(env: EnvReader, raw: str) -> dict[str, str]:

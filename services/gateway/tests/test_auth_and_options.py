@@ -65,3 +65,13 @@ def test_settings_report_bad_api_keys_and_missing_redis() -> None:
     with pytest.raises(SettingsError) as caught:
         GatewaySettings.from_env({"API_KEYS": "acme:short,:nokey"})
     assert len(caught.value.problems) == 3  # two bad keys + REDIS_URL
+
+
+def test_active_content_policy_setting() -> None:
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+    assert GatewaySettings.from_env(env).refuse_active_content == {"launch"}
+    assert GatewaySettings.from_env({**env, "REFUSE_ACTIVE_CONTENT": "none"}).refuse_active_content == set()
+    both = GatewaySettings.from_env({**env, "REFUSE_ACTIVE_CONTENT": "JavaScript, launch"})
+    assert both.refuse_active_content == {"javascript", "launch"}
+    with pytest.raises(SettingsError, match="unknown kinds"):
+        GatewaySettings.from_env({**env, "REFUSE_ACTIVE_CONTENT": "macros"})
