@@ -520,6 +520,7 @@ def test_tracing_exports_envoy_spans_in_the_callers_trace(
     for _ in range(3):
         reply = call(edge, "GET", "/v1/jobs/t1", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
         assert reply.status == 200
+
     def spans() -> list[tuple[str, str]]:
         return [(service, span_trace) for service, span_trace, _ in otlp_receiver.spans if span_trace == trace_id]
 
