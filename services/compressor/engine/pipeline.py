@@ -355,6 +355,28 @@ def _add_structural_saving(report: Report) -> None:
     report.techniques.append(TechniqueSaving("rewrite", rest, "object streams, unreferenced objects dropped"))
 
 
+def _guarded_build(run: _Run, attempt: Attempt, lo: int, hi: int) -> Candidate | None:
+    """A technique that trips over an unusual file must not fail the job: the candidate is dropped (and the
+    fallback or the original bytes used), the error logged."""
+    try:
+        return run.build(attempt, lo, hi)
+    except (EngineError, MemoryError):
+        raise
+    except Exception:
+        log.exception("candidate %s failed to build", attempt.name)
+        run.report.candidates.append(
+            {
+                "name": attempt.name,
+                "size": 0,
+                "passed": False,
+                "failures": ["error"],
+                "ssim_min": None,
+                "images_changed": 0,
+            }
+        )
+        return None
+
+
 def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str, float]) -> Candidate | None:
     """Smallest verified candidate. Ladder: the level (with page-wise reverts), then structural-only, then a plain
     rewrite; with a target size, ever more aggressive attempts until one fits."""
@@ -365,8 +387,9 @@ def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str,
     failures: set[str] = set()
     any_passed = False
     for i, attempt in enumerate(attempts):
-        c = run.build(attempt, 10 + i * span, 10 + (i + 1) * span)
+        c = _guarded_build(run, attempt, 10 + i * span, 10 + (i + 1) * span)
         if c is None:
+            failures.add("error")
             continue
         failures |= set(c.verification.failures)
         any_passed = any_passed or c.verification.passed
@@ -379,7 +402,7 @@ def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str,
     # fix. Not when a candidate passed but was not smaller (the fallback cannot be smaller either), nor when
     # the failures are the file's own (it does not open cleanly, readers disagree on its pages).
     if not passing and not any_passed and failures - {"opens", "pages"}:
-        c = run.build(Attempt("structural", LEVELS["lossless"], None, images=False), 90, 95)
+        c = _guarded_build(run, Attempt("structural", LEVELS["lossless"], None, images=False), 90, 95)
         if c is not None and c.verification.passed and c.size < in_size:
             passing.append(c)
         phases["fallback"] = round(time.monotonic() - t - phases["candidates"], 3)

@@ -185,9 +185,13 @@ def remove_metadata(pdf: pikepdf.Pdf) -> int:
 _GENERIC_FILTERS = {Name.FlateDecode, Name.LZWDecode, Name.RunLengthDecode, Name.ASCIIHexDecode, Name.ASCII85Decode}
 
 
+_ESTIMATE_BYTES = 256 << 10
+
+
 def recompress_streams(pdf: pikepdf.Pdf) -> int:
-    """Re-deflate every non-image stream at zlib's best level (decoding LZW/RunLength/ASCII filters and
-    predictors first); a stream is only replaced when the result is smaller. Images are the image pass's job.
+    """Re-deflate every non-image stream at zlib's best level (decoding LZW/RunLength/ASCII filters first); a
+    stream is only replaced when the result is smaller. For large Flate streams the gain is first estimated on
+    their first 256 KiB, and they are left alone when it would be under 3%. Images are the image pass's job.
     Returns the raw bytes saved."""
     saved = 0
     for obj in pdf.objects:
@@ -205,6 +209,11 @@ def recompress_streams(pdf: pikepdf.Pdf) -> int:
             data = obj.read_bytes()
         except pikepdf.PdfError:
             continue
+        if filters == [Name.FlateDecode] and len(data) > _ESTIMATE_BYTES:
+            sample = data[:_ESTIMATE_BYTES]
+            estimate = len(zlib.compress(sample, 9)) * len(data) / len(sample)
+            if estimate > 0.97 * raw_len:
+                continue
         new = codecs.deflate(data)
         if len(new) < raw_len:
             obj.write(new, filter=Name.FlateDecode)

@@ -8,6 +8,7 @@ import collections
 import contextlib
 import ctypes
 import logging
+import re
 import time
 import unicodedata
 import warnings
@@ -55,6 +56,7 @@ class Structure:
     links: list[tuple[int, str]] = field(default_factory=list)
     outline: list[tuple[str, int | None]] = field(default_factory=list)
     attachments: int = 0
+    words: list[str] = field(default_factory=list)
 
 
 def _utf16(fn: Any, *args: Any) -> str:
@@ -108,6 +110,9 @@ def read_structure(doc: pdfium.PdfDocument) -> Structure:
         try:
             w, h = page.get_size()
             s.sizes[i] = (w, h)
+            tp = page.get_textpage()  # text in the same pass: each page is loaded once
+            s.words.extend(_words(tp.get_text_range()))
+            tp.close()
             for j in range(pdfium_c.FPDFPage_GetAnnotCount(page)):
                 annot = pdfium_c.FPDFPage_GetAnnot(page, j)
                 if not annot:
@@ -149,26 +154,17 @@ def read_structure(doc: pdfium.PdfDocument) -> Structure:
     return s
 
 
+# Control characters count as spaces; format characters (soft hyphen, zero-width, bidi marks) are dropped.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_FORMAT = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
+)
+
+
 def _words(text: str) -> list[str]:
     t = unicodedata.normalize("NFKC", text)
-    t = "".join(" " if unicodedata.category(c) == "Cc" else "" if unicodedata.category(c) == "Cf" else c for c in t)
-    return t.split()
-
-
-def read_words(doc: pdfium.PdfDocument) -> list[str]:
-    words: list[str] = []
-    for i in range(len(doc)):
-        try:
-            page = doc[i]
-        except pdfium.PdfiumError:
-            continue
-        try:
-            tp = page.get_textpage()
-            words.extend(_words(tp.get_text_range()))
-            tp.close()
-        finally:
-            page.close()
-    return words
+    return _FORMAT.sub("", _CONTROL.sub(" ", t)).split()
 
 
 def _open(path: Path, password: str | None) -> pdfium.PdfDocument:
@@ -226,7 +222,7 @@ class Reference:
         self.pages = pages
         self.doc = _open(path, password)
         self.structure = read_structure(self.doc)
-        self.words = read_words(self.doc)
+        self.words = self.structure.words
         self._renders: dict[int, np.ndarray | None] = {}
 
     def render(self, index: int) -> np.ndarray | None:
@@ -355,7 +351,7 @@ def verify(
         # Text.
         v.text_words_in = len(ref.words)
         if ref.words:
-            out_words = read_words(doc)
+            out_words = st.words
             ca, cb = collections.Counter(ref.words), collections.Counter(out_words)
             recall = sum(min(c, cb[w]) for w, c in ca.items()) / len(ref.words)
             v.text_recall = round(recall, 5)
