@@ -45,6 +45,7 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
         max_upload_bytes=settings.max_upload_bytes,
         call_timeout_seconds=settings.call_timeout_seconds,
         refuse_active_content=settings.refuse_active_content,
+        upload_timeout_seconds=settings.upload_timeout_seconds,
     )
     spec = ServerSpec(
         name="gateway",
@@ -53,6 +54,7 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
         register=lambda server: None,
         service_names=[SERVICE_NAME],
         readiness=health.ready,
+        max_workers=settings.max_workers,
     )
     servicer = GatewayServicer(deps, spec.registry)
     spec.register = lambda server: gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)

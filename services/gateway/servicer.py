@@ -45,6 +45,8 @@ class Dependencies:
     max_upload_bytes: int
     call_timeout_seconds: float
     refuse_active_content: frozenset[str] = frozenset()
+    # A whole upload from a slow client may take long; Envoy's idle timeout ends a stalled one.
+    upload_timeout_seconds: float = 3600.0
 
 
 class GatewayServicer(public_grpc.GatewayServiceServicer):
@@ -92,7 +94,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             client_finished=lambda: client_stream_completed(context),
         )
         try:
-            stored = self._deps.storage.PutObject(upload.requests(), timeout=self._deps.call_timeout_seconds * 10)
+            stored = self._deps.storage.PutObject(upload.requests(), timeout=self._deps.upload_timeout_seconds)
         except grpc.RpcError as error:
             self._uploads.labels(upload.error.reason if upload.error else "STORAGE_FAILED").inc()
             if upload.error is not None:

@@ -26,6 +26,9 @@ class GatewaySettings:
     call_timeout_seconds: float
     # Kinds of active content that get an upload refused (ACTIVE_CONTENT_REFUSED).
     refuse_active_content: frozenset[str]
+    # Calls served at once: every upload, download and watch holds a thread while it lasts.
+    max_workers: int
+    upload_timeout_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -44,6 +47,8 @@ class GatewaySettings:
             max_upload_bytes=env.int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1),
             call_timeout_seconds=env.float("CALL_TIMEOUT_SECONDS", 30.0),
             refuse_active_content=_parse_kinds(env, env.str("REFUSE_ACTIVE_CONTENT", "launch")),
+            max_workers=env.int("GATEWAY_MAX_WORKERS", 256, minimum=4),
+            upload_timeout_seconds=env.float("UPLOAD_TIMEOUT_SECONDS", 3600.0),
         )
         env.done()
         return settings

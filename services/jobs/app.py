@@ -67,7 +67,7 @@ class JobsApp:
             readiness=self.ready,
             metrics_port=settings.metrics_port if metrics_port == -1 else metrics_port,
             # LeaseJob long polls and WatchJob streams each hold a thread while they wait.
-            max_workers=64,
+            max_workers=settings.max_workers,
             registry=self.registry,
         )
         self.running: RunningServer | None = None

@@ -22,6 +22,8 @@ class JobsSettings:
     # How often the sweeper requeues expired leases and expires old jobs.
     sweep_interval_seconds: float
     database_pool_size: int
+    # Calls served at once: each waiting LeaseJob long poll and each WatchJob holds a thread.
+    max_workers: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> JobsSettings:
@@ -37,6 +39,7 @@ class JobsSettings:
             max_attempts=env.int("MAX_ATTEMPTS", 3, minimum=1),
             sweep_interval_seconds=float(env.int("SWEEP_INTERVAL_SECONDS", 30, minimum=1)),
             database_pool_size=env.int("DATABASE_POOL_SIZE", 10, minimum=2),
+            max_workers=env.int("JOBS_MAX_WORKERS", 256, minimum=4),
         )
         env.done()
         return settings

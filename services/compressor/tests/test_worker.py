@@ -89,6 +89,7 @@ def system(fresh_database_url: str, redis_url: str, tmp_path: Path) -> Iterator[
             max_attempts=3,
             sweep_interval_seconds=1,
             database_pool_size=4,
+            max_workers=64,
         ),
         metrics_port=None,
         event_prefix=f"test-{uuid.uuid4().hex[:8]}",

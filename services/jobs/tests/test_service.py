@@ -65,6 +65,7 @@ def start_service(database_url: str, redis_url: str, storage_address: str) -> tu
         # The tests run sweeps themselves.
         sweep_interval_seconds=3600,
         database_pool_size=10,
+        max_workers=64,
     )
     # A channel prefix per test: pub/sub channels are shared by the whole Valkey server.
     app = JobsApp(settings, event_prefix=f"test-{uuid.uuid4().hex}", metrics_port=None)
