@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
@@ -45,19 +47,63 @@ def _descriptor_fonts(pdf: pikepdf.Pdf) -> list[Stream]:
     return out
 
 
-def _strip_hinting(data: bytes) -> bytes | None:
+def _rewrite(
+    data: bytes, keep: Callable[[Any], set[str]] | None, *, by_gid: bool = False, needs_windows_cmap: bool = False
+) -> bytes | None:
+    """Drop hinting and unneeded tables; with ``keep``, also empty every glyph outside what keep(font) returns (and
+    the components of those glyphs) and prune the cmap to what is left. Emptied glyphs keep their ids and advance
+    widths, so nothing in the PDF that refers to glyph ids or widths changes. Only the glyphs kept are ever
+    decompiled. ``by_gid``: the PDF addresses glyphs by id (CID fonts), so glyph names are not needed either."""
     from fontTools.ttLib import TTFont
+    from fontTools.ttLib.tables._g_l_y_f import Glyph
 
-    font = TTFont(io.BytesIO(data), lazy=False, recalcBBoxes=False, recalcTimestamp=False)
+    font = TTFont(io.BytesIO(data), recalcBBoxes=False, recalcTimestamp=False)
     if "glyf" not in font or "loca" not in font:
         return None
     for tag in _DROP_TABLES:
         if tag in font:
             del font[tag]
     glyf = font["glyf"]
-    for name in font.getGlyphOrder():
-        glyph = glyf[name]
-        glyph.removeHinting()
+    order = font.getGlyphOrder()
+    live = set(order)
+    if keep is not None:
+        wanted = (keep(font) | {order[0]}) & live
+        stack = list(wanted)
+        while stack:
+            g = glyf[stack.pop()]
+            if g.isComposite():
+                for comp in g.components:
+                    if comp.glyphName in live and comp.glyphName not in wanted:
+                        wanted.add(comp.glyphName)
+                        stack.append(comp.glyphName)
+        # Glyphs after the last one kept are never addressed: the font ends there. Emptied glyphs get zero metrics
+        # (the PDF's /W or /Widths give the advances), which lets hmtx/vmtx store them compactly.
+        last = max(order.index(n) for n in wanted)
+        for name in order[last + 1 :]:
+            glyf.glyphs.pop(name, None)
+            for tag in ("hmtx", "vmtx"):
+                if tag in font:
+                    font[tag].metrics.pop(name, None)
+        order = order[: last + 1]
+        font.setGlyphOrder(order)
+        glyf.glyphOrder = order
+        for name in order:
+            if name not in wanted:
+                glyf.glyphs[name] = Glyph()
+                for tag in ("hmtx", "vmtx"):
+                    if tag in font and name in font[tag].metrics:
+                        font[tag].metrics[name] = (0, 0)
+        live = wanted
+        if "cmap" in font:
+            for table in font["cmap"].tables:
+                table.cmap = {c: g for c, g in table.cmap.items() if g in wanted}
+        windows = "cmap" in font and any(t.platformID == 3 for t in font["cmap"].tables)
+        if by_gid and "post" in font and (windows or not needs_windows_cmap):
+            font["post"].formatType = 3.0  # no glyph names (a CJK font carries tens of thousands)
+        if "name" in font:
+            font["name"].names = [n for n in font["name"].names if 1 <= n.nameID <= 6]
+    for name in live:
+        glyf[name].removeHinting()
     if "maxp" in font:
         maxp = font["maxp"]
         for attr in (
@@ -88,7 +134,7 @@ def optimize_fonts(pdf: pikepdf.Pdf) -> FontResult:
             data = ff.read_bytes()
             if len(data) > _MAX_FONT_BYTES:
                 continue
-            new = _strip_hinting(data)
+            new = _rewrite(data, None)
         except Exception as exc:  # noqa: BLE001 - fontTools raises many types on odd fonts; leave the font as is
             log.debug("font %s left unchanged: %s", ff.objgen, exc)
             continue
@@ -166,44 +212,6 @@ def _cid_glyphs(tt: object, shown: set[bytes], cid_to_gid: bytes | None) -> set[
     return names
 
 
-def _subset(
-    data: bytes,
-    glyphs: set[str] | None,
-    *,
-    simple: bool,
-    shown_codes: set[int],
-    diffs: dict[int, str],
-    shown: set[bytes],
-    cid_to_gid: bytes | None,
-) -> bytes | None:
-    from fontTools import subset
-    from fontTools.ttLib import TTFont
-
-    tt = TTFont(io.BytesIO(data), recalcBBoxes=False, recalcTimestamp=False)
-    if "glyf" not in tt or "cmap" not in tt:
-        return None
-    keep = _simple_glyphs(tt, shown_codes, diffs) if simple else _cid_glyphs(tt, shown, cid_to_gid)
-    opts = subset.Options()
-    opts.retain_gids = True  # glyph ids stay valid: no content stream, /W or CIDToGIDMap rewrite needed
-    opts.notdef_outline = True
-    opts.glyph_names = True
-    opts.hinting = False
-    opts.layout_features = []
-    opts.drop_tables = [*opts.drop_tables, *_DROP_TABLES]
-    opts.recalc_bounds = False
-    opts.recalc_timestamp = False
-    opts.prune_unicode_ranges = False
-    opts.recalc_average_width = False
-    opts.recalc_max_context = False
-    opts.ignore_missing_glyphs = True
-    sub = subset.Subsetter(opts)
-    sub.populate(glyphs=sorted(keep))
-    sub.subset(tt)
-    out = io.BytesIO()
-    tt.save(out)
-    return out.getvalue()
-
-
 def subset_fonts(pdf: pikepdf.Pdf, result: FontResult) -> None:
     """Subset fully embedded TrueType fonts (simple, or CID-keyed with Identity encoding) to the glyphs shown.
     Fonts of interactive forms (/AcroForm /DR) are kept whole: filling a field may need any glyph."""
@@ -269,7 +277,18 @@ def subset_fonts(pdf: pikepdf.Pdf, result: FontResult) -> None:
             data = ff.read_bytes()
             if len(data) > _MAX_FONT_BYTES:
                 continue
-            new = _subset(data, None, simple=simple, shown_codes=codes, diffs=diffs, shown=shown, cid_to_gid=cid_to_gid)
+            keep: Callable[[Any], set[str]]
+            if simple:
+                # Without a cmap, codes cannot be traced to glyphs: keep every glyph.
+                def keep(tt: Any, codes: set[int] = codes, diffs: dict[int, str] = diffs) -> set[str]:
+                    return _simple_glyphs(tt, codes, diffs) if "cmap" in tt else set(tt.getGlyphOrder())
+            else:
+
+                def keep(tt: Any, shown: set[bytes] = shown, cid_to_gid: bytes | None = cid_to_gid) -> set[str]:
+                    return _cid_glyphs(tt, shown, cid_to_gid)
+
+            # Glyph names matter only to a simple font whose /Differences name glyphs (or that has no Windows cmap).
+            new = _rewrite(data, keep, by_gid=not simple or not diffs, needs_windows_cmap=simple)
         except Exception as exc:  # noqa: BLE001 - leave any font fontTools cannot handle as it is
             log.debug("font %s not subset: %s", key, exc)
             continue
