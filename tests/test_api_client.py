@@ -1,0 +1,46 @@
+"""The CLI's REST client against the whole system."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pikepdf
+import pytest
+
+from libs.api_client import ApiClient, ApiError
+from libs.devstack.stack import Stack
+from tests.plugins.stack import API_KEYS
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_upload_wait_download(stack: Stack, tmp_path: Path) -> None:
+    client = ApiClient(stack.url, API_KEYS["acme"])
+    source = DATA / "pypdf__jpeg.pdf"
+    job = client.upload(source, level="high", remove_metadata=True)
+    assert (job["filename"], job["level"], job["remove_metadata"]) == ("pypdf__jpeg.pdf", "high", True)
+    seen: list[str] = []
+    done = client.wait(job["id"], timeout=60, on_update=lambda update: seen.append(update["state"]))
+    assert done["state"] == seen[-1] == "JOB_STATE_SUCCEEDED"
+    result = client.download(job["id"], tmp_path / "out" / "result.pdf")
+    assert hashlib.sha256(result.read_bytes()).hexdigest() == done["output_sha256"]
+    with pikepdf.open(result) as pdf:
+        assert len(pdf.pages) == 1
+    assert [p.name for p in result.parent.iterdir()] == ["result.pdf"]  # no partial file left
+
+
+def test_errors_carry_the_reason(stack: Stack, tmp_path: Path) -> None:
+    with pytest.raises(ApiError) as unknown:
+        ApiClient(stack.url, API_KEYS["acme"]).job("00000000-0000-4000-8000-000000000000")
+    assert (unknown.value.status, unknown.value.reason) == (404, "JOB_NOT_FOUND")
+    with pytest.raises(ApiError) as unauthenticated:
+        ApiClient(stack.url, "wrong-key-0123456789").job("00000000-0000-4000-8000-000000000000")
+    assert unauthenticated.value.reason == "API_KEY_INVALID"
+    not_pdf = tmp_path / "notes.pdf"
+    not_pdf.write_text("just text")
+    with pytest.raises(ApiError) as refused:
+        ApiClient(stack.url, API_KEYS["acme"]).upload(not_pdf)
+    assert refused.value.reason == "NOT_A_PDF"
