@@ -55,9 +55,8 @@ class Tool:
                 str(out),
                 "--level",
                 self.arg,
-                "--json",
                 "--in-process",
-            ]
+            ]  # human output: a failure prints "pdfsmaller: REASON: message" on stderr, shown in the table
             return argv + (["--password", password] if password else [])
         if self.kind == "gs":
             argv = [
@@ -231,7 +230,7 @@ def run(corpus: Path, tools: list[Tool], workdir: Path) -> list[Result]:
             r = Result(tool.name, src.name, src.stat().st_size)
             rc, r.seconds, r.peak_rss, tail = _run(tool.argv(src, out, pw), ROOT)
             if rc != 0 and tool.kind == "engine":
-                m = re.search(r'"reason": "([A-Z_]+)"', tail) or re.search(r"([A-Z][A-Z_]+):", tail)
+                m = re.search(r"pdfsmaller: ([A-Z][A-Z_]+):", tail)
                 r.error = m.group(1) if m else f"exit {rc}"
                 out.unlink(missing_ok=True)
             elif rc != 0 and not out.exists():
@@ -324,7 +323,14 @@ def write_markdown(path: Path, corpus: Path, results: list[Result], rows: list[d
             f"{'met' if lo['verified'] < q['verified'] else 'NOT met'}; renders identical on "
             f"{lo['identical']}/{lo['files']} files"
         )
-    lines += ["", "## Per file (verified ratio; `F:` = failed verification, `E:` = no output)", ""]
+    lines += [
+        "",
+        "## Per file",
+        "",
+        "Verified ratio; `F:codes (raw ratio)` = failed verification; `E:` = no output (the engine's reason code, or "
+        "the tool's exit status); `= (kept)` = the engine returned the input's bytes.",
+        "",
+    ]
     names = [row["tool"] for row in rows]
     lines.append("| file | " + " | ".join(names) + " |")
     lines.append("|---" * (len(names) + 1) + "|")
@@ -332,6 +338,8 @@ def write_markdown(path: Path, corpus: Path, results: list[Result], rows: list[d
     for r in results:
         if r.out_bytes is None:
             txt = f"E:{r.error or ','.join(r.failures)}"
+        elif r.kept_original:
+            txt = "1.000 = (kept)"
         elif r.verdict != "PASS":
             txt = f"F:{','.join(r.failures)} ({r.raw_ratio:.3f})"
         else:
