@@ -153,3 +153,11 @@ def test_progress_reports_monotonic_percentages(hires_photo: Path, tmp_path: Pat
     assert seen[0] == 0
     assert seen[-1] == 100
     assert all(0 <= p <= 100 for p in seen)
+
+
+def test_linearize_option(hires_photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.pdf"
+    report = compress(hires_photo, out, CompressOptions(level="medium", linearize=True))
+    assert report.verification.passed
+    with pikepdf.open(out) as pdf:
+        assert pdf.is_linearized
