@@ -77,6 +77,19 @@ def _slow_pdf(pages: int) -> bytes:
     return out.getvalue()
 
 
+def _children(parent_pid: int) -> list[int]:
+    """Live child processes of a process (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent_pid and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return children
+
+
 @pytest.fixture(scope="module")
 def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own, with short leases, whose services these tests kill."""
@@ -101,7 +114,16 @@ def test_job_of_a_killed_worker_is_retried(fragile: Stack) -> None:
     while client.job(job_id)["state"] != "JOB_STATE_RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    worker_pid = fragile.service("compressor").process.pid  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    while not (engines := _children(worker_pid)):
+        assert time.monotonic() < deadline, "the engine child never started"
+        time.sleep(0.02)
     fragile.kill_service("compressor")  # SIGKILL mid-job: no goodbye, the lease just stops being renewed
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in engines):
+        assert time.monotonic() < deadline, "the engine outlived its worker"
+        time.sleep(0.02)
     fragile.start_service("compressor")
     done = client.wait(job_id, timeout=120)
     assert done["state"] == "JOB_STATE_SUCCEEDED", done

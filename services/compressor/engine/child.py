@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import resource
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -21,8 +23,24 @@ def _send(out: BinaryIO, msg: dict[str, Any]) -> None:
 _OOM_MARKERS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "failed to map segment", "out of memory")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Be killed when the worker dies (a SIGKILLed worker must not leave engines running, unseen).
+
+    Linux sends the signal when the *thread* that started the child ends; the worker's
+    threads live as long as the worker, and the CLI calls from its main thread.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def main() -> int:
     job = json.loads(sys.stdin.buffer.read())
+    _die_with_parent(int(job["parent_pid"]))
     limits_d = job["limits"]
     # Every library is loaded before the limits apply, so a low memory limit fails on the PDF's work (where it
     # can be reported as OUT_OF_MEMORY), not on loading code. The soft CPU limit sends SIGXCPU.

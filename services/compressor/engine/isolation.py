@@ -87,6 +87,7 @@ def compress_isolated(
         "options": asdict(options),
         "limits": asdict(limits),
         "result_fd": write_fd,
+        "parent_pid": os.getpid(),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.compressor.engine.child"],
