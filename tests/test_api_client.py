@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pikepdf
@@ -10,6 +11,7 @@ import pytest
 
 from libs.api_client import ApiClient, ApiError
 from libs.devstack.stack import Stack
+from services.compressor import cli
 from tests.plugins.stack import API_KEYS
 
 pytestmark = pytest.mark.integration
@@ -44,3 +46,19 @@ def test_errors_carry_the_reason(stack: Stack, tmp_path: Path) -> None:
     with pytest.raises(ApiError) as refused:
         ApiClient(stack.url, API_KEYS["acme"]).upload(not_pdf)
     assert refused.value.reason == "NOT_A_PDF"
+
+
+def test_cli_upload_wait_download_and_status(stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = ["--server", stack.url, "--api-key", API_KEYS["acme"]]
+    out = tmp_path / "small.pdf"
+    assert cli.main(["upload", str(DATA / "pypdf__libreoffice-form.pdf"), "-o", str(out), "--json", *server]) == 0
+    job = json.loads(capsys.readouterr().out)
+    assert job["state"] == "JOB_STATE_SUCCEEDED"
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == job["output_sha256"]
+    assert cli.main(["status", job["id"], *server]) == 0
+    assert capsys.readouterr().out.startswith(f"{job['id']}  SUCCEEDED")
+    assert cli.main(["status", "00000000-0000-4000-8000-000000000000", *server]) == 1
+    assert "JOB_NOT_FOUND" in capsys.readouterr().err
+    encrypted = DATA / "samplefiles__libreoffice-writer-password.pdf"
+    assert cli.main(["upload", str(encrypted), "--wait", *server]) == 1  # the job failed: non-zero
+    assert "ENCRYPTED_PDF" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from libs import client_cli
 from services.compressor.engine import (
     LEVEL_NAMES,
     CompressOptions,
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--in-process", action="store_true", help="run in this process (no child process limits)")
     c.add_argument("--cpu-seconds", type=int, default=300, help="CPU-time limit of the child process")
     c.add_argument("--memory-mb", type=int, default=1024, help="memory limit of the child process")
+    client_cli.add_commands(sub)
     return ap
 
 
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "compress":
         return _compress(args)
-    return 2  # pragma: no cover - argparse enforces a command
+    return client_cli.run(args)
 
 
 if __name__ == "__main__":
