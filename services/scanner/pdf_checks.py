@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 HEADER_WINDOW = 1024
 # Bounds the walk over hostile files with millions of tiny objects.
 MAX_NODES = 3_000_000
+# Decoded attachment bytes written out for clamd; a larger total is a bomb, not a document.
+MAX_ATTACHMENT_BYTES = 256 * 1024 * 1024
 _MAX_DEPTH = 64
 
 
@@ -54,7 +56,12 @@ def has_pdf_header(path: Path) -> bool:
         return b"%PDF-" in handle.read(HEADER_WINDOW)
 
 
-def inspect_pdf(path: Path) -> PdfReport:
+def inspect_pdf(path: Path, attachments_dir: Path | None = None) -> PdfReport:
+    """The structure report; with `attachments_dir`, every embedded file is also written there decoded.
+
+    clamd does not unpack every attachment itself (it skips Flate streams of some
+    subtypes), so the scanner hands it the decoded bytes of each one.
+    """
     report = PdfReport()
     if not has_pdf_header(path):
         return report
@@ -75,6 +82,8 @@ def inspect_pdf(path: Path) -> PdfReport:
             report.damaged = True
         _inspect_catalog(pdf, report)
         _walk_objects(pdf, report)
+        if attachments_dir is not None and report.has_embedded_files:
+            _extract_attachments(pdf, attachments_dir, report)
         if pdf.get_warnings():
             report.damaged = True
     return report
@@ -138,6 +147,42 @@ class _Walk:
                 self.visit(value, depth + 1)
 
 
+def _embedded_file_streams(pdf: pikepdf.Pdf) -> list[pikepdf.Stream]:
+    """Streams typed /EmbeddedFile, and those a file specification's /EF names (/Type is optional there)."""
+    found: dict[tuple[int, int], pikepdf.Stream] = {}
+    for obj in pdf.objects:
+        try:
+            if isinstance(obj, pikepdf.Stream) and obj.stream_dict.get("/Type") == pikepdf.Name.EmbeddedFile:
+                found[obj.objgen] = obj
+            elif isinstance(obj, pikepdf.Dictionary) and isinstance(obj.get("/EF"), pikepdf.Dictionary):
+                for value in obj.EF.values():
+                    if isinstance(value, pikepdf.Stream):
+                        found[value.objgen] = value
+        except (pikepdf.PdfError, ValueError, RuntimeError):
+            continue
+    return list(found.values())
+
+
+def _extract_attachments(pdf: pikepdf.Pdf, out_dir: Path, report: PdfReport) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for number, stream in enumerate(_embedded_file_streams(pdf)):
+        try:
+            data = stream.read_bytes()
+        except (pikepdf.PdfError, ValueError, RuntimeError):
+            # Undecodable: clamd still saw the raw bytes in the whole-file scan.
+            report.damaged = True
+            continue
+        total += len(data)
+        if total > MAX_ATTACHMENT_BYTES:
+            raise AttachmentsTooLargeError(f"attachments decode to more than {MAX_ATTACHMENT_BYTES} bytes")
+        (out_dir / f"attachment-{number:05d}.bin").write_bytes(data)
+
+
+class AttachmentsTooLargeError(Exception):
+    """Decoded attachments exceed MAX_ATTACHMENT_BYTES: they cannot all be scanned."""
+
+
 def _walk_objects(pdf: pikepdf.Pdf, report: PdfReport) -> None:
     walk = _Walk(report)
     for obj in pdf.objects:
@@ -150,14 +195,27 @@ def _walk_objects(pdf: pikepdf.Pdf, report: PdfReport) -> None:
             return
 
 
-def inspect_pdf_isolated(path: Path, *, timeout: float = 60.0, memory_bytes: int = 1024 * 1024 * 1024) -> PdfReport:
-    """`inspect_pdf` in a child interpreter with a memory limit and a timeout."""
+def inspect_pdf_isolated(
+    path: Path,
+    attachments_dir: Path | None = None,
+    *,
+    timeout: float = 60.0,
+    memory_bytes: int = 1024 * 1024 * 1024,
+) -> PdfReport:
+    """`inspect_pdf` in a child interpreter with a memory limit and a timeout.
+
+    Raises AttachmentsTooLargeError when the attachments could not all be written out.
+    """
     command = [sys.executable, "-m", "services.scanner.pdf_checks", str(path), str(memory_bytes)]
+    if attachments_dir is not None:
+        command.append(str(attachments_dir))
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, check=False, env=_child_env())
     except subprocess.TimeoutExpired:
         log.warning("PDF structure check timed out after %.0f s", timeout)
         return PdfReport(is_pdf=False, damaged=True)
+    if done.returncode == _EXIT_ATTACHMENTS_TOO_LARGE:
+        raise AttachmentsTooLargeError("attachments decode to more than the scanner will unpack")
     if done.returncode != 0:
         log.warning(
             "PDF structure check failed (exit %d): %s", done.returncode, done.stderr[-2000:].decode(errors="replace")
@@ -173,10 +231,17 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+_EXIT_ATTACHMENTS_TOO_LARGE = 3
+
+
 def _main(argv: list[str]) -> int:
     path, memory_bytes = Path(argv[0]), int(argv[1])
+    attachments_dir = Path(argv[2]) if len(argv) > 2 else None
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    sys.stdout.write(json.dumps(asdict(inspect_pdf(path))))
+    try:
+        sys.stdout.write(json.dumps(asdict(inspect_pdf(path, attachments_dir))))
+    except AttachmentsTooLargeError:
+        return _EXIT_ATTACHMENTS_TOO_LARGE
     return 0
 
 

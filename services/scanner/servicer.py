@@ -24,12 +24,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from libs.errors import InvalidArgument, Unavailable, from_rpc
 from services.scanner.clamd import ClamdClient, ClamdError, InstreamSession, ScanResult
-from services.scanner.pdf_checks import PdfReport
+from services.scanner.pdf_checks import AttachmentsTooLargeError, PdfReport
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "scanner.pdfsmaller"
-PdfInspector = Callable[[Path], PdfReport]
+# (the spooled file, where to write decoded attachments or None) -> report
+PdfInspector = Callable[[Path, Path | None], PdfReport]
+ATTACHMENT_CHUNK_BYTES = 1024 * 1024
 
 
 def _clamd_unavailable() -> Unavailable:
@@ -90,7 +92,10 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
         return response
 
     def _scan(self, key: str) -> pb.ScanObjectResponse:
-        with tempfile.NamedTemporaryFile(prefix="pdfsmaller-scan-", suffix=".pdf") as spool:
+        with (
+            tempfile.NamedTemporaryFile(prefix="pdfsmaller-scan-", suffix=".pdf") as spool,
+            tempfile.TemporaryDirectory(prefix="pdfsmaller-attachments-") as attachments,
+        ):
             session = self._start_instream()
             try:
                 scanned = self._fetch(key, spool.file, session)
@@ -107,10 +112,40 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             )
             # Infected files are refused anyway; do not hand known malware to a parser too.
             if not result.infected:
-                response.pdf.CopyFrom(pb.PdfReport(**asdict(self._inspect_pdf(Path(spool.name)))))
+                try:
+                    report = self._inspect_pdf(Path(spool.name), Path(attachments) if self._clamd else None)
+                except AttachmentsTooLargeError:
+                    raise InvalidArgument(
+                        "ATTACHMENTS_TOO_LARGE", "the PDF's attachments are too large to scan", domain=DOMAIN
+                    ) from None
+                response.pdf.CopyFrom(pb.PdfReport(**asdict(report)))
+                result = self._scan_attachments(Path(attachments))
+                if result.infected:
+                    response.verdict = pb.VERDICT_INFECTED
+                    response.signature = result.signature
             if result.infected:
                 log.warning("malware found in %s: %s", key, result.signature)
             return response
+
+    def _scan_attachments(self, directory: Path) -> ScanResult:
+        """clamd verdicts on each decoded attachment; the first infected one, else clean."""
+        for attachment in sorted(directory.iterdir()):
+            session = self._start_instream()
+            try:
+                with attachment.open("rb") as source:
+                    while chunk := source.read(ATTACHMENT_CHUNK_BYTES):
+                        try:
+                            session.send(chunk)  # type: ignore[union-attr]  # files exist only with clamd
+                        except ClamdError:
+                            log.error("clamd failed while scanning an attachment", exc_info=True)
+                            raise _clamd_unavailable() from None
+                result = self._finish_instream(session)
+            finally:
+                if session is not None:
+                    session.close()
+            if result.infected:
+                return result
+        return ScanResult(infected=False)
 
     def _start_instream(self) -> InstreamSession | None:
         if self._clamd is None:

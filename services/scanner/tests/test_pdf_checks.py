@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.scanner.pdf_checks import PdfReport, inspect_pdf, inspect_pdf_isolated
+from services.scanner import pdf_checks
+from services.scanner.pdf_checks import AttachmentsTooLargeError, PdfReport, inspect_pdf, inspect_pdf_isolated
 from services.scanner.tests import pdfs
 
 DATA = Path(__file__).parent / "data"
@@ -94,3 +95,28 @@ def test_isolated_child_that_does_not_finish_is_not_a_usable_pdf(tmp_path: Path)
     path = tmp_path / "in.pdf"
     path.write_bytes(pdfs.plain(1))
     assert inspect_pdf_isolated(path, timeout=0.001) == PdfReport(is_pdf=False, damaged=True)
+
+
+def test_attachments_are_written_out_decoded(tmp_path: Path) -> None:
+    payload = b"attached payload " * 100
+    path = tmp_path / "in.pdf"
+    path.write_bytes(pdfs.with_embedded_file(payload, compress=True, subtype="/application/octet-stream"))
+    out = tmp_path / "attachments"
+    report = inspect_pdf_isolated(path, out)
+    assert report.has_embedded_files
+    assert [p.read_bytes() for p in out.iterdir()] == [payload]
+
+
+def test_no_attachments_no_files(tmp_path: Path) -> None:
+    path = tmp_path / "in.pdf"
+    path.write_bytes(pdfs.plain(1))
+    inspect_pdf(path, tmp_path / "attachments")
+    assert not (tmp_path / "attachments").exists()
+
+
+def test_attachment_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pdf_checks, "MAX_ATTACHMENT_BYTES", 1000)
+    path = tmp_path / "in.pdf"
+    path.write_bytes(pdfs.with_embedded_file(bytes(5000), compress=True))
+    with pytest.raises(AttachmentsTooLargeError):
+        inspect_pdf(path, tmp_path / "attachments")
