@@ -25,7 +25,7 @@ class ServiceError(Exception):
         reason: str,
         message: str,
         *,
-        domain: str = "pdfsmaller",
+        domain: str = "",
         metadata: Mapping[str, str] | None = None,
         code: grpc.StatusCode | None = None,
     ) -> None:
@@ -37,8 +37,11 @@ class ServiceError(Exception):
         if code is not None:
             self.code = code
 
-    def to_status(self) -> status_pb2.Status:
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=self.domain, metadata=self.metadata)
+    def to_status(self, default_domain: str = "pdfsmaller") -> status_pb2.Status:
+        """The rich status; ErrorInfo.domain is the raising service's unless the error names another."""
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=self.domain or default_domain, metadata=self.metadata
+        )
         detail = status_pb2.Status().details.add()
         detail.Pack(info)
         status = status_pb2.Status(code=self.code.value[0], message=self.message)
@@ -86,9 +89,9 @@ class DeadlineExceeded(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def internal_status(trace_id: str) -> status_pb2.Status:
+def internal_status(trace_id: str, domain: str = "pdfsmaller") -> status_pb2.Status:
     """The generic status for an unexpected exception; the log has the details."""
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain="pdfsmaller", metadata={"trace_id": trace_id})
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=domain, metadata={"trace_id": trace_id})
     status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the server log for trace_id")
     status.details.add().Pack(info)
     return status

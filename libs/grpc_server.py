@@ -59,7 +59,9 @@ def client_stream_completed(context: grpc.ServicerContext, settle_seconds: float
 class _ErrorMappingInterceptor(grpc.ServerInterceptor):
     """Turns exceptions into rich statuses and counts every call."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, domain: str) -> None:
+        # ErrorInfo.domain of this service's own errors, e.g. "jobs.pdfsmaller".
+        self._domain = domain
         self._handled = Counter(
             "grpc_server_handled_total",
             "RPCs completed on the server, by method and status code.",
@@ -106,11 +108,11 @@ class _ErrorMappingInterceptor(grpc.ServerInterceptor):
     def _fail(self, error: BaseException, context: grpc.ServicerContext, service: str, method: str) -> None:
         if isinstance(error, ServiceError):
             self._handled.labels(service, method, error.code.name).inc()
-            context.abort_with_status(rpc_status.to_status(error.to_status()))
+            context.abort_with_status(rpc_status.to_status(error.to_status(self._domain)))
         trace_id = current_trace_id()
         log.exception("unhandled error in %s/%s", service, method, extra={"fields": {"trace_id": trace_id}})
         self._handled.labels(service, method, "INTERNAL").inc()
-        context.abort_with_status(rpc_status.to_status(internal_status(trace_id)))
+        context.abort_with_status(rpc_status.to_status(internal_status(trace_id, self._domain)))
 
     def _wrap_unary(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
@@ -171,7 +173,10 @@ class RunningServer:
         self.spec = spec
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=spec.max_workers, thread_name_prefix=spec.name),
-            interceptors=[otel_server_interceptor(), _ErrorMappingInterceptor(spec.registry)],
+            interceptors=[
+                otel_server_interceptor(),
+                _ErrorMappingInterceptor(spec.registry, f"{spec.name}.pdfsmaller"),
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -72,7 +72,7 @@ def test_service_error_becomes_rich_status(server: tuple[RunningServer, list[Exc
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == "no such job"
     info = _info(caught.value)
-    assert (info.reason, info.metadata["id"]) == ("JOB_NOT_FOUND", "x")
+    assert (info.reason, info.metadata["id"], info.domain) == ("JOB_NOT_FOUND", "x", "test.pdfsmaller")
     mapped = from_rpc(caught.value, "jobs")
     assert isinstance(mapped, NotFound)
     assert mapped.reason == "JOB_NOT_FOUND"
