@@ -56,7 +56,12 @@ class JobsApp:
         self.deleter = ObjectDeleter(self.storage_channel)
         self.servicer = JobsServicer(self.repository, self.events, self.deleter, self.metrics)
         self.sweeper = Sweeper(
-            self.repository, self.events, self.deleter, self.metrics, settings.sweep_interval_seconds
+            self.repository,
+            self.events,
+            self.deleter,
+            self.metrics,
+            settings.sweep_interval_seconds,
+            keep_expired_days=settings.keep_expired_days,
         )
         self._migrated = False
         self.spec = ServerSpec(

@@ -381,6 +381,24 @@ class JobRepository:
     def mark_objects_deleted(self, job_id: uuid.UUID) -> None:
         self._fetch("UPDATE jobs SET objects_deleted = true WHERE id = %s", (job_id,))
 
+    def purge_expired(self, keep_days: int, limit: int = 1000) -> int:
+        """Delete EXPIRED jobs whose objects are gone and that expired over `keep_days` ago.
+
+        Until then GetJob still answers EXPIRED rather than NOT_FOUND.
+        """
+        rows = self._fetch(
+            """
+            DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                WHERE state = 'EXPIRED' AND objects_deleted
+                  AND expire_at < now() - make_interval(days => %(keep_days)s)
+                LIMIT %(limit)s)
+            RETURNING id
+            """,
+            {"keep_days": keep_days, "limit": limit},
+        )
+        return len(rows)
+
     def active_counts(self) -> dict[str, int]:
         """QUEUED and RUNNING counts (cheap: partial indexes)."""
         rows = self._fetch("SELECT state, count(*) AS n FROM jobs WHERE state IN ('QUEUED', 'RUNNING') GROUP BY state")

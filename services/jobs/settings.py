@@ -24,6 +24,8 @@ class JobsSettings:
     database_pool_size: int
     # Calls served at once: each waiting LeaseJob long poll and each WatchJob holds a thread.
     max_workers: int
+    # EXPIRED job records are kept this long (GetJob answers EXPIRED), then deleted.
+    keep_expired_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> JobsSettings:
@@ -40,6 +42,7 @@ class JobsSettings:
             sweep_interval_seconds=float(env.int("SWEEP_INTERVAL_SECONDS", 30, minimum=1)),
             database_pool_size=env.int("DATABASE_POOL_SIZE", 10, minimum=2),
             max_workers=env.int("JOBS_MAX_WORKERS", 256, minimum=4),
+            keep_expired_days=env.int("KEEP_EXPIRED_DAYS", 30, minimum=0),
         )
         env.done()
         return settings

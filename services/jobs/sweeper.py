@@ -33,12 +33,14 @@ class Sweeper:
         deleter: ObjectDeleter,
         metrics: JobsMetrics,
         interval_seconds: float,
+        keep_expired_days: int = 30,
     ) -> None:
         self._repo = repository
         self._events = events
         self._deleter = deleter
         self._metrics = metrics
         self._interval = interval_seconds
+        self._keep_expired_days = keep_expired_days
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobs-sweeper", daemon=True)
 
@@ -66,6 +68,9 @@ class Sweeper:
         self.requeue_expired_leases()
         self.expire_due()
         self.delete_expired_objects()
+        purged = self._repo.purge_expired(self._keep_expired_days)
+        if purged:
+            log.info("purged %d expired job record(s)", purged)
         counts = self._repo.active_counts()
         self._metrics.queue_depth.labels(QUEUED).set(counts[QUEUED])
         self._metrics.queue_depth.labels(RUNNING).set(counts[RUNNING])

@@ -48,13 +48,11 @@ def expire_leases(pool: ConnectionPool) -> None:
 def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -> None:
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         assert pending_migrations(conn) == [m.name for m in load_migrations()]
-        assert apply_migrations(conn) == ["0001_init.sql", "0002_job_options.sql"]
+        assert apply_migrations(conn) == [m.name for m in load_migrations()]
         assert apply_migrations(conn) == []
         assert pending_migrations(conn) == []
-        assert conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall() == [
-            (1, "0001_init.sql"),
-            (2, "0002_job_options.sql"),
-        ]
+        recorded = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+        assert recorded == [(1, "0001_init.sql"), (2, "0002_job_options.sql"), (3, "0003_purge_index.sql")]
 
 
 def test_concurrent_migrations_do_not_race(fresh_database_url: str) -> None:
@@ -281,6 +279,22 @@ def test_expire_due_and_object_bookkeeping(repo: JobRepository, pool: Connection
     assert repo.objects_to_delete() == []
     assert repo.lease("w", 30) is not None  # the young one
     assert repo.get(young.id, "t1") is not None
+
+
+def test_expired_records_are_purged_after_keep_days(repo: JobRepository, pool: ConnectionPool) -> None:
+    jobs = [repo.create(new_job())[0] for _ in range(3)]
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE jobs SET expire_at = now() - interval '40 days' WHERE id = ANY(%s)", ([j.id for j in jobs],)
+        )
+        conn.execute("UPDATE jobs SET expire_at = now() - interval '2 days' WHERE id = %s", (jobs[2].id,))
+    repo.expire_due()
+    repo.mark_objects_deleted(jobs[0].id)  # jobs[1]'s objects are not deleted yet: its record stays
+    repo.mark_objects_deleted(jobs[2].id)  # jobs[2] expired too recently
+    assert repo.purge_expired(keep_days=30) == 1
+    assert repo.get(jobs[0].id, "t1") is None
+    assert [job.state for job in (repo.get(jobs[1].id, "t1"), repo.get(jobs[2].id, "t1"))] == ["EXPIRED"] * 2  # type: ignore[union-attr]
+    assert repo.purge_expired(keep_days=30) == 0
 
 
 def test_queue_counts(repo: JobRepository) -> None:
