@@ -53,7 +53,7 @@ def test_health_lists_every_dependency(acme: RestClient) -> None:
     assert reply.status == 200
     health = reply.json()
     names = {dependency["name"]: dependency["status"] for dependency in health["dependencies"]}
-    assert {"jobs", "storage", "scanner", "malware-scanning", "redis", "api-keys"} <= set(names)
+    assert {"jobs", "storage", "scanner", "malware-scanning", "compressor-workers", "redis", "api-keys"} <= set(names)
     assert names["jobs"] == names["storage"] == names["scanner"] == "SERVING_STATUS_SERVING"
 
 

@@ -25,6 +25,7 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
     redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     authenticator = Authenticator(settings.api_keys)
     scanner_stub = scanner_service_pb2_grpc.ScannerServiceStub(scanner_channel)
+    jobs_stub = jobs_service_pb2_grpc.JobsServiceStub(jobs_channel)
     health = HealthReporter(
         channels={
             "jobs": (jobs_channel, jobs_service_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name),
@@ -32,11 +33,12 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
             "scanner": (scanner_channel, scanner_service_pb2.DESCRIPTOR.services_by_name["ScannerService"].full_name),
         },
         scanner_stub=scanner_stub,
+        jobs_stub=jobs_stub,
         redis_client=redis_client,
         auth_enabled=authenticator.enabled,
     )
     deps = Dependencies(
-        jobs=jobs_service_pb2_grpc.JobsServiceStub(jobs_channel),
+        jobs=jobs_stub,
         storage=storage_service_pb2_grpc.StorageServiceStub(storage_channel),
         scanner=scanner_stub,
         authenticator=authenticator,

@@ -9,6 +9,8 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
+from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
+from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from pdfsmaller.scanner.v1 import scanner_service_pb2 as scanner
 from pdfsmaller.scanner.v1 import scanner_service_pb2_grpc as scanner_grpc
 
@@ -16,6 +18,8 @@ SERVING = public.SERVING_STATUS_SERVING
 DEGRADED = public.SERVING_STATUS_DEGRADED
 NOT_SERVING = public.SERVING_STATUS_NOT_SERVING
 CHECK_TIMEOUT_SECONDS = 2.0
+# A queued job older than this means no worker is taking jobs (or too few are).
+STALE_QUEUE_SECONDS = 120.0
 
 
 class HealthReporter:
@@ -23,12 +27,14 @@ class HealthReporter:
         self,
         channels: dict[str, tuple[grpc.Channel, str]],
         scanner_stub: scanner_grpc.ScannerServiceStub,
+        jobs_stub: jobs_grpc.JobsServiceStub,
         redis_client: redis.Redis,
         auth_enabled: bool,
     ) -> None:
         # name -> (channel, full service name whose readiness to ask)
         self._channels = channels
         self._scanner = scanner_stub
+        self._jobs = jobs_stub
         self._redis = redis_client
         self._auth_enabled = auth_enabled
 
@@ -63,6 +69,22 @@ class HealthReporter:
             )
         return public.DependencyHealth(name=name, status=SERVING, detail=f"clamd {status.clamd_version}")
 
+    def _workers(self) -> public.DependencyHealth:
+        """Workers are not addressable; a queue that stops moving is how their absence shows."""
+        name = "compressor-workers"
+        try:
+            stats = self._jobs.GetQueueStats(jobs.GetQueueStatsRequest(), timeout=CHECK_TIMEOUT_SECONDS)
+        except grpc.RpcError:
+            return public.DependencyHealth(name=name, status=NOT_SERVING, detail="queue unknown: jobs unreachable")
+        detail = f"{stats.queued} queued, {stats.running} running"
+        if stats.queued and stats.oldest_queued_seconds > STALE_QUEUE_SECONDS:
+            return public.DependencyHealth(
+                name=name,
+                status=DEGRADED,
+                detail=f"{detail}; oldest waiting {stats.oldest_queued_seconds:.0f} s: are workers running?",
+            )
+        return public.DependencyHealth(name=name, status=SERVING, detail=detail)
+
     def _redis_check(self) -> public.DependencyHealth:
         try:
             self._redis.ping()
@@ -81,6 +103,7 @@ class HealthReporter:
         checks: list[Callable[[], public.DependencyHealth]] = [
             *(lambda name=name: self._grpc_check(name) for name in self._channels),
             self._malware_scanning,
+            self._workers,
             self._redis_check,
             self._auth,
         ]
