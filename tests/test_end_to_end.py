@@ -57,6 +57,13 @@ def test_health_lists_every_dependency(acme: RestClient) -> None:
     assert names["jobs"] == names["storage"] == names["scanner"] == "SERVING_STATUS_SERVING"
 
 
+def test_upload_page(acme: RestClient) -> None:
+    page = acme.request("GET", "/")
+    assert page.status == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert b"<form" in page.body
+
+
 def test_upload_compress_download(acme: RestClient) -> None:
     source = (DATA / "pypdf__jpeg.pdf").read_bytes()
     created = acme.upload(source, filename="photo page.pdf", level="medium", remove_metadata="true")

@@ -551,3 +551,13 @@ def test_render_adds_tracing_only_with_otlp_endpoint() -> None:
     assert clusters(traced) == ["gateway", "otel_collector"]
     collector = traced["static_resources"]["clusters"][1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert collector["endpoint"]["address"]["socket_address"] == {"address": "collector", "port_value": 4317}
+
+
+def test_upload_page_is_served_at_the_root(edge: str) -> None:
+    page = call(edge, "GET", "/")
+    assert page.status == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert b"fetch(`/v1/jobs?" in page.body
+    # Only GET: anything else at the root is still the API's JSON 404.
+    assert_status_json(call(edge, "POST", "/", b"x"), 404, 5, "NOT_FOUND", "envoy")

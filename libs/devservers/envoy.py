@@ -33,6 +33,7 @@ from libs.settings import EnvReader
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
+WEB_PAGE_PATH = REPO_ROOT / "deploy" / "envoy" / "index.html"
 DEFAULT_DESCRIPTOR = REPO_ROOT / "gen" / "gateway_descriptor.pb"
 MIB = 1024 * 1024
 
@@ -144,6 +145,8 @@ def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) 
         "OTEL_SERVICE_NAME": settings.otel_service_name,
         "OTEL_HOST": otlp[0] if otlp else "127.0.0.1",
         "OTEL_PORT": otlp[1] if otlp else 4317,
+        # JSON is YAML: the page goes in as one quoted scalar.
+        "WEB_PAGE": json.dumps(WEB_PAGE_PATH.read_text()),
     }
     config: dict[str, Any] = yaml.safe_load(Template(TEMPLATE_PATH.read_text()).substitute(values))
     if otlp is None:

@@ -11,6 +11,7 @@ from libs.devstack.stack import PROJECT_ROOT, Stack
 BANNER = """
 pdf-smaller is running.
   REST + gRPC (Envoy):  {url}
+  upload page:          {url}/
   health:               curl {url}/v1/health
   upload:               curl --data-binary @file.pdf -H 'Content-Type: application/pdf' \\
                           '{url}/v1/jobs?filename=file.pdf'
