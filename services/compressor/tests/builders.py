@@ -10,7 +10,7 @@ import numpy as np
 import pikepdf
 from pikepdf import Dictionary, Name
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[3] / "tests" / "data"
 
 
 def photo(width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ from services.scanner import pdf_checks
 from services.scanner.pdf_checks import AttachmentsTooLargeError, PdfReport, inspect_pdf, inspect_pdf_isolated
 from services.scanner.tests import pdfs
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[3] / "tests" / "data"
 
 
 def _report(tmp_path: Path, data: bytes) -> PdfReport:
@@ -24,14 +24,14 @@ def test_plain_pdf(tmp_path: Path) -> None:
 
 
 def test_encrypted_needs_user_password() -> None:
-    report = inspect_pdf(DATA / "encrypted-user-password.pdf")
+    report = inspect_pdf(DATA / "samplefiles__libreoffice-writer-password.pdf")
     assert report.is_pdf
     assert report.encrypted
     assert report.page_count == 0
 
 
 def test_libreoffice_form() -> None:
-    report = inspect_pdf(DATA / "libreoffice-form.pdf")
+    report = inspect_pdf(DATA / "pypdf__libreoffice-form.pdf")
     assert report == PdfReport(is_pdf=True, page_count=1, has_forms=True)
 
 

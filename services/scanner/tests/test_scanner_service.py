@@ -26,7 +26,7 @@ from services.storage.tests.helpers import plain_channel, put_requests
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[3] / "tests" / "data"
 MIB = 1024 * 1024
 
 
@@ -129,7 +129,7 @@ def test_eicar_in_compressed_octet_stream_attachment(
 
 
 def test_clean_corpus_pdf(scanner: Scanner, storage: storage_service_pb2_grpc.StorageServiceStub) -> None:
-    data = (DATA / "libreoffice-form.pdf").read_bytes()
+    data = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
     store(storage, "scan/form.pdf", data)
     answer = scanner.stub.ScanObject(pb.ScanObjectRequest(key="scan/form.pdf"), timeout=60)
     assert answer.verdict == pb.VERDICT_CLEAN
@@ -160,7 +160,7 @@ def test_120_mb_stream_is_scanned_to_the_end(
 @pytest.mark.parametrize(
     ("name", "build", "expected"),
     [
-        ("encrypted", lambda: (DATA / "encrypted-user-password.pdf").read_bytes(), {"encrypted": True}),
+        ("encrypted", lambda: (DATA / "samplefiles__libreoffice-writer-password.pdf").read_bytes(), {"encrypted": True}),
         ("javascript", pdfs.with_open_action_javascript, {"has_javascript": True, "page_count": 1}),
         ("launch", pdfs.with_launch_action, {"has_launch_action": True, "page_count": 1}),
         (
