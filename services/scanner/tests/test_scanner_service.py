@@ -27,6 +27,7 @@ from services.storage.tests.helpers import plain_channel, put_requests
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[3] / "tests" / "data"
+ENCRYPTED = "samplefiles__libreoffice-writer-password.pdf"
 MIB = 1024 * 1024
 
 
@@ -160,7 +161,7 @@ def test_120_mb_stream_is_scanned_to_the_end(
 @pytest.mark.parametrize(
     ("name", "build", "expected"),
     [
-        ("encrypted", lambda: (DATA / "samplefiles__libreoffice-writer-password.pdf").read_bytes(), {"encrypted": True}),
+        ("encrypted", lambda: (DATA / ENCRYPTED).read_bytes(), {"encrypted": True}),
         ("javascript", pdfs.with_open_action_javascript, {"has_javascript": True, "page_count": 1}),
         ("launch", pdfs.with_launch_action, {"has_launch_action": True, "page_count": 1}),
         (
