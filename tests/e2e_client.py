@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-TERMINAL_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+from libs.api_client import TERMINAL_STATES
 
 
 @dataclass
@@ -29,6 +29,26 @@ class Reply:
         return next((d["reason"] for d in details if d.get("@type", "").endswith("google.rpc.ErrorInfo")), "")
 
 
+def http_call(
+    address: str,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> Reply:
+    """One raw HTTP/1.1 request to `host:port` (chunked when the body is an iterable)."""
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        chunked = body is not None and not isinstance(body, bytes)
+        connection.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        response = connection.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
 @dataclass
 class RestClient:
     base_url: str
@@ -41,16 +61,9 @@ class RestClient:
         body: bytes | Iterable[bytes] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        url = urllib.parse.urlsplit(self.base_url)
-        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
         all_headers = {"x-api-key": self.api_key} if self.api_key else {}
         all_headers.update(headers or {})
-        chunked = body is not None and not isinstance(body, bytes)
-        connection.request(method, path, body=body, headers=all_headers, encode_chunked=chunked)
-        response = connection.getresponse()
-        reply = Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-        connection.close()
-        return reply
+        return http_call(self.base_url.removeprefix("http://"), method, path, body, all_headers)
 
     def upload(self, data: bytes | Iterable[bytes], **params: str | int) -> Reply:
         query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)  # %20, not form-style +

@@ -8,7 +8,6 @@ errors Envoy converts. The real gateway lives in services/gateway.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from libs.devservers.envoy import EnvoySettings, render_config
 from libs.errors import InvalidArgument, NotFound, ServiceError, reason_of
 from libs.grpc_server import RunningServer, ServerSpec
+from tests.e2e_client import Reply, http_call
 from tests.plugins.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.integration
@@ -157,17 +157,6 @@ def servicer(gateway: tuple[RunningServer, FakeGateway]) -> FakeGateway:
     return gateway[1]
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        assert self.headers.get("content-type", "").startswith("application/json"), self.headers
-        return json.loads(self.body)
-
-
 def call(
     edge: str,
     method: str,
@@ -175,15 +164,7 @@ def call(
     body: bytes | Iterator[bytes] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Reply:
-    host, port = edge.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        chunked = body is not None and not isinstance(body, bytes)
-        connection.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
-        response = connection.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-    finally:
-        connection.close()
+    return http_call(edge, method, path, body, headers, timeout=10)
 
 
 def assert_status_json(reply: Reply, http_status: int, grpc_code: int, reason: str, domain: str) -> dict[str, Any]:
