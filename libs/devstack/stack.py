@@ -86,8 +86,6 @@ class Stack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     with_clamd: bool = True
     durable: bool = True
-    # Where service logs go; None: a file per service under data_dir/logs.
-    log_to: IO[bytes] | None = None
     postgres: PostgresServer | None = None
     redis: RedisServer | None = None
     clamd: ClamdServer | None = None
@@ -208,8 +206,6 @@ class Stack:
             process.wait()
 
     def _log_for(self, name: str) -> IO[bytes]:
-        if self.log_to is not None:
-            return self.log_to
         handle = (self.data_dir / "logs" / f"{name}.log").open("ab")
         self._log_files.append(handle)
         return handle
