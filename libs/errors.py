@@ -2,7 +2,7 @@
 
 Servicers raise a `ServiceError` subclass with a stable UPPER_SNAKE reason; the
 server interceptor (libs.grpc_server) turns it into a rich status. Clients use
-`reason_of()` / `raise_from_rpc()` to read the reason back from a downstream
+`reason_of()` / `from_rpc()` to read the reason back from a downstream
 call. Exception text from elsewhere never reaches a client.
 """
 

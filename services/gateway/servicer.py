@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote
 
 import grpc
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
+from google.protobuf.message import Message
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
@@ -32,6 +34,7 @@ from services.gateway.uploads import UploadStream, clean_filename
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_ID_CHARS = 128
+Reply = TypeVar("Reply")
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,15 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             # The retention sweep cannot see an object without a job: log loudly for the operator.
             log.error("could not delete refused upload %s", key, exc_info=True)
 
-    def _get_job(self, job_id: str, tenant: str) -> jobs.Job:
+    def _call_jobs(self, method: Callable[..., Reply], request: Message) -> Reply:
+        """A unary call to the jobs service; a failure becomes this API's error (reason kept)."""
         try:
-            return self._deps.jobs.GetJob(
-                jobs.GetJobRequest(id=job_id, tenant=tenant), timeout=self._deps.call_timeout_seconds
-            )
+            return method(request, timeout=self._deps.call_timeout_seconds)
         except grpc.RpcError as error:
             raise from_rpc(error, "jobs") from None
+
+    def _get_job(self, job_id: str, tenant: str) -> jobs.Job:
+        return self._call_jobs(self._deps.jobs.GetJob, jobs.GetJobRequest(id=job_id, tenant=tenant))
 
     # --- uploads -------------------------------------------------------------
 
@@ -142,23 +147,20 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             raise ServiceError(
                 "SCAN_INCONCLUSIVE", "the malware scan gave no verdict", code=grpc.StatusCode.UNAVAILABLE
             )
-        try:
-            return self._deps.jobs.CreateJob(
-                jobs.CreateJobRequest(
-                    tenant=tenant,
-                    request_id=request_id,
-                    job_id=job_id,
-                    filename=clean_filename(upload.options.filename),
-                    options=options,
-                    input_key=key,
-                    input_size_bytes=stored.size_bytes,
-                    input_sha256=stored.sha256,
-                    traceparent=current_traceparent(),
-                ),
-                timeout=self._deps.call_timeout_seconds,
-            )
-        except grpc.RpcError as error:
-            raise from_rpc(error, "jobs") from None
+        return self._call_jobs(
+            self._deps.jobs.CreateJob,
+            jobs.CreateJobRequest(
+                tenant=tenant,
+                request_id=request_id,
+                job_id=job_id,
+                filename=clean_filename(upload.options.filename),
+                options=options,
+                input_key=key,
+                input_size_bytes=stored.size_bytes,
+                input_sha256=stored.sha256,
+                traceparent=current_traceparent(),
+            ),
+        )
 
     # --- job resource ----------------------------------------------------------
 
@@ -167,34 +169,22 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     def ListJobs(self, request: public.ListJobsRequest, context: grpc.ServicerContext) -> public.ListJobsResponse:
         tenant = self._tenant(context)
-        try:
-            page = self._deps.jobs.ListJobs(
-                jobs.ListJobsRequest(tenant=tenant, page_size=request.page_size, page_token=request.page_token),
-                timeout=self._deps.call_timeout_seconds,
-            )
-        except grpc.RpcError as error:
-            raise from_rpc(error, "jobs") from None
+        page = self._call_jobs(
+            self._deps.jobs.ListJobs,
+            jobs.ListJobsRequest(tenant=tenant, page_size=request.page_size, page_token=request.page_token),
+        )
         return public.ListJobsResponse(jobs=[to_public(job) for job in page.jobs], next_page_token=page.next_page_token)
 
     def DeleteJob(self, request: public.DeleteJobRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
         tenant = self._tenant(context)
-        try:
-            self._deps.jobs.DeleteJob(
-                jobs.DeleteJobRequest(id=request.id, tenant=tenant), timeout=self._deps.call_timeout_seconds
-            )
-        except grpc.RpcError as error:
-            raise from_rpc(error, "jobs") from None
+        self._call_jobs(self._deps.jobs.DeleteJob, jobs.DeleteJobRequest(id=request.id, tenant=tenant))
         return empty_pb2.Empty()
 
     def CancelJob(self, request: public.CancelJobRequest, context: grpc.ServicerContext) -> public.Job:
         tenant = self._tenant(context)
-        try:
-            job = self._deps.jobs.CancelJob(
-                jobs.CancelJobRequest(id=request.id, tenant=tenant), timeout=self._deps.call_timeout_seconds
-            )
-        except grpc.RpcError as error:
-            raise from_rpc(error, "jobs") from None
-        return to_public(job)
+        return to_public(
+            self._call_jobs(self._deps.jobs.CancelJob, jobs.CancelJobRequest(id=request.id, tenant=tenant))
+        )
 
     def WatchJob(self, request: public.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[public.Job]:
         tenant = self._tenant(context)
