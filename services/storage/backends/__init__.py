@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from libs.errors import NotFound, ResourceExhausted
 from services.storage.keys import DOMAIN
@@ -42,6 +43,22 @@ class Backend(Protocol):
     def ready(self) -> bool:
         """Whether the store can take writes now (for readiness)."""
         ...
+
+
+def copy_hashed(chunks: Iterable[bytes], sink: BinaryIO, max_size_bytes: int) -> tuple[int, str]:
+    """Write the chunks to `sink`, hashing and counting as they pass; (size, sha256 hex).
+
+    Raises OBJECT_TOO_LARGE as soon as `max_size_bytes` (0: no limit) is passed.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if max_size_bytes and size > max_size_bytes:
+            raise too_large(max_size_bytes)
+        digest.update(chunk)
+        sink.write(chunk)
+    return size, digest.hexdigest()
 
 
 def not_found(key: str) -> NotFound:

@@ -17,7 +17,6 @@ temporary file never looks like an object and is swept at start-up.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from libs.errors import InvalidArgument
-from services.storage.backends import READ_CHUNK_BYTES, ObjectMeta, not_found, too_large
+from services.storage.backends import READ_CHUNK_BYTES, ObjectMeta, copy_hashed, not_found
 from services.storage.keys import DOMAIN
 
 log = logging.getLogger(__name__)
@@ -69,15 +68,8 @@ class LocalBackend:
         try:
             with handle:
                 handle.write(b"\0" * HEADER_BYTES)
-                digest = hashlib.sha256()
-                size = 0
-                for chunk in chunks:
-                    size += len(chunk)
-                    if max_size_bytes and size > max_size_bytes:
-                        raise too_large(max_size_bytes)
-                    digest.update(chunk)
-                    handle.write(chunk)
-                meta = ObjectMeta(key=key, size_bytes=size, sha256=digest.hexdigest(), content_type=content_type)
+                size, sha256 = copy_hashed(chunks, handle, max_size_bytes)
+                meta = ObjectMeta(key=key, size_bytes=size, sha256=sha256, content_type=content_type)
                 handle.seek(0)
                 handle.write(_encode_header(meta))
                 handle.flush()

@@ -12,7 +12,6 @@ one part (PART_SIZE_BYTES) at a time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,7 +22,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from libs.errors import Unavailable
-from services.storage.backends import READ_CHUNK_BYTES, ObjectMeta, not_found, too_large
+from services.storage.backends import READ_CHUNK_BYTES, ObjectMeta, copy_hashed, not_found
 from services.storage.keys import DOMAIN
 
 log = logging.getLogger(__name__)
@@ -46,6 +45,21 @@ class S3Config:
 
 def _unavailable() -> Unavailable:
     return Unavailable("STORAGE_BACKEND_UNAVAILABLE", "object storage is unavailable; retry later", domain=DOMAIN)
+
+
+@contextlib.contextmanager
+def _read_errors(action: str, key: str) -> Iterator[None]:
+    """A missing key is OBJECT_NOT_FOUND; any other S3 or transport failure is unavailable."""
+    try:
+        yield
+    except S3Error as error:
+        if error.code in _NOT_FOUND_CODES:
+            raise not_found(key) from None
+        log.warning("%s of %s failed", action, key, exc_info=True)
+        raise _unavailable() from None
+    except urllib3.exceptions.HTTPError:
+        log.warning("%s of %s failed", action, key, exc_info=True)
+        raise _unavailable() from None
 
 
 class S3Backend:
@@ -77,16 +91,9 @@ class S3Backend:
 
     def put(self, key: str, content_type: str, chunks: Iterable[bytes], max_size_bytes: int) -> ObjectMeta:
         with tempfile.TemporaryFile(dir=self._spool_dir, prefix="pdfsmaller-s3-spool-") as spool:
-            digest = hashlib.sha256()
-            size = 0
-            for chunk in chunks:
-                size += len(chunk)
-                if max_size_bytes and size > max_size_bytes:
-                    raise too_large(max_size_bytes)
-                digest.update(chunk)
-                spool.write(chunk)
+            size, sha256 = copy_hashed(chunks, spool, max_size_bytes)
             spool.seek(0)
-            meta = ObjectMeta(key=key, size_bytes=size, sha256=digest.hexdigest(), content_type=content_type)
+            meta = ObjectMeta(key=key, size_bytes=size, sha256=sha256, content_type=content_type)
             try:
                 self.client.put_object(
                     self.bucket,
@@ -105,16 +112,8 @@ class S3Backend:
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[tuple[ObjectMeta, Iterator[bytes]]]:
-        try:
+        with _read_errors("get", key):
             response = self.client.get_object(self.bucket, key)
-        except S3Error as error:
-            if error.code in _NOT_FOUND_CODES:
-                raise not_found(key) from None
-            log.warning("get of %s failed", key, exc_info=True)
-            raise _unavailable() from None
-        except urllib3.exceptions.HTTPError:
-            log.warning("get of %s failed", key, exc_info=True)
-            raise _unavailable() from None
         try:
             headers = response.headers
             meta = ObjectMeta(
@@ -129,16 +128,8 @@ class S3Backend:
             response.release_conn()
 
     def stat(self, key: str) -> ObjectMeta:
-        try:
+        with _read_errors("stat", key):
             stat = self.client.stat_object(self.bucket, key)
-        except S3Error as error:
-            if error.code in _NOT_FOUND_CODES:
-                raise not_found(key) from None
-            log.warning("stat of %s failed", key, exc_info=True)
-            raise _unavailable() from None
-        except urllib3.exceptions.HTTPError:
-            log.warning("stat of %s failed", key, exc_info=True)
-            raise _unavailable() from None
         metadata = stat.metadata or {}
         return ObjectMeta(
             key=key,
