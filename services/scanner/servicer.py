@@ -134,11 +134,7 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             try:
                 with attachment.open("rb") as source:
                     while chunk := source.read(ATTACHMENT_CHUNK_BYTES):
-                        try:
-                            session.send(chunk)  # type: ignore[union-attr]  # files exist only with clamd
-                        except ClamdError:
-                            log.error("clamd failed while scanning an attachment", exc_info=True)
-                            raise _clamd_unavailable() from None
+                        self._send(session, chunk, attachment.name)
                 result = self._finish_instream(session)
             finally:
                 if session is not None:
@@ -146,6 +142,17 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             if result.infected:
                 return result
         return ScanResult(infected=False)
+
+    @staticmethod
+    def _send(session: InstreamSession | None, chunk: bytes, what: str) -> None:
+        """Stream a chunk to clamd (when configured); a clamd failure fails the scan closed."""
+        if session is None:
+            return
+        try:
+            session.send(chunk)
+        except ClamdError:
+            log.error("clamd failed while streaming %s", what, exc_info=True)
+            raise _clamd_unavailable() from None
 
     def _start_instream(self) -> InstreamSession | None:
         if self._clamd is None:
@@ -167,12 +174,7 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
                     continue
                 chunk = response.chunk
                 spool.write(chunk)
-                if session is not None:
-                    try:
-                        session.send(chunk)
-                    except ClamdError:
-                        log.error("clamd failed while streaming %s", key, exc_info=True)
-                        raise _clamd_unavailable() from None
+                self._send(session, chunk, key)
                 size += len(chunk)
                 self._bytes.inc(len(chunk))
         except grpc.RpcError as error:
