@@ -138,17 +138,24 @@ def optimize_fonts(pdf: pikepdf.Pdf) -> FontResult:
         except Exception as exc:  # noqa: BLE001 - fontTools raises many types on odd fonts; leave the font as is
             log.debug("font %s left unchanged: %s", ff.objgen, exc)
             continue
-        if new is None:
-            continue
-        packed = codecs.deflate(new)
-        if len(packed) >= raw_len:
-            continue
-        ff.write(packed, filter=Name.FlateDecode)
-        ff.stream_dict["/Length1"] = len(new)
-        result.fonts_rewritten += 1
-        result.bytes_saved += raw_len - len(packed)
-        result.changed.add(ff.objgen)
+        saved = _store_if_smaller(ff, new, raw_len)
+        if saved:
+            result.fonts_rewritten += 1
+            result.bytes_saved += saved
+            result.changed.add(ff.objgen)
     return result
+
+
+def _store_if_smaller(font_file: Stream, program: bytes | None, raw_len: int) -> int:
+    """Replace a TrueType font file with `program`, Flate-packed, if that is smaller; the bytes saved (0: kept)."""
+    if program is None:
+        return 0
+    packed = codecs.deflate(program)
+    if len(packed) >= raw_len:
+        return 0
+    font_file.write(packed, filter=Name.FlateDecode)
+    font_file.stream_dict["/Length1"] = len(program)
+    return raw_len - len(packed)
 
 
 def _name_text(obj: pikepdf.Object | None) -> str:
@@ -292,13 +299,8 @@ def subset_fonts(pdf: pikepdf.Pdf, result: FontResult) -> None:
         except Exception as exc:  # noqa: BLE001 - leave any font fontTools cannot handle as it is
             log.debug("font %s not subset: %s", key, exc)
             continue
-        if new is None:
-            continue
-        packed = codecs.deflate(new)
-        if len(packed) >= raw_len:
-            continue
-        ff.write(packed, filter=Name.FlateDecode)
-        ff.stream_dict["/Length1"] = len(new)
-        result.subset += 1
-        result.bytes_saved += raw_len - len(packed)
-        result.changed.add(key)
+        saved = _store_if_smaller(ff, new, raw_len)
+        if saved:
+            result.subset += 1
+            result.bytes_saved += saved
+            result.changed.add(key)

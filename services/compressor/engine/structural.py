@@ -44,27 +44,18 @@ def _replace_refs(pdf: pikepdf.Pdf, mapping: dict[tuple[int, int], pikepdf.Objec
         stack = [container]
         while stack:
             c = stack.pop()
-            if isinstance(c, Array):
-                for i, v in enumerate(c):
-                    if not isinstance(v, pikepdf.Object):
-                        continue
-                    if v.is_indirect:
-                        repl = mapping.get(v.objgen)
-                        if repl is not None:
-                            c[i] = repl
-                    elif isinstance(v, Dictionary | Array):
-                        stack.append(v)
-            else:  # Dictionary or a stream's dictionary
-                for k in list(c.keys()):
-                    val = c.get(k)
-                    if not isinstance(val, pikepdf.Object):
-                        continue
-                    if val.is_indirect:
-                        repl = mapping.get(val.objgen)
-                        if repl is not None:
-                            c[k] = repl
-                    elif isinstance(val, Dictionary | Array):
-                        stack.append(val)
+            # Arrays by index, dictionaries (or a stream's dictionary) by key.
+            slots: list[int] | list[str] = list(range(len(c))) if isinstance(c, Array) else list(c.keys())
+            for slot in slots:
+                value = c[slot]
+                if not isinstance(value, pikepdf.Object):
+                    continue
+                if value.is_indirect:
+                    replacement = mapping.get(value.objgen)
+                    if replacement is not None:
+                        c[slot] = replacement
+                elif isinstance(value, Dictionary | Array):
+                    stack.append(value)
 
     visit(pdf.trailer)
     for obj in pdf.objects:
