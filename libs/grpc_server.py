@@ -11,13 +11,16 @@ each service's full name is SERVING only while its `readiness` check passes.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +31,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor as otel_server
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from libs.errors import ServiceError, internal_status
+from libs.ports import PortInUse, bind_any_port
 from libs.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -164,6 +168,16 @@ class ServerSpec:
     grace_seconds: float = 10.0
     readiness_interval_seconds: float = 2.0
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Where the bound addresses are written once serving (JSON), for whoever started the process
+    # with port 0: {"grpc": "host:port", "metrics_port": N or null}.
+    address_file: Path | None = None
+    # Prefix of the settings that choose the ports (GATEWAY -> GATEWAY_LISTEN), named when a port is taken.
+    env_prefix: str = ""
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
 
 
 class RunningServer:
@@ -189,9 +203,7 @@ class RunningServer:
         reflection.enable_server_reflection(
             [*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.port = self.server.add_insecure_port(spec.listen)
-        if self.port == 0:
-            raise RuntimeError(f"{spec.name}: cannot listen on {spec.listen}")
+        self.port = self._bind_grpc()
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self._stopping = threading.Event()
@@ -202,17 +214,66 @@ class RunningServer:
         host = self.spec.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    def _bind_grpc(self) -> int:
+        """Listen on the configured address; port 0 means any port outside the ephemeral range
+        (see libs.ports), so the process keeps a port nothing else can take across restarts."""
+        host, port = _split_host_port(self.spec.listen)
+
+        def bind(candidate: int) -> int | None:
+            try:
+                return self.server.add_insecure_port(f"{host}:{candidate}") or None
+            except RuntimeError:  # grpcio raises on a bind failure ("Failed to bind to address")
+                return None
+
+        if port == 0:
+            return bind_any_port(bind)
+        bound = bind(port)
+        if bound is None:
+            raise self._port_in_use(self.spec.name, self.spec.listen, f"{self.spec.env_prefix}_LISTEN")
+        return bound
+
+    def _port_in_use(self, what: str, address: str, setting: str) -> PortInUse:
+        hint = f"stop the program holding it or set {setting}" if self.spec.env_prefix else ""
+        error = PortInUse(what, address, hint)
+        # One structured line a launcher (libs.devstack) finds in the log and repeats.
+        log.error("%s", error, extra={"fields": {"event": "port_in_use", "address": address}})
+        return error
+
+    def _start_metrics(self, port: int) -> int:
+        host = self.spec.metrics_host or self.spec.listen.rsplit(":", 1)[0].strip("[]")
+
+        def bind(candidate: int) -> int | None:
+            self._metrics_server, _ = start_http_server(candidate, addr=host, registry=self.spec.registry)
+            return int(self._metrics_server.server_port)
+
+        if port == 0:
+            return bind_any_port(bind)
+        try:
+            return int(bind(port) or 0)
+        except OSError as error:
+            raise self._port_in_use(
+                f"{self.spec.name} metrics", f"{host}:{port}", f"{self.spec.env_prefix}_METRICS_PORT"
+            ) from error
+
     def start(self) -> RunningServer:
         if self.spec.metrics_port is not None:
-            host = self.spec.metrics_host or self.spec.listen.rsplit(":", 1)[0].strip("[]")
-            self._metrics_server, _ = start_http_server(self.spec.metrics_port, addr=host, registry=self.spec.registry)
-            self.metrics_port = self._metrics_server.server_port
+            self.metrics_port = self._start_metrics(self.spec.metrics_port)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._set_ready(self._check_ready())
         self.server.start()
         self._readiness_thread.start()
+        self._report_address()
         log.info("%s listening on %s", self.spec.name, self.address)
         return self
+
+    def _report_address(self) -> None:
+        path = self.spec.address_file
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps({"grpc": self.address, "metrics_port": self.metrics_port}))
+        os.replace(partial, path)  # readers see the whole file or none
 
     def _check_ready(self) -> bool:
         try:

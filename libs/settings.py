@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 
 class SettingsError(Exception):
@@ -91,9 +92,25 @@ class EnvReader:
             raise SettingsError(self._problems)
 
 
-def common_ports(env: EnvReader, service: str, grpc_default: int, metrics_default: int) -> tuple[str, int]:
-    """The gRPC listen address and metrics port every service has."""
+# Where each service listens when nothing is configured (`make run`, a service started by hand):
+# below Linux's ephemeral range (32768-60999), so an outgoing connection can never hold one of them.
+LOCAL_GRPC_PORTS = {"gateway": 8051, "jobs": 8052, "storage": 8053, "scanner": 8054, "compressor": 8055}
+LOCAL_METRICS_PORTS = {"gateway": 9101, "jobs": 9102, "storage": 9103, "scanner": 9104, "compressor": 9105}
+
+
+def local_address(service: str) -> str:
+    """The default address of a service on this machine, e.g. "127.0.0.1:8052" for jobs."""
+    return f"127.0.0.1:{LOCAL_GRPC_PORTS[service]}"
+
+
+def common_ports(env: EnvReader, service: str) -> tuple[str, int, Path | None]:
+    """The gRPC listen address, metrics port and address-report file every service has.
+
+    Port 0 means any free port; the service then writes the ports it bound, as JSON, to
+    `<SERVICE>_ADDRESS_FILE` (see libs.grpc_server), which is how a launcher learns them.
+    """
     upper = service.upper()
-    listen = env.address(f"{upper}_LISTEN", f"127.0.0.1:{grpc_default}")
-    metrics_port = env.int(f"{upper}_METRICS_PORT", metrics_default, minimum=0)
-    return listen, metrics_port
+    listen = env.address(f"{upper}_LISTEN", local_address(service))
+    metrics_port = env.int(f"{upper}_METRICS_PORT", LOCAL_METRICS_PORTS[service], minimum=0)
+    address_file = env.optional(f"{upper}_ADDRESS_FILE")
+    return listen, metrics_port, Path(address_file) if address_file else None

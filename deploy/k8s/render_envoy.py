@@ -55,7 +55,7 @@ K8S_ENV: dict[str, str] = {
     "ENVOY_ADMIN_PORT": str(ADMIN_PORT),
     # Headless: Envoy sees every ready gateway pod and balances per request; through a
     # ClusterIP its few long-lived HTTP/2 connections would pin to a few pods.
-    "GATEWAY_ADDR": "gateway-headless:50051",
+    "GATEWAY_ADDR": "gateway-headless:8051",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4317",
     "ENVOY_OTEL_SERVICE_NAME": "pdfsmaller-envoy",
 }

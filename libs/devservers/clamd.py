@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from libs.devservers.processes import free_port, log_tail, stop_process
+from libs.devservers.processes import launch_on_port, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -150,18 +150,17 @@ class ClamdServer:
         if not self.binary.is_file():
             raise ClamdServerError(f"{self.binary} not found: install Debian's clamav-daemon")
         self._prepare()
-        chosen = self.port == 0
-        for attempt in range(3 if chosen else 1):
-            if chosen:
-                self.port = free_port(self.host)
+
+        def launch(port: int) -> None:
+            self.port = port
             self._write_config()
             try:
                 self._launch()
-                break
-            except ClamdServerError:
+            except BaseException:
                 self.stop()
-                if attempt == 2 or not chosen:
-                    raise
+                raise
+
+        self.port = launch_on_port("clamd", self.host, self.port, launch, self.log_path)
         log.info(
             "clamd ready on %s (%s)",
             self.address,

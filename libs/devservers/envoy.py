@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -28,8 +29,9 @@ from typing import IO, Any
 
 import yaml
 
-from libs.devservers.processes import stop_process
-from libs.settings import EnvReader
+from libs.devservers.processes import log_tail, stop_process
+from libs.ports import PortInUse
+from libs.settings import EnvReader, local_address
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
@@ -42,7 +44,7 @@ MIB = 1024 * 1024
 class EnvoySettings:
     listen: str = "127.0.0.1:8080"
     admin_port: int = 9901
-    gateway_addr: str = "127.0.0.1:50051"
+    gateway_addr: str = local_address("gateway")
     descriptor: Path = DEFAULT_DESCRIPTOR
     max_request_bytes: int = 100 * MIB
     rate_limit_per_second: int = 200
@@ -228,6 +230,7 @@ class EnvoyServer:
         admin_address_path.unlink(missing_ok=True)
         if self._output is None:
             self._log_file = self.log_path.open("ab")
+        log_offset = self.log_path.stat().st_size if self._output is None else 0
         out = self._output or self._log_file
         self._process = subprocess.Popen(
             [
@@ -253,17 +256,21 @@ class EnvoyServer:
             stdin=subprocess.DEVNULL,
         )
         try:
-            self._wait_ready(admin_address_path)
+            self._wait_ready(admin_address_path, log_offset)
         except BaseException:
             self.stop()
             raise
         return self.url
 
-    def _wait_ready(self, admin_address_path: Path) -> None:
+    def _wait_ready(self, admin_address_path: Path, log_offset: int) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
+                tail = log_tail(self.log_path, log_offset) if self._output is None else ""
+                taken = re.search(r"cannot bind '([^']+)': Address already in use", tail)
+                if taken:
+                    raise PortInUse("envoy", taken.group(1))
                 raise RuntimeError(f"envoy exited with {self._process.returncode}; see {self.log_path}")
             if not self.admin_url and admin_address_path.exists():
                 admin = admin_address_path.read_text().strip()

@@ -33,7 +33,7 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
-from libs.devservers.processes import free_port, log_tail, stop_process
+from libs.devservers.processes import launch_on_port, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +167,16 @@ class PostgresServer:
         bindir = self.bindir or find_bindir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._initdb(bindir)
-        chosen = self.port == 0
-        # A port picked by free_port can be taken before postgres binds it; try again then.
-        for attempt in range(3 if chosen else 1):
-            if chosen:
-                self.port = free_port(self.host)
+
+        def launch(port: int) -> None:
+            self.port = port
             try:
                 self._launch(bindir)
-                break
-            except PostgresError:
+            except BaseException:
                 self.stop()
-                if attempt == 2 or not chosen or "could not bind" not in log_tail(self.log_path):
-                    raise
-                self.port = 0
+                raise
+
+        self.port = launch_on_port("postgres", self.host, self.port, launch, self.log_path)
         try:
             self._create_database()
         except BaseException:

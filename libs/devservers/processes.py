@@ -1,4 +1,4 @@
-"""What every launcher of a local server needs: a free port, a log tail, a sure stop."""
+"""What every launcher of a local server needs: a port it can keep, a log tail, a sure stop."""
 
 from __future__ import annotations
 
@@ -6,18 +6,54 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from libs.ports import PortInUse, candidate_ports
 
 log = logging.getLogger(__name__)
 
+# What servers print when their port is taken (PostgreSQL, Valkey, clamd, Envoy all say the errno text).
+BIND_FAILURE_MARKERS = ("Address already in use", "could not bind", "Cannot bind")
+LAUNCH_ATTEMPTS = 6
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+
+def launch_on_port(
+    what: str,
+    host: str,
+    port: int,
+    launch: Callable[[int], None],
+    log_path: Path,
+    *,
+    markers: Sequence[str] = BIND_FAILURE_MARKERS,
+    attempts: int = LAUNCH_ATTEMPTS,
+) -> int:
+    """Start a server that cannot pick its own port and report it; returns the port it listens on.
+
+    `launch(port)` starts it on that port and returns once it answers, or raises (having stopped
+    what it started). With port 0, ports outside the kernel's ephemeral range are tried (see
+    libs.ports: nothing but another server can take them), a new one after each bind failure, so
+    there is no pick-then-bind race with outgoing connections. A fixed port that is taken raises
+    PortInUse naming it.
+    """
+    ports = [port] if port else [p for p, _ in zip(candidate_ports(), range(attempts), strict=False)]
+    for number, candidate in enumerate(ports, 1):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.touch()
+        offset = log_path.stat().st_size
+        try:
+            launch(candidate)
+            return candidate
+        except Exception as error:
+            if not any(marker in log_tail(log_path, offset) or marker in str(error) for marker in markers):
+                raise
+            if port:
+                raise PortInUse(what, f"{host}:{port}") from error
+            if number == len(ports):
+                raise
+            log.info("%s: port %d is taken; trying another", what, candidate)
+    raise RuntimeError(f"{what}: no port to try")  # only when the whole port space is ephemeral
 
 
 def log_tail(path: Path, offset: int = 0, limit: int = 2000) -> str:

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import redis
 
-from libs.devservers.processes import free_port, log_tail, stop_process
+from libs.devservers.processes import launch_on_port, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +103,16 @@ class RedisServer:
             return self.url
         binary = self.binary or find_server_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        chosen = self.port == 0
-        for attempt in range(3 if chosen else 1):
-            if chosen:
-                self.port = free_port(self.host)
+
+        def launch(port: int) -> None:
+            self.port = port
             try:
                 self._launch(binary)
-                break
-            except RedisServerError:
+            except BaseException:
                 self.stop()
-                if attempt == 2 or not chosen or "in use" not in log_tail(self.log_path):
-                    raise
+                raise
+
+        self.port = launch_on_port("valkey", self.host, self.port, launch, self.log_path)
         log.info("Valkey ready on %s:%d (persist=%s)", self.host, self.port, self.persist)
         return self.url
 

@@ -2,11 +2,15 @@
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
-from libs.devstack.stack import PROJECT_ROOT, Stack
+from libs.devstack.stack import PORT_OFFSET_SETTING, PROJECT_ROOT, Ports, Stack
+from libs.ports import PortInUse
+from libs.settings import SettingsError
 
 BANNER = """
 pdf-smaller is running.
@@ -15,7 +19,7 @@ pdf-smaller is running.
   health:               curl {url}/v1/health
   upload:               curl --data-binary @file.pdf -H 'Content-Type: application/pdf' \\
                           '{url}/v1/jobs?filename=file.pdf'
-  grpcurl:              .venv/bin/grpcurl -plaintext 127.0.0.1:{port} list
+  grpcurl:              .venv/bin/grpcurl -plaintext {address} list
   data (kept):          {data}
   logs:                 {data}/logs/
 Press Ctrl-C to stop.
@@ -27,17 +31,28 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / ".data", help="where jobs and files are kept")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(levelname)s %(message)s")
+    try:
+        ports = Ports.from_env(os.environ)
+    except SettingsError as error:
+        sys.exit(f"make run: {error}")
     stop_requested = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop_requested.set())
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
-    stack = Stack(data_dir=args.data_dir.resolve())
+    stack = Stack(data_dir=args.data_dir.resolve(), ports=ports)
     try:
         stack.start()
         for note in stack.notes:
             logging.warning(note)
-        print(BANNER.format(url=stack.url, port=stack.ports.envoy, data=stack.data_dir), flush=True)
+        address = stack.url.removeprefix("http://")
+        print(BANNER.format(url=stack.url, address=address, data=stack.data_dir), flush=True)
         while not stop_requested.wait(1.0):
             stack.check_alive()
+    except PortInUse as error:
+        # One line that says what to do, instead of a traceback.
+        sys.exit(
+            f"make run: {error.what} cannot listen on {error.address}: another program holds that port. "
+            f"Stop it, or move every port of the system: {PORT_OFFSET_SETTING}=1000 make run"
+        )
     finally:
         logging.info("stopping")
         stack.stop()

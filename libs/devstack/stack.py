@@ -8,13 +8,15 @@ the stack waits for each one's gRPC readiness before starting the next.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO
 
@@ -24,58 +26,85 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from libs.devservers.clamd import ClamdServer
 from libs.devservers.envoy import EnvoyServer, EnvoySettings
 from libs.devservers.postgres import PostgresServer
-from libs.devservers.processes import free_port, stop_process
+from libs.devservers.processes import log_tail, stop_process
 from libs.devservers.redis import RedisServer
+from libs.ports import PortInUse
+from libs.settings import LOCAL_GRPC_PORTS, LOCAL_METRICS_PORTS, EnvReader, SettingsError
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Start order: each service needs only those before it.
+SERVICES = (
+    ("storage", "pdfsmaller.storage.v1.StorageService"),
+    ("jobs", "pdfsmaller.jobs.v1.JobsService"),
+    ("scanner", "pdfsmaller.scanner.v1.ScannerService"),
+    ("gateway", "pdfsmaller.gateway.v1.GatewayService"),
+    ("compressor", "pdfsmaller.compressor.v1.Worker"),
+)
+PORT_OFFSET_SETTING = "PDFSMALLER_PORT_OFFSET"
+
+
 @dataclass(frozen=True)
 class Ports:
-    """Where everything listens; `Ports.random()` for tests running beside `make run`."""
+    """Where everything listens. The defaults are `make run`'s, all below the kernel's ephemeral
+    range so no outgoing connection can hold one; `Ports.any()` lets every server take a free port
+    of its own (tests, also beside `make run`); 0 means exactly that for any one field."""
 
     envoy: int = 8080
     envoy_admin: int = 9901
-    gateway: int = 50051
-    jobs: int = 50052
-    storage: int = 50053
-    scanner: int = 50054
-    compressor: int = 50055
-    metrics_base: int = 9101
+    gateway: int = LOCAL_GRPC_PORTS["gateway"]
+    jobs: int = LOCAL_GRPC_PORTS["jobs"]
+    storage: int = LOCAL_GRPC_PORTS["storage"]
+    scanner: int = LOCAL_GRPC_PORTS["scanner"]
+    compressor: int = LOCAL_GRPC_PORTS["compressor"]
     postgres: int = 5433
     redis: int = 6380
     clamd: int = 3310
+    # Added to every service's default metrics port (LOCAL_METRICS_PORTS); None: any free port.
+    metrics_offset: int | None = 0
 
     @classmethod
-    def random(cls) -> Ports:
-        return cls(
-            envoy=free_port(),
-            envoy_admin=free_port(),
-            gateway=free_port(),
-            jobs=free_port(),
-            storage=free_port(),
-            scanner=free_port(),
-            compressor=free_port(),
-            metrics_base=0,
-            postgres=0,
-            redis=0,
-            clamd=0,
-        )
+    def any(cls) -> Ports:
+        return cls(**{f.name: 0 for f in fields(cls) if f.name != "metrics_offset"}, metrics_offset=None)
 
-    def metrics(self, index: int) -> int:
-        return self.metrics_base + index if self.metrics_base else 0
+    random = any  # the former name; tests moving to any()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Ports:
+        """`make run`'s ports, all shifted by PDFSMALLER_PORT_OFFSET when another program holds one."""
+        env = EnvReader(environ)
+        offset = env.int(PORT_OFFSET_SETTING, 0, minimum=0)
+        env.done()
+        defaults = cls()
+        shifted = {f.name: getattr(defaults, f.name) + offset for f in fields(cls) if f.name != "metrics_offset"}
+        if max(shifted.values()) > 65535:
+            raise SettingsError([f"{PORT_OFFSET_SETTING}={offset} takes ports beyond 65535"])
+        return cls(**shifted, metrics_offset=offset)
+
+    def grpc(self, service: str) -> int:
+        return int(getattr(self, service))
+
+    def metrics(self, service: str) -> int:
+        return 0 if self.metrics_offset is None else LOCAL_METRICS_PORTS[service] + self.metrics_offset
 
 
 @dataclass
 class ServiceProcess:
     name: str
     module: str
+    # host:port; the port the service reported once it started with port 0.
     address: str
     health_name: str
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    metrics_port: int | None = None
+
+    @property
+    def address_file(self) -> Path:
+        return Path(self.env[f"{self.name.upper()}_ADDRESS_FILE"])
 
 
 @dataclass
@@ -127,43 +156,34 @@ class Stack:
                 "clamd is not installed: uploads get PDF structure checks only (DEGRADED in /v1/health). "
                 "Install Debian's clamav-daemon to scan for malware."
             )
-        addr = {
-            name: f"127.0.0.1:{getattr(self.ports, name)}"
-            for name in ("gateway", "jobs", "storage", "scanner", "compressor")
-        }
-        common = {
+        base_env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
-            "STORAGE_ADDR": addr["storage"],
-            "JOBS_ADDR": addr["jobs"],
-            "SCANNER_ADDR": addr["scanner"],
             "STORAGE_BACKEND": "local",
             "STORAGE_DIR": str(self.data_dir / "objects"),
             "WORK_DIR": str(self.data_dir / "work"),
             **({"CLAMD_ADDR": clamd_addr} if clamd_addr else {}),
-            **self.extra_env,
         }
         if not clamd_addr:
-            common.pop("CLAMD_ADDR", None)
-        order = [
-            ("storage", "pdfsmaller.storage.v1.StorageService"),
-            ("jobs", "pdfsmaller.jobs.v1.JobsService"),
-            ("scanner", "pdfsmaller.scanner.v1.ScannerService"),
-            ("gateway", "pdfsmaller.gateway.v1.GatewayService"),
-            ("compressor", "pdfsmaller.compressor.v1.Worker"),
-        ]
-        for index, (name, health_name) in enumerate(order):
+            base_env.pop("CLAMD_ADDR", None)
+        for name, health_name in SERVICES:
+            upper = name.upper()
+            # Addresses of the services started so far, as each one reported it.
+            known = {f"{s.name.upper()}_ADDR": s.address for s in self.services}
             service = ServiceProcess(
                 name,
                 f"services.{name}",
-                addr[name],
+                f"127.0.0.1:{self.ports.grpc(name)}",
                 health_name,
                 env={
-                    **common,
-                    f"{name.upper()}_LISTEN": addr[name],
-                    f"{name.upper()}_METRICS_PORT": str(self.ports.metrics(index)),
+                    **base_env,
+                    **known,
+                    **self.extra_env,
+                    f"{upper}_LISTEN": f"127.0.0.1:{self.ports.grpc(name)}",
+                    f"{upper}_METRICS_PORT": str(self.ports.metrics(name)),
+                    f"{upper}_ADDRESS_FILE": str(self.data_dir / "run" / f"{name}.json"),
                 },
             )
             self.services.append(service)
@@ -176,7 +196,7 @@ class Stack:
                     **self.extra_env,
                     "ENVOY_LISTEN": f"127.0.0.1:{self.ports.envoy}",
                     "ENVOY_ADMIN_PORT": str(self.ports.envoy_admin),
-                    "GATEWAY_ADDR": addr["gateway"],
+                    "GATEWAY_ADDR": self.service("gateway").address,
                 }
             ),
         )
@@ -186,8 +206,16 @@ class Stack:
         return next(s for s in self.services if s.name == name)
 
     def start_service(self, name: str, timeout: float = 60.0) -> None:
-        """(Re)start one service process and wait until it is ready."""
+        """(Re)start one service process and wait until it is ready.
+
+        The first start may use port 0: the service binds a port of its own choosing (outside the
+        ephemeral range) and reports it in its address file. The stack keeps that port for every
+        restart, so the services that talk to this one find it again.
+        """
         service = self.service(name)
+        service.address_file.unlink(missing_ok=True)
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
         service.process = subprocess.Popen(
             [sys.executable, "-m", service.module],
             env=service.env,
@@ -196,7 +224,12 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the stack, which stops services in order
         )
-        self._wait_ready(service, timeout)
+        try:
+            self._wait_reported(service, timeout, log_path, log_offset)
+            self._wait_ready(service, timeout)
+        except BaseException:
+            stop_process(service.process, name, timeout=5)
+            raise
 
     def kill_service(self, name: str) -> None:
         """SIGKILL one service process, as a crash or an OOM kill would."""
@@ -209,6 +242,36 @@ class Stack:
         handle = (self.data_dir / "logs" / f"{name}.log").open("ab")
         self._log_files.append(handle)
         return handle
+
+    def _wait_reported(self, service: ServiceProcess, timeout: float, log_path: Path, log_offset: int) -> None:
+        """Wait for the addresses the service bound, then pin them for restarts."""
+        deadline = time.monotonic() + timeout
+        assert service.process is not None
+        while not service.address_file.exists():
+            if service.process.poll() is not None:
+                raise self._exit_error(service, log_path, log_offset)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{service.name} did not report its address within {timeout:.0f}s; see {log_path}")
+            time.sleep(0.05)
+        reported = json.loads(service.address_file.read_text())
+        service.address = reported["grpc"]
+        service.metrics_port = reported.get("metrics_port")
+        upper = service.name.upper()
+        service.env[f"{upper}_LISTEN"] = service.address
+        if service.metrics_port:
+            service.env[f"{upper}_METRICS_PORT"] = str(service.metrics_port)
+
+    def _exit_error(self, service: ServiceProcess, log_path: Path, log_offset: int) -> Exception:
+        """Why a service exited at start: PortInUse when its log says so, else its last log line."""
+        assert service.process is not None
+        tail = log_tail(log_path, log_offset, limit=20_000).splitlines()
+        for line in tail:
+            with contextlib.suppress(ValueError, AttributeError):
+                entry = json.loads(line)
+                if entry.get("event") == "port_in_use":
+                    return PortInUse(service.name, entry.get("address", service.address))
+        last = tail[-1] if tail else "(no output)"
+        return RuntimeError(f"{service.name} exited with {service.process.returncode}: {last} (log: {log_path})")
 
     def _wait_ready(self, service: ServiceProcess, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs.settings import EnvReader, common_ports
+from libs.settings import EnvReader, common_ports, local_address
 
 
 @dataclass(frozen=True)
@@ -26,16 +26,19 @@ class CompressorSettings:
     engine_memory_bytes: int
     work_dir: Path
     call_timeout_seconds: float
+    # Written with the bound ports once serving (COMPRESSOR_ADDRESS_FILE), for launchers using port 0.
+    address_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CompressorSettings:
         env = EnvReader(environ)
-        listen, metrics_port = common_ports(env, "compressor", 50055, 9105)
+        listen, metrics_port, address_file = common_ports(env, "compressor")
         settings = cls(
             listen=listen,
             metrics_port=metrics_port,
-            jobs_addr=env.address("JOBS_ADDR", "127.0.0.1:50052"),
-            storage_addr=env.address("STORAGE_ADDR", "127.0.0.1:50053"),
+            address_file=address_file,
+            jobs_addr=env.address("JOBS_ADDR", local_address("jobs")),
+            storage_addr=env.address("STORAGE_ADDR", local_address("storage")),
             worker_id=env.str("WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             concurrency=env.int("WORKER_CONCURRENCY", 1, minimum=1),
             lease_seconds=env.int("LEASE_SECONDS", 60, minimum=5),

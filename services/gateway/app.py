@@ -52,6 +52,8 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
     spec = ServerSpec(
         name="gateway",
         listen=settings.listen,
+        address_file=settings.address_file,
+        env_prefix="GATEWAY",
         metrics_port=settings.metrics_port,
         register=lambda server: None,
         service_names=[SERVICE_NAME],

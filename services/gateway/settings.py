@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from libs.settings import EnvReader, common_ports
+from libs.settings import EnvReader, common_ports, local_address
 
 # What the scanner's PDF report can find, by the names REFUSE_ACTIVE_CONTENT uses.
 ACTIVE_CONTENT_KINDS = frozenset({"javascript", "launch", "embedded_files"})
@@ -29,18 +30,21 @@ class GatewaySettings:
     # Calls served at once: every upload, download and watch holds a thread while it lasts.
     max_workers: int
     upload_timeout_seconds: float
+    # Written with the bound ports once serving (GATEWAY_ADDRESS_FILE), for launchers using port 0.
+    address_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         env = EnvReader(environ)
-        listen, metrics_port = common_ports(env, "gateway", 50051, 9101)
+        listen, metrics_port, address_file = common_ports(env, "gateway")
         api_keys = _parse_api_keys(env, env.optional("API_KEYS") or "")
         settings = cls(
             listen=listen,
             metrics_port=metrics_port,
-            jobs_addr=env.address("JOBS_ADDR", "127.0.0.1:50052"),
-            storage_addr=env.address("STORAGE_ADDR", "127.0.0.1:50053"),
-            scanner_addr=env.address("SCANNER_ADDR", "127.0.0.1:50054"),
+            address_file=address_file,
+            jobs_addr=env.address("JOBS_ADDR", local_address("jobs")),
+            storage_addr=env.address("STORAGE_ADDR", local_address("storage")),
+            scanner_addr=env.address("SCANNER_ADDR", local_address("scanner")),
             redis_url=env.str("REDIS_URL"),
             api_keys=api_keys,
             rate_limit_per_minute=env.int("RATE_LIMIT_PER_MINUTE", 600, minimum=1),

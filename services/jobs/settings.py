@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from libs.settings import EnvReader, common_ports
 
@@ -26,14 +27,17 @@ class JobsSettings:
     max_workers: int
     # EXPIRED job records are kept this long (GetJob answers EXPIRED), then deleted.
     keep_expired_days: int = 30
+    # Written with the bound ports once serving (JOBS_ADDRESS_FILE), for launchers using port 0.
+    address_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> JobsSettings:
         env = EnvReader(environ)
-        listen, metrics_port = common_ports(env, "jobs", 50052, 9102)
+        listen, metrics_port, address_file = common_ports(env, "jobs")
         settings = cls(
             listen=listen,
             metrics_port=metrics_port,
+            address_file=address_file,
             database_url=env.str("DATABASE_URL"),
             redis_url=env.str("REDIS_URL"),
             storage_addr=env.address("STORAGE_ADDR"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from libs.settings import EnvReader, common_ports
 from services.scanner.clamd import parse_address
@@ -22,11 +23,13 @@ class ScannerSettings:
     pdf_check_timeout_seconds: float = 60.0
     pdf_check_memory_bytes: int = 1024 * 1024 * 1024
     log_level: str = "INFO"
+    # Written with the bound ports once serving (SCANNER_ADDRESS_FILE), for launchers using port 0.
+    address_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ScannerSettings:
         env = EnvReader(os.environ if environ is None else environ)
-        listen, metrics_port = common_ports(env, "scanner", 50054, 9104)
+        listen, metrics_port, address_file = common_ports(env, "scanner")
         storage_addr = env.address("STORAGE_ADDR")
         clamd_addr = env.optional("CLAMD_ADDR")
         if clamd_addr is not None:
@@ -44,6 +47,7 @@ class ScannerSettings:
         return cls(
             listen=listen,
             metrics_port=metrics_port,
+            address_file=address_file,
             storage_addr=storage_addr,
             clamd_addr=clamd_addr,
             clamd_timeout_seconds=clamd_timeout,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from libs.settings import EnvReader, common_ports
 from services.storage.backends.s3 import S3Config
@@ -22,11 +23,13 @@ class StorageSettings:
     # Set when backend == "s3".
     s3: S3Config | None
     log_level: str = "INFO"
+    # Written with the bound ports once serving (STORAGE_ADDRESS_FILE), for launchers using port 0.
+    address_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
         env = EnvReader(os.environ if environ is None else environ)
-        listen, metrics_port = common_ports(env, "storage", 50053, 9103)
+        listen, metrics_port, address_file = common_ports(env, "storage")
         backend = env.str("STORAGE_BACKEND", "local").lower()
         if backend not in BACKENDS:
             env.problem(f"STORAGE_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
@@ -37,6 +40,7 @@ class StorageSettings:
         return cls(
             listen=listen,
             metrics_port=metrics_port,
+            address_file=address_file,
             backend=backend,
             directory=directory,
             s3=s3,

@@ -12,7 +12,7 @@ def test_defaults() -> None:
     settings = JobsSettings.from_env(
         {"DATABASE_URL": "postgresql://db/x", "REDIS_URL": "redis://r:6379/0", "STORAGE_ADDR": "127.0.0.1:50053"}
     )
-    assert (settings.listen, settings.metrics_port) == ("127.0.0.1:50052", 9102)
+    assert (settings.listen, settings.metrics_port) == ("127.0.0.1:8052", 9102)
     assert (settings.retention_hours, settings.max_attempts, settings.sweep_interval_seconds) == (168, 3, 30.0)
 
 

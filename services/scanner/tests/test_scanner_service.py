@@ -14,7 +14,6 @@ from pdfsmaller.scanner.v1 import scanner_service_pb2_grpc as pb_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc
 
 from libs.devservers.clamd import eicar_bytes
-from libs.devservers.processes import free_port
 from libs.errors import reason_of
 from libs.grpc_client import open_channel
 from libs.grpc_server import RunningServer
@@ -87,10 +86,6 @@ def scanner(storage_addr: str, clamd_addr: str) -> Iterator[Scanner]:
         yield under_test
     finally:
         under_test.close()
-
-
-def _closed_port_address() -> str:
-    return f"127.0.0.1:{free_port()}"
 
 
 def store(storage: storage_service_pb2_grpc.StorageServiceStub, key: str, data: bytes) -> None:
@@ -205,9 +200,11 @@ def test_status_and_readiness_with_clamd(scanner: Scanner) -> None:
     assert scanner.health() == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_clamd_down_fails_closed(storage_addr: str, storage: storage_service_pb2_grpc.StorageServiceStub) -> None:
+def test_clamd_down_fails_closed(
+    storage_addr: str, storage: storage_service_pb2_grpc.StorageServiceStub, closed_address: str
+) -> None:
     store(storage, "scan/clean-but-unscanned.pdf", pdfs.plain(1))
-    down = start_scanner(storage_addr, _closed_port_address())
+    down = start_scanner(storage_addr, closed_address)
     try:
         with pytest.raises(grpc.RpcError) as raised:
             down.stub.ScanObject(pb.ScanObjectRequest(key="scan/clean-but-unscanned.pdf"), timeout=30)
@@ -239,8 +236,8 @@ def test_without_clamd_is_degraded_but_checks_structure(
         degraded.close()
 
 
-def test_storage_down_is_unavailable_and_not_ready(clamd_addr: str) -> None:
-    orphan = start_scanner(_closed_port_address(), clamd_addr)
+def test_storage_down_is_unavailable_and_not_ready(clamd_addr: str, closed_address: str) -> None:
+    orphan = start_scanner(closed_address, clamd_addr)
     try:
         assert orphan.health() == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.RpcError) as raised:

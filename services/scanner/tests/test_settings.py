@@ -6,7 +6,7 @@ from services.scanner.settings import ScannerSettings
 
 def test_defaults_need_storage_addr_only() -> None:
     settings = ScannerSettings.from_env({"STORAGE_ADDR": "127.0.0.1:50053"})
-    assert settings.listen == "127.0.0.1:50054"
+    assert settings.listen == "127.0.0.1:8054"
     assert settings.metrics_port == 9104
     assert settings.clamd_addr is None
     assert settings.clamd_timeout_seconds == 60

@@ -12,7 +12,6 @@ import hashlib
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 from pdfsmaller.storage.v1 import storage_service_pb2 as pb
 
-from libs.devservers.processes import free_port
 from services.storage.tests.helpers import put_requests, start
 
 pytestmark = pytest.mark.integration
@@ -50,29 +48,34 @@ def _rss_bytes() -> int:
     return int(match.group(1)) * 1024
 
 
+# moto in a child process on a port it binds itself (0) and prints; it runs until its stdin closes.
+MOTO_CHILD = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
 @pytest.fixture
 def moto_subprocess() -> Iterator[str]:
-    port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-c", MOTO_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     try:
-        import socket
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto server did not start"
-                assert process.poll() is None, "moto server exited"
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        assert process.stdout is not None
+        port = process.stdout.readline().strip()  # ends (empty) if the child dies first
+        assert port.isdigit(), "moto server did not start"
+        yield f"127.0.0.1:{int(port)}"
     finally:
-        process.terminate()
+        if process.stdin is not None:
+            process.stdin.close()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:

@@ -6,7 +6,7 @@ from services.storage.settings import StorageSettings
 
 def test_defaults() -> None:
     settings = StorageSettings.from_env({})
-    assert settings.listen == "127.0.0.1:50053"
+    assert settings.listen == "127.0.0.1:8053"
     assert settings.metrics_port == 9103
     assert settings.backend == "local"
     assert settings.directory == ".data/objects"

@@ -1,0 +1,119 @@
+"""Real servers on ports nothing else can take, and a taken port as one clear message.
+
+Third-party servers (PostgreSQL, Valkey, clamd) cannot report a port of their own choosing, so
+their launchers choose one outside the kernel's ephemeral range and retry on a bind failure; our
+services bind port 0 themselves (also outside that range) and report it. A port `make run` needs
+that another program holds is a one-line error naming the port and what to set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from libs.devservers.clamd import ClamdServer
+from libs.devservers.postgres import PostgresServer
+from libs.devservers.redis import RedisServer
+from libs.devstack.stack import PROJECT_ROOT, Ports, Stack
+from libs.ports import PortInUse, candidate_ports, ephemeral_range
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port outside the ephemeral range that another program listens on during the test."""
+    for port in candidate_ports():
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", port))
+        except OSError:
+            holder.close()
+            continue
+        holder.listen()
+        try:
+            yield port
+        finally:
+            holder.close()
+        return
+
+
+def _outside_ephemeral(port: int) -> bool:
+    low, high = ephemeral_range()
+    return not low <= port <= high
+
+
+def test_postgres_on_any_port_keeps_clear_of_the_ephemeral_range(tmp_path: Path, held_port: int) -> None:
+    chosen = PostgresServer(tmp_path / "any", port=0, durable=False)
+    try:
+        chosen.start()
+        assert _outside_ephemeral(chosen.port)
+    finally:
+        chosen.stop()
+    taken = PostgresServer(tmp_path / "taken", port=held_port, durable=False)
+    try:
+        with pytest.raises(PortInUse) as raised:
+            taken.start()
+        assert raised.value.address == f"127.0.0.1:{held_port}"
+    finally:
+        taken.stop()
+
+
+def test_valkey_on_any_port_and_on_a_taken_one(tmp_path: Path, held_port: int) -> None:
+    chosen = RedisServer(tmp_path / "any", port=0)
+    try:
+        chosen.start()
+        assert _outside_ephemeral(chosen.port)
+    finally:
+        chosen.stop()
+    with pytest.raises(PortInUse):
+        RedisServer(tmp_path / "taken", port=held_port).start()
+
+
+def test_clamd_on_any_port_and_on_a_taken_one(tmp_path: Path, held_port: int) -> None:
+    if not ClamdServer.available():
+        pytest.skip("CLAMD NOT INSTALLED: install Debian's clamav-daemon (`make system-deps` as root)")
+    chosen = ClamdServer(tmp_path / "any", port=0, use_official_db=False)
+    try:
+        chosen.start()
+        assert _outside_ephemeral(chosen.port)
+    finally:
+        chosen.stop()
+    with pytest.raises(PortInUse):
+        ClamdServer(tmp_path / "taken", port=held_port, use_official_db=False).start()
+
+
+def test_a_taken_service_port_names_the_service(tmp_path: Path, held_port: int) -> None:
+    stack = Stack(data_dir=tmp_path, ports=replace(Ports.any(), storage=held_port), with_clamd=False, durable=False)
+    with pytest.raises(PortInUse) as raised:
+        stack.start(timeout=60)
+    assert (raised.value.what, raised.value.address) == ("storage", f"127.0.0.1:{held_port}")
+    assert stack.services == []  # what had started was stopped
+
+
+def test_make_run_says_in_one_line_which_port_is_taken_and_what_to_set(tmp_path: Path, held_port: int) -> None:
+    # Shift every `make run` port so PostgreSQL, started first, lands on the held port.
+    offset = held_port - Ports().postgres
+    if offset < 0 or held_port - Ports().postgres + 9901 > 65535:
+        pytest.skip("the held port does not fit an offset of make run's ports")
+    finished = subprocess.run(
+        [sys.executable, "-m", "libs.devstack", "--data-dir", str(tmp_path)],
+        env={**os.environ, "PDFSMALLER_PORT_OFFSET": str(offset)},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 1
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"make run: postgres cannot listen on 127.0.0.1:{held_port}: ")
+    assert "PDFSMALLER_PORT_OFFSET=" in last
+    assert "Traceback" not in finished.stderr
