@@ -273,9 +273,12 @@ def verify(
             warnings.simplefilter("ignore")
             with pikepdf.open(candidate, password=password or "") as out:
                 v.pages_out = len(out.pages)
+                # Decode every stream before reading the warnings: qpdf reports truncated Flate data only as a
+                # warning, while decoding it.
+                undecodable = undecodable_streams(out)
                 if (
-                    out.get_warnings()
-                    or undecodable_streams(out)
+                    undecodable
+                    or out.get_warnings()
                     or (deep_syntax and any(_syntax_error(str(m)) for m in out.check_pdf_syntax()))
                 ):
                     fail("opens")

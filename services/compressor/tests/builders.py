@@ -178,3 +178,77 @@ def first_image(path: Path, password: str = "") -> ImageFacts:
                 pixels=pikepdf.PdfImage(obj).as_pil_image().tobytes(),
             )
     raise AssertionError("no image on page 1")
+
+
+def minimal_pdf(path: Path) -> Path:
+    """One page with one word, written by hand as tightly as PDF allows (classic xref table, no object streams,
+    no /ID, a 30-byte content stream). Any rewrite by qpdf adds its binary comment, an xref stream and an /ID,
+    so no candidate the engine builds can be smaller than this file."""
+    content = b"BT/F1 12 Tf 9 9 Td(Hi)Tj ET"
+    objects = [
+        b"<</Type/Catalog/Pages 2 0 R>>",
+        b"<</Type/Pages/Kids[3 0 R]/Count 1>>",
+        b"<</Type/Page/Parent 2 0 R/MediaBox[0 0 99 99]"
+        b"/Resources<</Font<</F1<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>>>>>/Contents 4 0 R>>",
+        b"<</Length %d>>stream\n%s\nendstream" % (len(content), content),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj%sendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer<</Size %d/Root 1 0 R>>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def interactive_pdf(path: Path) -> Path:
+    """``text_pdf`` (2 pages) plus what the structure checks compare: on page 1 a link to page 2 and a URI link,
+    on page 2 a filled text field (``name`` = ``Alice``), two outline items (``Introduction`` -> page 1,
+    ``Details`` -> page 2) and one embedded file (``notes.txt``)."""
+    text_pdf(path, pages=2)
+    with pikepdf.open(path, allow_overwriting_input=True) as pdf:
+        p1, p2 = pdf.pages[0].obj, pdf.pages[1].obj
+        no_border = pikepdf.Array([0, 0, 0])
+        goto = Dictionary(
+            Type=Name.Annot,
+            Subtype=Name.Link,
+            Rect=pikepdf.Array([20, 20, 120, 40]),
+            Border=no_border,
+            Dest=pikepdf.Array([p2, Name.Fit]),
+        )
+        uri = Dictionary(
+            Type=Name.Annot,
+            Subtype=Name.Link,
+            Rect=pikepdf.Array([150, 20, 250, 40]),
+            Border=no_border,
+            A=Dictionary(S=Name.URI, URI=pikepdf.String("https://example.com/")),
+        )
+        p1.Annots = pikepdf.Array([pdf.make_indirect(goto), pdf.make_indirect(uri)])
+        da = pikepdf.String("/Helv 10 Tf 0 g")
+        field = pdf.make_indirect(
+            Dictionary(
+                Type=Name.Annot,
+                Subtype=Name.Widget,
+                FT=Name.Tx,
+                T=pikepdf.String("name"),
+                V=pikepdf.String("Alice"),
+                Rect=pikepdf.Array([20, 45, 180, 60]),
+                DA=da,
+                F=4,
+                P=p2,
+            )
+        )
+        p2.Annots = pikepdf.Array([field])
+        pdf.Root.AcroForm = Dictionary(
+            Fields=pikepdf.Array([field]), DR=Dictionary(Font=Dictionary(Helv=_font(pdf))), DA=da
+        )
+        with pdf.open_outline() as outline:
+            outline.root.append(pikepdf.OutlineItem("Introduction", 0))
+            outline.root.append(pikepdf.OutlineItem("Details", 1))
+        pdf.attachments["notes.txt"] = pikepdf.AttachedFileSpec(pdf, b"attached notes\n", filename="notes.txt")
+        pdf.save(path)
+    return path
