@@ -56,6 +56,10 @@ run: install
 test: install system-deps
 	$(PY) -m pytest
 
+# Tests that need no server (about a minute): everything not marked `integration`.
+test-unit: install
+	$(PY) -m pytest -m "not integration"
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

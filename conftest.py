@@ -13,7 +13,30 @@ already run instead.
 import pkgutil
 from pathlib import Path
 
+import pytest
+
 pytest_plugins = [
     f"tests.plugins.{module.name}"
     for module in pkgutil.iter_modules([str(Path(__file__).parent / "tests" / "plugins")])
 ]
+
+# Fixtures that start a real server: a test using one is an integration test whatever its marks say,
+# so `make test-unit` (-m "not integration") never starts a server.
+SERVER_FIXTURES = frozenset(
+    {
+        "postgres_url",
+        "fresh_database_url",
+        "redis_url",
+        "clamd_addr",
+        "s3_endpoint",
+        "stack",
+        "envoy_factory",
+        "envoy_server_factory",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
