@@ -120,11 +120,8 @@ def test_silent_clamd_times_out(fake_clamd: Callable[..., str]) -> None:
         done.set()
 
 
-def test_unreachable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{probe.getsockname()[1]}"
-    client = ClamdClient(address, timeout=2)
+def test_unreachable(closed_address: str) -> None:
+    client = ClamdClient(closed_address, timeout=2)
     assert not client.ping()
     with pytest.raises(ClamdError):
         client.instream()
