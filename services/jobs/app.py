@@ -54,7 +54,9 @@ class JobsApp:
         self.events = JobEvents(settings.redis_url, self.metrics, prefix=event_prefix)
         self.storage_channel = storage_channel if storage_channel is not None else open_channel(settings.storage_addr)
         self.deleter = ObjectDeleter(self.storage_channel)
-        self.servicer = JobsServicer(self.repository, self.events, self.deleter, self.metrics)
+        self.servicer = JobsServicer(
+            self.repository, self.events, self.deleter, self.metrics, recheck_seconds=settings.wait_recheck_seconds
+        )
         self.sweeper = Sweeper(
             self.repository,
             self.events,

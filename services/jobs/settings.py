@@ -27,6 +27,9 @@ class JobsSettings:
     max_workers: int
     # EXPIRED job records are kept this long (GetJob answers EXPIRED), then deleted.
     keep_expired_days: int = 30
+    # Waiting LeaseJob/WatchJob calls re-read PostgreSQL this often even without an event (events can be
+    # lost). Not read from the environment; tests make it long so only an event can wake a waiter in time.
+    wait_recheck_seconds: float = 5.0
     # Written with the bound ports once serving (JOBS_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
 
