@@ -39,7 +39,8 @@ $(GENERATED): $(PROTOS) $(INSTALLED)
 
 gen: $(GENERATED)
 
-# Debian packages the tests need: clamd (installed when root and missing).
+# Debian packages the tests need, installed when root and missing: clamd, and chromium for the
+# upload page browser test (tests/test_upload_page.py; Playwright never downloads a browser).
 system-deps:
 	@if ! command -v clamd >/dev/null 2>&1 && [ ! -x /usr/sbin/clamd ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -47,6 +48,14 @@ system-deps:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clamav-daemon >/dev/null; \
 		else \
 			echo "WARNING: clamd not installed and not root: malware scanning tests will be skipped" >&2; \
+		fi; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+		else \
+			echo "WARNING: chromium not installed and not root: the upload page browser tests will be skipped" >&2; \
 		fi; \
 	fi
 
