@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import time
@@ -23,10 +24,26 @@ class Reply:
         assert self.headers.get("content-type", "").startswith("application/json"), self.headers
         return json.loads(self.body)
 
+    def error_info(self) -> dict[str, Any]:
+        """The ErrorInfo detail of an error body ({} when it has none)."""
+        details = self.json().get("details", [])
+        return next((d for d in details if d.get("@type", "").endswith("google.rpc.ErrorInfo")), {})
+
     def reason(self) -> str:
         """The ErrorInfo reason of an error body."""
-        details = self.json().get("details", [])
-        return next((d["reason"] for d in details if d.get("@type", "").endswith("google.rpc.ErrorInfo")), "")
+        return str(self.error_info().get("reason", ""))
+
+    def assert_error(self, status: int, code: int, reason: str, domain: str) -> dict[str, Any]:
+        """Assert this is the JSON google.rpc.Status error the API promises; returns its ErrorInfo."""
+        assert self.status == status, (self.status, self.body)
+        body = self.json()
+        assert body["code"] == code, body
+        assert isinstance(body["message"], str), body
+        assert body["message"], body
+        info = self.error_info()
+        assert info.get("@type") == "type.googleapis.com/google.rpc.ErrorInfo", body
+        assert (info.get("reason"), info.get("domain")) == (reason, domain), body
+        return info
 
 
 def http_call(
@@ -73,6 +90,22 @@ class RestClient:
         reply = self.request("GET", f"/v1/jobs/{job_id}")
         assert reply.status == 200, (reply.status, reply.body)
         return reply.json()
+
+    def create(self, data: bytes | Iterable[bytes], **params: str | int) -> dict[str, Any]:
+        """Upload, asserting the job was created; returns it."""
+        reply = self.upload(data, **params)
+        assert reply.status == 200, (reply.status, reply.body)
+        job: dict[str, Any] = reply.json()
+        return job
+
+    def result(self, job_id: str) -> bytes:
+        """Download a succeeded job's result, checked against its length and sha256 headers."""
+        reply = self.request("GET", f"/v1/jobs/{job_id}/result")
+        assert reply.status == 200, (reply.status, reply.body)
+        assert reply.headers["content-type"] == "application/pdf"
+        assert int(reply.headers["x-content-length"]) == len(reply.body)
+        assert reply.headers["x-content-sha256"] == hashlib.sha256(reply.body).hexdigest()
+        return reply.body
 
     def wait(self, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pikepdf
@@ -17,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
 
+from libs.devservers.processes import stop_process
 from libs.devstack.stack import Stack
 from tests.e2e_client import RestClient
 from tests.plugins.otlp import OtlpReceiver
@@ -144,12 +150,13 @@ def test_input_errors_are_json_with_reasons(stack: Stack, acme: RestClient) -> N
     assert _objects(stack) == before
 
     missing = acme.request("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000")
-    assert missing.status == 404
-    assert missing.json()["details"]
-    for path in ("/v1/nothing-here", "/v1/jobs?colour=blue"):
-        reply = acme.request("GET", path)
-        assert reply.status in (400, 404), (path, reply.status)
-        reply.json()
+    missing.assert_error(404, 5, "JOB_NOT_FOUND", "jobs.pdfsmaller")
+    # Envoy's own answers (deploy/envoy/envoy.yaml local_reply_config), shaped like the gateway's.
+    unknown_path = acme.request("GET", "/v1/nothing-here")
+    unknown_path.assert_error(404, 5, "NOT_FOUND", "envoy")
+    unknown_parameter = acme.request("GET", "/v1/jobs?colour=blue")
+    unknown_parameter.assert_error(400, 3, "BAD_REQUEST", "envoy")
+    assert "colour" in unknown_parameter.json()["message"]
 
 
 def test_oversized_upload_is_413_json(acme: RestClient) -> None:
@@ -160,8 +167,9 @@ def test_oversized_upload_is_413_json(acme: RestClient) -> None:
             yield chunk
 
     reply = acme.upload(body(), filename="huge.pdf")
-    assert reply.status == 413
-    reply.json()
+    info = reply.assert_error(413, 8, "PAYLOAD_TOO_LARGE", "envoy")
+    assert info["metadata"] == {"max_bytes": str(100 * 1024 * 1024)}
+    assert reply.json()["message"] == f"request body larger than {100 * 1024 * 1024} bytes"
 
 
 def test_tenants_see_only_their_own_jobs(stack: Stack, acme: RestClient) -> None:
@@ -246,3 +254,130 @@ def test_one_trace_from_envoy_to_the_worker(acme: RestClient, otlp_receiver: Otl
     }:
         assert time.monotonic() < deadline, "\n".join(map(str, sorted(otlp_receiver.in_trace(trace_id))))
         time.sleep(0.2)
+
+
+def _files_of(stack: Stack, job_id: str) -> set[str]:
+    return {name for name in _objects(stack) if job_id in name}
+
+
+def test_cancel_a_queued_job_then_delete_it(stack: Stack, acme: RestClient) -> None:
+    source = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
+    # No worker while the job is created and cancelled, so it is certainly still queued. SIGTERM: a
+    # worker finishes the job in hand first.
+    stop_process(stack.service("compressor").process, "compressor", timeout=60)
+    try:
+        job = acme.create(source, filename="queued.pdf")
+        assert job["state"] == "JOB_STATE_QUEUED"
+        cancelled = acme.request("POST", f"/v1/jobs/{job['id']}:cancel")
+        assert cancelled.status == 200, cancelled.body
+        assert cancelled.json()["state"] == "JOB_STATE_CANCELLED"
+        again = acme.request("POST", f"/v1/jobs/{job['id']}:cancel")  # a no-op, not an error
+        assert (again.status, again.json()["state"]) == (200, "JOB_STATE_CANCELLED")
+        assert acme.job(job["id"])["state"] == "JOB_STATE_CANCELLED"
+    finally:
+        stack.start_service("compressor")
+    result = acme.request("GET", f"/v1/jobs/{job['id']}/result")
+    result.assert_error(400, 9, "JOB_NOT_SUCCEEDED", "gateway.pdfsmaller")
+    assert "CANCELLED" in result.json()["message"]
+    # The queue is oldest first: once a later job is done, a worker has been past the cancelled one.
+    later = acme.create(source, filename="later.pdf")
+    assert acme.wait(later["id"])["state"] == "JOB_STATE_SUCCEEDED"
+    assert acme.job(job["id"])["state"] == "JOB_STATE_CANCELLED"
+
+    assert _files_of(stack, job["id"]) == {f"inputs/{job['id']}.pdf@object"}
+    deleted = acme.request("DELETE", f"/v1/jobs/{job['id']}")
+    assert (deleted.status, deleted.json()) == (200, {})
+    acme.request("GET", f"/v1/jobs/{job['id']}").assert_error(404, 5, "JOB_NOT_FOUND", "jobs.pdfsmaller")
+    assert _files_of(stack, job["id"]) == set()
+
+
+def test_delete_removes_a_finished_job_and_its_files(stack: Stack, acme: RestClient) -> None:
+    job = acme.create((DATA / "pypdf__libreoffice-form.pdf").read_bytes(), filename="done.pdf")
+    assert acme.wait(job["id"])["state"] == "JOB_STATE_SUCCEEDED"
+    assert _files_of(stack, job["id"]) == {f"inputs/{job['id']}.pdf@object", f"outputs/{job['id']}-1.pdf@object"}
+    finished = acme.request("POST", f"/v1/jobs/{job['id']}:cancel")
+    finished.assert_error(400, 9, "JOB_FINISHED", "jobs.pdfsmaller")
+    globex = RestClient(stack.url, API_KEYS["globex"])
+    globex.request("DELETE", f"/v1/jobs/{job['id']}").assert_error(404, 5, "JOB_NOT_FOUND", "jobs.pdfsmaller")
+    assert len(_files_of(stack, job["id"])) == 2  # another tenant cannot delete it
+
+    deleted = acme.request("DELETE", f"/v1/jobs/{job['id']}")
+    assert (deleted.status, deleted.json()) == (200, {})
+    assert _files_of(stack, job["id"]) == set()
+    for method, path in (
+        ("GET", f"/v1/jobs/{job['id']}"),
+        ("GET", f"/v1/jobs/{job['id']}/result"),
+        ("POST", f"/v1/jobs/{job['id']}:cancel"),
+        ("DELETE", f"/v1/jobs/{job['id']}"),
+    ):
+        acme.request(method, path).assert_error(404, 5, "JOB_NOT_FOUND", "jobs.pdfsmaller")
+    assert all(listed["id"] != job["id"] for listed in acme.request("GET", "/v1/jobs").json()["jobs"])
+
+
+LOGGED_SERVICES = ("gateway", "jobs", "compressor")
+LEVELS = {"debug", "info", "warning", "error", "critical"}
+
+
+def _new_log_lines(stack: Stack, offsets: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """The lines each service logged since `offsets`, parsed; every one must be one JSON object."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for service, offset in offsets.items():
+        with (stack.data_dir / "logs" / f"{service}.log").open("rb") as handle:
+            handle.seek(offset)
+            raw = handle.read().decode()
+        complete = raw[: raw.rfind("\n") + 1]  # a line being written is read next time
+        lines[service] = []
+        for line in complete.splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"{service} logged a line that is not JSON: {line!r}")
+            assert isinstance(entry, dict), line
+            lines[service].append(entry)
+    return lines
+
+
+def test_json_log_lines_carry_the_requests_trace(stack: Stack, acme: RestClient) -> None:
+    logs = stack.data_dir / "logs"
+    offsets = {service: (logs / f"{service}.log").stat().st_size for service in LOGGED_SERVICES}
+    trace_id = secrets.token_hex(16)
+    created = acme.request(
+        "POST",
+        "/v1/jobs?filename=logged.pdf",
+        (DATA / "pypdf__libreoffice-form.pdf").read_bytes(),
+        {"content-type": "application/pdf", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+    )
+    assert created.status == 200, created.body
+    job_id = created.json()["id"]
+    assert acme.wait(job_id)["state"] == "JOB_STATE_SUCCEEDED"
+
+    def traced(entry: dict[str, Any]) -> bool:
+        return entry.get("trace_id") == trace_id
+
+    deadline = time.monotonic() + 10  # lines are flushed as written; this only covers a slow machine
+    while True:
+        lines = _new_log_lines(stack, offsets)
+        if any(traced(entry) for entry in lines["gateway"]):
+            break
+        assert time.monotonic() < deadline, f"no gateway line with trace {trace_id}: {lines['gateway']}"
+        time.sleep(0.2)
+
+    for service, entries in lines.items():
+        for entry in entries:
+            assert {"time", "level", "service", "logger", "message"} <= set(entry), entry
+            assert datetime.fromisoformat(entry["time"]).utcoffset() is not None, entry
+            assert entry["level"] in LEVELS, entry
+            assert entry["service"] == service, entry
+            assert isinstance(entry["logger"], str), entry
+            assert entry["logger"], entry
+            assert isinstance(entry["message"], str), entry
+            if "trace_id" in entry:
+                assert re.fullmatch(r"[0-9a-f]{32}", entry["trace_id"]), entry
+                assert re.fullmatch(r"[0-9a-f]{16}", entry["span_id"]), entry
+            # Whatever a service logs about this job, it logs inside the job's trace.
+            if entry.get("job_id") == job_id or job_id in entry["message"]:
+                assert traced(entry), entry
+    created_lines = [entry for entry in lines["gateway"] if traced(entry) and entry.get("job_id") == job_id]
+    assert created_lines, lines["gateway"]
+    assert created_lines[0]["level"] == "info"
+    assert created_lines[0]["tenant"] == "acme"

@@ -23,7 +23,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from libs.errors import FailedPrecondition, InvalidArgument, ServiceError, from_rpc
+from libs.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable, error_info, from_rpc
 from libs.grpc_server import client_stream_completed
 from libs.telemetry import current_traceparent
 from services.gateway.auth import Authenticator, RateLimiter
@@ -111,8 +111,12 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         except BaseException:
             self._delete_quietly(key)
             raise
+        fields = {"job_id": job.id, "tenant": tenant, "input_size_bytes": stored.size_bytes}
         if job.id != job_id:  # an idempotent retry: the first upload's job stands
             self._delete_quietly(key)
+            log.info("upload matched job %s by request_id; copy discarded", job.id, extra={"fields": fields})
+        else:
+            log.info("job %s created", job.id, extra={"fields": fields})
         self._uploads.labels("ACCEPTED").inc()
         return to_public(job)
 
@@ -128,7 +132,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             )
         except grpc.RpcError as error:
             self._uploads.labels("SCAN_FAILED").inc()
-            raise from_rpc(error, "scanner") from None
+            raise _scan_error(error) from None
         if scan.verdict == scanner.VERDICT_INFECTED:
             self._uploads.labels("MALWARE_DETECTED").inc()
             log.warning("upload refused: malware %s", scan.signature, extra={"fields": {"tenant": tenant}})
@@ -226,6 +230,24 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     def GetHealth(self, request: public.GetHealthRequest, context: grpc.ServicerContext) -> public.Health:
         return self._deps.health.report()
+
+
+def _scan_error(error: grpc.RpcError) -> ServiceError:
+    """A failed scan as this API's error. clamd being down keeps its own reason (CLAMD_UNAVAILABLE, a
+    documented 503) instead of the generic DEPENDENCY_UNAVAILABLE: the scanner itself is up."""
+    info = error_info(error)
+    if (
+        isinstance(error, grpc.Call)
+        and error.code() == grpc.StatusCode.UNAVAILABLE
+        and info is not None
+        and info.reason == "CLAMD_UNAVAILABLE"
+    ):
+        return Unavailable(
+            "CLAMD_UNAVAILABLE",
+            "the malware scanner is unavailable; the file was not accepted, retry later",
+            metadata={"dependency": "malware-scanning"},
+        )
+    return from_rpc(error, "scanner")
 
 
 def active_content(report: scanner.PdfReport) -> set[str]:
