@@ -29,7 +29,8 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = f"{context.span_id:016x}"
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
-            entry.update(extra)
+            for key, value in extra.items():
+                entry.setdefault(key, value)  # a field never overwrites time, level, message or the trace ids
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

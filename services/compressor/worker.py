@@ -140,14 +140,31 @@ class Worker:
                 tempfile.TemporaryDirectory(prefix=f"job-{job.id[:8]}-", dir=self._config.work_dir) as tmp,
                 Heartbeat(self._jobs, job.id, lease_token, self._config.lease_seconds) as heartbeat,
             ):
+                fields = {"job_id": job.id, "attempt": job.attempts, "input_size_bytes": job.input_size_bytes}
+                log.info("job %s leased", job.id, extra={"fields": fields})
                 try:
                     completion = self._compress(job, Path(tmp), heartbeat)
                 except _JobFailed as failure:
                     span.set_attribute("pdfsmaller.failure_reason", failure.reason)
+                    log.info(
+                        "job %s: %s (%s)",
+                        job.id,
+                        failure.reason,
+                        "will be retried" if failure.retryable else "final",
+                        extra={"fields": {**fields, "reason": failure.reason, "retryable": failure.retryable}},
+                    )
                     if heartbeat.lost.is_set():
                         return
                     self._finish(job, lease_token, failure=failure)
                     return
+                log.info(
+                    "job %s compressed: %d -> %d bytes in %.1f s",
+                    job.id,
+                    job.input_size_bytes,
+                    completion.output_size_bytes,
+                    time.monotonic() - started,
+                    extra={"fields": {**fields, "output_size_bytes": completion.output_size_bytes}},
+                )
                 if heartbeat.lost.is_set() or not self._finish(job, lease_token, completion=completion):
                     log.warning("job %s was taken away while compressing; result dropped", job.id)
                     self._metrics.jobs.labels("LEASE_LOST").inc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import threading
 import time
 import uuid
@@ -38,6 +39,8 @@ from services.jobs.repository import (
     JobRepository,
     NewJob,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -223,6 +226,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         if created:
             self._metrics.created.inc()
             self._announce(job)
+            log.info("job %s queued", job.id, extra={"fields": _log_fields(job, compression_level=job.level)})
         return job_to_proto(job)
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
@@ -256,6 +260,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             raise
         if self._repo.delete(job.id, job.tenant):
             self._events.job_changed(str(job.id), "DELETED")
+            log.info("job %s deleted", job.id, extra={"fields": _log_fields(job)})
         return empty_pb2.Empty()
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
@@ -265,6 +270,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         if changed:
             self._metrics.finished.labels(CANCELLED).inc()
             self._announce(job)
+            log.info("job %s cancelled", job.id, extra={"fields": _log_fields(job)})
         elif job.state != CANCELLED:
             # Cancelling a cancelled job is a no-op; any other finished job cannot be cancelled.
             raise FailedPrecondition("JOB_FINISHED", f"the job already finished ({job.state})")
@@ -357,6 +363,11 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             raise _lease_lost()
         self._metrics.finished.labels(SUCCEEDED).inc()
         self._announce(job)
+        log.info(
+            "job %s succeeded",
+            job.id,
+            extra={"fields": _log_fields(job, output_size_bytes=job.output_size_bytes, worker_id=job.worker_id)},
+        )
         return job_to_proto(job)
 
     def FailJob(self, request: pb.FailJobRequest, context: grpc.ServicerContext) -> pb.Job:
@@ -371,8 +382,12 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         )
         if job is None:
             raise _lease_lost()
+        fields = _log_fields(job, reason=request.error.reason, worker_id=job.worker_id)
         if job.state == FAILED:
             self._metrics.finished.labels(FAILED).inc()
+            log.info("job %s failed: %s", job.id, request.error.reason, extra={"fields": fields})
+        else:
+            log.info("job %s attempt failed (%s); queued again", job.id, request.error.reason, extra={"fields": fields})
         self._announce(job)
         return job_to_proto(job)
 
@@ -387,3 +402,8 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             failed=counts.failed,
             oldest_queued_seconds=counts.oldest_queued_seconds,
         )
+
+
+def _log_fields(job: JobRecord, **more: Any) -> dict[str, Any]:
+    """What every job log line carries, so one job's lines can be found by its id (never the file name)."""
+    return {"job_id": str(job.id), "tenant": job.tenant, "attempts": job.attempts, "state": job.state, **more}
