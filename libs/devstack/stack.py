@@ -70,8 +70,6 @@ class Ports:
     def any(cls) -> Ports:
         return cls(**{f.name: 0 for f in fields(cls) if f.name != "metrics_offset"}, metrics_offset=None)
 
-    random = any  # the former name; tests moving to any()
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Ports:
         """`make run`'s ports, all shifted by PDFSMALLER_PORT_OFFSET when another program holds one."""
