@@ -50,44 +50,52 @@ def _outside_ephemeral(port: int) -> bool:
     return not low <= port <= high
 
 
-def test_postgres_on_any_port_keeps_clear_of_the_ephemeral_range(tmp_path: Path, held_port: int) -> None:
-    chosen = PostgresServer(tmp_path / "any", port=0, durable=False)
+def test_postgres_on_any_port_and_on_one_another_postgres_holds(tmp_path: Path) -> None:
+    first = PostgresServer(tmp_path / "first", port=0, durable=False)
+    second = PostgresServer(tmp_path / "second", port=0, durable=False)
     try:
-        chosen.start()
-        assert _outside_ephemeral(chosen.port)
-    finally:
-        chosen.stop()
-    taken = PostgresServer(tmp_path / "taken", port=held_port, durable=False)
-    try:
+        first.start()
+        assert _outside_ephemeral(first.port)
+        # The first server answers on that port too: the second must not take its answer for its own.
+        second.port = first.port
         with pytest.raises(PortInUse) as raised:
-            taken.start()
-        assert raised.value.address == f"127.0.0.1:{held_port}"
+            second.start()
+        assert raised.value.address == f"127.0.0.1:{first.port}"
     finally:
-        taken.stop()
+        second.stop()
+        first.stop()
 
 
-def test_valkey_on_any_port_and_on_a_taken_one(tmp_path: Path, held_port: int) -> None:
-    chosen = RedisServer(tmp_path / "any", port=0)
+def test_valkey_on_any_port_and_on_one_another_valkey_holds(tmp_path: Path) -> None:
+    first = RedisServer(tmp_path / "first", port=0)
     try:
-        chosen.start()
-        assert _outside_ephemeral(chosen.port)
+        first.start()
+        assert _outside_ephemeral(first.port)
+        with pytest.raises(PortInUse):
+            RedisServer(tmp_path / "second", port=first.port).start()
     finally:
-        chosen.stop()
-    with pytest.raises(PortInUse):
-        RedisServer(tmp_path / "taken", port=held_port).start()
+        first.stop()
 
 
-def test_clamd_on_any_port_and_on_a_taken_one(tmp_path: Path, held_port: int) -> None:
+def test_clamd_on_any_port_and_on_one_another_clamd_holds(tmp_path: Path) -> None:
     if not ClamdServer.available():
         pytest.skip("CLAMD NOT INSTALLED: install Debian's clamav-daemon (`make system-deps` as root)")
-    chosen = ClamdServer(tmp_path / "any", port=0, use_official_db=False)
+    first = ClamdServer(tmp_path / "first", port=0, use_official_db=False)
     try:
-        chosen.start()
-        assert _outside_ephemeral(chosen.port)
+        first.start()
+        assert _outside_ephemeral(first.port)
+        with pytest.raises(PortInUse):
+            ClamdServer(tmp_path / "second", port=first.port, use_official_db=False).start()
     finally:
-        chosen.stop()
+        first.stop()
+
+
+def test_third_party_servers_on_a_port_another_program_holds(tmp_path: Path, held_port: int) -> None:
+    with pytest.raises(PortInUse) as raised:
+        PostgresServer(tmp_path / "pg", port=held_port, durable=False).start()
+    assert raised.value.address == f"127.0.0.1:{held_port}"
     with pytest.raises(PortInUse):
-        ClamdServer(tmp_path / "taken", port=held_port, use_official_db=False).start()
+        RedisServer(tmp_path / "valkey", port=held_port).start()
 
 
 def test_a_taken_service_port_names_the_service(tmp_path: Path, held_port: int) -> None:
@@ -116,4 +124,25 @@ def test_make_run_says_in_one_line_which_port_is_taken_and_what_to_set(tmp_path:
     last = finished.stderr.strip().splitlines()[-1]
     assert last.startswith(f"make run: postgres cannot listen on 127.0.0.1:{held_port}: ")
     assert "PDFSMALLER_PORT_OFFSET=" in last
+    assert "Traceback" not in finished.stderr
+
+
+def test_make_run_on_a_data_folder_another_make_run_uses_says_so_in_one_line(tmp_path: Path) -> None:
+    running = PostgresServer(tmp_path / "postgres", port=0, durable=False)  # where make run keeps its database
+    try:
+        running.start()
+        finished = subprocess.run(
+            [sys.executable, "-m", "libs.devstack", "--data-dir", str(tmp_path)],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        running.stop()
+    assert finished.returncode == 1
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last.startswith("make run: ")
+    assert "is in use by another PostgreSQL" in last
     assert "Traceback" not in finished.stderr

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from libs.devservers.processes import launch_on_port, log_tail, stop_process
+from libs.devservers.processes import launch_on_port, listens_on, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,8 @@ class ClamdServer:
                 stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
                 tail = log_tail(self.log_path, log_offset)
                 raise ClamdServerError(f"clamd exited with {self._process.returncode}: {stderr.strip()} {tail}")
-            if ping(self.address):
-                return
+            if ping(self.address) and listens_on(self._process.pid, self.port):
+                return  # (a PONG from another clamd on our port does not count)
             if time.monotonic() > deadline:
                 raise ClamdServerError(f"clamd did not answer PING within {self.start_timeout} s")
             time.sleep(0.05)

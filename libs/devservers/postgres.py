@@ -20,9 +20,11 @@ initialised only when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,7 +35,7 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
-from libs.devservers.processes import launch_on_port, log_tail, stop_process
+from libs.devservers.processes import launch_on_port, listens_on, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +187,20 @@ class PostgresServer:
         log.info("PostgreSQL ready on %s:%d (data in %s)", self.host, self.port, self.pgdata)
         return self.url
 
+    def _exit_error(self, log_offset: int) -> PostgresError:
+        assert self._process is not None
+        tail = log_tail(self.log_path, log_offset)
+        holder = re.search(r"Is another postmaster \(PID (\d+)\) running", tail)
+        if holder:
+            return PostgresError(
+                f"{self.pgdata} is in use by another PostgreSQL (pid {holder.group(1)}): "
+                "is another `make run` (or test) using the same data folder?"
+            )
+        return PostgresError(f"postgres exited with {self._process.returncode}: {tail}")
+
     def _launch(self, bindir: Path) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log_file:
             self._process = subprocess.Popen(
                 self._wrap(self._server_argv(bindir)),
@@ -198,16 +213,14 @@ class PostgresServer:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self._process.poll() is not None:
-                raise PostgresError(f"postgres exited with {self._process.returncode}: {log_tail(self.log_path)}")
-            try:
-                with psycopg.connect(self.admin_url(), connect_timeout=2):
+                raise self._exit_error(log_offset)
+            # An answer from another server on our port does not count: ours will exit and say why.
+            with contextlib.suppress(psycopg.OperationalError), psycopg.connect(self.admin_url(), connect_timeout=2):
+                if listens_on(self._process.pid, self.port):
                     return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise PostgresError(
-                        f"postgres not ready after {self.start_timeout} s: {log_tail(self.log_path)}"
-                    ) from None
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise PostgresError(f"postgres not ready after {self.start_timeout} s: {log_tail(self.log_path)}")
+            time.sleep(0.05)
 
     def _create_database(self) -> None:
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:

@@ -56,6 +56,40 @@ def launch_on_port(
     raise RuntimeError(f"{what}: no port to try")  # only when the whole port space is ephemeral
 
 
+def listens_on(pid: int, port: int, proc: Path = Path("/proc")) -> bool:
+    """Whether process `pid` itself holds a listening TCP socket on `port`.
+
+    A launcher polling "does something answer on the port?" must not take another server's answer
+    for its own (our process then fails to bind and exits a moment later). True when /proc cannot
+    tell (not Linux), so the check never blocks a start it cannot judge.
+    """
+    listening: set[str] = set()
+    readable = False
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the socket's inode.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                listening.add(fields[9])
+    if not readable:
+        return True
+    try:
+        descriptors = list((proc / str(pid) / "fd").iterdir())
+    except OSError:
+        return False  # gone (or not ours to read): it does not hold the port
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            target = os.readlink(descriptor)
+            if target.startswith("socket:[") and target[8:-1] in listening:
+                return True
+    return False
+
+
 def log_tail(path: Path, offset: int = 0, limit: int = 2000) -> str:
     """The end of a log file from `offset` on, for error messages ("" if unreadable)."""
     try:

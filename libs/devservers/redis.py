@@ -12,6 +12,7 @@ lives in PostgreSQL); otherwise nothing is written to disk.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import shutil
@@ -22,7 +23,7 @@ from types import TracebackType
 
 import redis
 
-from libs.devservers.processes import launch_on_port, log_tail, stop_process
+from libs.devservers.processes import launch_on_port, listens_on, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,13 @@ class RedisServer:
                     raise RedisServerError(
                         f"valkey-server exited with {self._process.returncode}: {log_tail(self.log_path)}"
                     )
-                try:
-                    if client.ping():
+                # A PING answered by another server on our port does not count: ours will exit and say why.
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping() and listens_on(self._process.pid, self.port):
                         return
-                except redis.RedisError:
-                    if time.monotonic() > deadline:
-                        raise RedisServerError(f"valkey-server not ready after {self.start_timeout} s") from None
-                    time.sleep(0.02)
+                if time.monotonic() > deadline:
+                    raise RedisServerError(f"valkey-server not ready after {self.start_timeout} s")
+                time.sleep(0.02)
         finally:
             client.close()
 

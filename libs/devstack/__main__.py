@@ -8,6 +8,9 @@ import sys
 import threading
 from pathlib import Path
 
+from libs.devservers.clamd import ClamdServerError
+from libs.devservers.postgres import PostgresError
+from libs.devservers.redis import RedisServerError
 from libs.devstack.stack import PORT_OFFSET_SETTING, PROJECT_ROOT, Ports, Stack
 from libs.ports import PortInUse
 from libs.settings import SettingsError
@@ -47,6 +50,8 @@ def main() -> None:
         print(BANNER.format(url=stack.url, address=address, data=stack.data_dir), flush=True)
         while not stop_requested.wait(1.0):
             stack.check_alive()
+    except (PostgresError, RedisServerError, ClamdServerError) as error:
+        sys.exit(f"make run: {error}")
     except PortInUse as error:
         # One line that says what to do, instead of a traceback.
         sys.exit(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from libs.devservers.processes import launch_on_port
+from libs.devservers.processes import launch_on_port, listens_on
 from libs.grpc_server import RunningServer, ServerSpec
 from libs.ports import PortInUse, bind_any_port, candidate_ports, ephemeral_range
 
@@ -159,3 +162,19 @@ def test_launch_on_a_taken_fixed_port_raises_port_in_use(tmp_path: Path) -> None
     with pytest.raises(PortInUse) as raised:
         launch_on_port("server", "127.0.0.1", 5433, launch, tmp_path / "server.log")
     assert raised.value.address == "127.0.0.1:5433"
+
+
+def test_listens_on_tells_whose_socket_holds_a_port() -> None:
+    with socket.socket() as ours:
+        ours.bind(("127.0.0.1", 0))
+        ours.listen()
+        port = ours.getsockname()[1]
+        assert listens_on(os.getpid(), port)
+        child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        try:
+            assert not listens_on(child.pid, port)  # something answers on the port, but not this process
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait()
+    assert not listens_on(os.getpid(), port)  # closed
