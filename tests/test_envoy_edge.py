@@ -47,14 +47,13 @@ from libs.devservers.envoy import EnvoySettings, render_config
 from libs.devstack.stack import Stack
 from libs.errors import _PASS_THROUGH, ServiceError, internal_status, reason_of
 from libs.grpc_server import RunningServer, ServerSpec, client_stream_completed
-from services.gateway.app import build_server_spec
 from services.gateway.auth import API_KEY_HEADER
 from services.gateway.convert import download_name, parse_options, to_public
 from services.gateway.servicer import GatewayServicer, _content_disposition
-from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadStream, clean_filename
 from tests.e2e_client import Reply, RestClient, http_call
 from tests.plugins.otlp import OtlpReceiver
+from tests.plugins.stack import gateway_beside
 
 pytestmark = pytest.mark.integration
 
@@ -316,22 +315,8 @@ def servicer(gateway: tuple[RunningServer, FakeGateway]) -> FakeGateway:
 def real_gateway(stack: Stack) -> Iterator[str]:
     """The real gateway in this process (port 0, read back), using the stack's jobs, storage,
     scanner and Redis; anonymous access (no API_KEYS)."""
-    settings = GatewaySettings.from_env(
-        {
-            "GATEWAY_LISTEN": "127.0.0.1:0",
-            "GATEWAY_METRICS_PORT": "0",
-            "JOBS_ADDR": stack.service("jobs").address,
-            "STORAGE_ADDR": stack.service("storage").address,
-            "SCANNER_ADDR": stack.service("scanner").address,
-            "REDIS_URL": stack.redis.url if stack.redis else "",
-            "RATE_LIMIT_PER_MINUTE": "100000",
-        }
-    )
-    server = RunningServer(build_server_spec(settings)).start()
-    try:
+    with gateway_beside(stack, RATE_LIMIT_PER_MINUTE="100000") as server:
         yield server.address
-    finally:
-        server.stop(0)
 
 
 @pytest.fixture(scope="module")
@@ -596,7 +581,9 @@ def test_body_over_limit_is_413_json(edge: str, servicer: FakeGateway) -> None:
 
 
 def test_chunked_body_over_limit_is_413_json(edge: str, servicer: FakeGateway) -> None:
-    chunks = [b"y" * 128 * 1024 for _ in range(8)]  # 1 MiB, no content-length
+    # 1 MiB, no content-length. A PDF header, so only the size can be refused: the gateway's own
+    # NOT_A_PDF for the first chunk would otherwise race Envoy's 413.
+    chunks = [b"%PDF-1.7\n".ljust(128 * 1024, b"y")] + [b"y" * 128 * 1024 for _ in range(7)]
     reply = call(
         edge, "POST", "/v1/jobs?filename=big.pdf", body=iter(chunks), headers={"content-type": "application/pdf"}
     )

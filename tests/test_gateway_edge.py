@@ -18,11 +18,10 @@ import pytest
 
 from libs.devstack.stack import Stack
 from libs.grpc_server import RunningServer
-from services.gateway.app import build_server_spec
-from services.gateway.settings import GatewaySettings
 from services.scanner.app import server_spec as scanner_server_spec
 from services.scanner.settings import ScannerSettings
 from tests.e2e_client import Reply, RestClient
+from tests.plugins.stack import gateway_beside
 
 pytestmark = pytest.mark.integration
 
@@ -38,23 +37,8 @@ def _objects(stack: Stack) -> set[str]:
 @contextmanager
 def _gateway(stack: Stack, envoy_factory: Callable[..., str], **env: str) -> Iterator[str]:
     """A gateway of its own, configured like the stack's but for `env`; yields Envoy's URL in front of it."""
-    assert stack.redis is not None
-    settings = GatewaySettings.from_env(
-        {
-            "GATEWAY_LISTEN": "127.0.0.1:0",
-            "GATEWAY_METRICS_PORT": "0",
-            "JOBS_ADDR": stack.service("jobs").address,
-            "STORAGE_ADDR": stack.service("storage").address,
-            "SCANNER_ADDR": stack.service("scanner").address,
-            "REDIS_URL": stack.redis.url,
-            **env,
-        }
-    )
-    gateway = RunningServer(build_server_spec(settings)).start()
-    try:
+    with gateway_beside(stack, **env) as gateway:
         yield envoy_factory(gateway.address)
-    finally:
-        gateway.stop(grace=0)
 
 
 def _keys(*tenants: str) -> dict[str, str]:

@@ -8,11 +8,15 @@ folder, stopped in `finally`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from libs.devstack.stack import Ports, Stack
+from libs.grpc_server import RunningServer
+from services.gateway.app import build_server_spec
+from services.gateway.settings import GatewaySettings
 from tests.plugins.otlp import OtlpReceiver
 
 # Keys the end-to-end tests use; two tenants to check isolation.
@@ -40,3 +44,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver)
         yield system
     finally:
         system.stop()
+
+
+@contextmanager
+def gateway_beside(stack: Stack, **env: str) -> Iterator[RunningServer]:
+    """A real gateway in this process (port 0, read back) on the stack's jobs, storage, scanner and
+    Redis, configured by `env` on top: for tests that need the gateway with other settings."""
+    assert stack.redis is not None
+    settings = GatewaySettings.from_env(
+        {
+            "GATEWAY_LISTEN": "127.0.0.1:0",
+            "GATEWAY_METRICS_PORT": "0",
+            "JOBS_ADDR": stack.service("jobs").address,
+            "STORAGE_ADDR": stack.service("storage").address,
+            "SCANNER_ADDR": stack.service("scanner").address,
+            "REDIS_URL": stack.redis.url,
+            **env,
+        }
+    )
+    gateway = RunningServer(build_server_spec(settings)).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop(grace=0)
