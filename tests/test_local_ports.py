@@ -68,12 +68,15 @@ def test_postgres_on_any_port_and_on_one_another_postgres_holds(tmp_path: Path) 
 
 def test_valkey_on_any_port_and_on_one_another_valkey_holds(tmp_path: Path) -> None:
     first = RedisServer(tmp_path / "first", port=0)
+    second = RedisServer(tmp_path / "second")
     try:
         first.start()
         assert _outside_ephemeral(first.port)
+        second.port = first.port
         with pytest.raises(PortInUse):
-            RedisServer(tmp_path / "second", port=first.port).start()
+            second.start()
     finally:
+        second.stop()  # a failing check must not leave it running
         first.stop()
 
 
@@ -81,21 +84,30 @@ def test_clamd_on_any_port_and_on_one_another_clamd_holds(tmp_path: Path) -> Non
     if not ClamdServer.available():
         pytest.skip("CLAMD NOT INSTALLED: install Debian's clamav-daemon (`make system-deps` as root)")
     first = ClamdServer(tmp_path / "first", port=0, use_official_db=False)
+    second = ClamdServer(tmp_path / "second", use_official_db=False)
     try:
         first.start()
         assert _outside_ephemeral(first.port)
+        second.port = first.port
         with pytest.raises(PortInUse):
-            ClamdServer(tmp_path / "second", port=first.port, use_official_db=False).start()
+            second.start()
     finally:
+        second.stop()  # a failing check must not leave it running
         first.stop()
 
 
 def test_third_party_servers_on_a_port_another_program_holds(tmp_path: Path, held_port: int) -> None:
-    with pytest.raises(PortInUse) as raised:
-        PostgresServer(tmp_path / "pg", port=held_port, durable=False).start()
-    assert raised.value.address == f"127.0.0.1:{held_port}"
-    with pytest.raises(PortInUse):
-        RedisServer(tmp_path / "valkey", port=held_port).start()
+    postgres = PostgresServer(tmp_path / "pg", port=held_port, durable=False)
+    valkey = RedisServer(tmp_path / "valkey", port=held_port)
+    try:
+        with pytest.raises(PortInUse) as raised:
+            postgres.start()
+        assert raised.value.address == f"127.0.0.1:{held_port}"
+        with pytest.raises(PortInUse):
+            valkey.start()
+    finally:
+        valkey.stop()
+        postgres.stop()
 
 
 def test_a_taken_service_port_names_the_service(tmp_path: Path, held_port: int) -> None:
