@@ -171,13 +171,6 @@ class ServerSpec:
     # Where the bound addresses are written once serving (JSON), for whoever started the process
     # with port 0: {"grpc": "host:port", "metrics_port": N or null}.
     address_file: Path | None = None
-    # Prefix of the settings that choose the ports (GATEWAY -> GATEWAY_LISTEN), named when a port is taken.
-    env_prefix: str = ""
-
-
-def _split_host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host, int(port)
 
 
 class RunningServer:
@@ -203,7 +196,9 @@ class RunningServer:
         reflection.enable_server_reflection(
             [*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.port = self._bind_grpc()
+        # The host as configured ("[::]" keeps its brackets for gRPC); the port is the one bound.
+        self._host, _, listen_port = spec.listen.rpartition(":")
+        self.port = self._bind_grpc(int(listen_port))
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self._stopping = threading.Event()
@@ -211,17 +206,15 @@ class RunningServer:
 
     @property
     def address(self) -> str:
-        host = self.spec.listen.rsplit(":", 1)[0]
-        return f"{host}:{self.port}"
+        return f"{self._host}:{self.port}"
 
-    def _bind_grpc(self) -> int:
+    def _bind_grpc(self, port: int) -> int:
         """Listen on the configured address; port 0 means any port outside the ephemeral range
         (see libs.ports), so the process keeps a port nothing else can take across restarts."""
-        host, port = _split_host_port(self.spec.listen)
 
         def bind(candidate: int) -> int | None:
             try:
-                return self.server.add_insecure_port(f"{host}:{candidate}") or None
+                return self.server.add_insecure_port(f"{self._host}:{candidate}") or None
             except RuntimeError:  # grpcio raises on a bind failure ("Failed to bind to address")
                 return None
 
@@ -229,18 +222,18 @@ class RunningServer:
             return bind_any_port(bind)
         bound = bind(port)
         if bound is None:
-            raise self._port_in_use(self.spec.name, self.spec.listen, f"{self.spec.env_prefix}_LISTEN")
+            raise self._port_in_use(self.spec.name, self.spec.listen, "LISTEN")
         return bound
 
     def _port_in_use(self, what: str, address: str, setting: str) -> PortInUse:
-        hint = f"stop the program holding it or set {setting}" if self.spec.env_prefix else ""
-        error = PortInUse(what, address, hint)
+        # Every service's settings are named after it: GATEWAY_LISTEN, GATEWAY_METRICS_PORT, ...
+        error = PortInUse(what, address, f"stop the program holding it or set {self.spec.name.upper()}_{setting}")
         # One structured line a launcher (libs.devstack) finds in the log and repeats.
         log.error("%s", error, extra={"fields": {"event": "port_in_use", "address": address}})
         return error
 
     def _start_metrics(self, port: int) -> int:
-        host = self.spec.metrics_host or self.spec.listen.rsplit(":", 1)[0].strip("[]")
+        host = self.spec.metrics_host or self._host.strip("[]")
 
         def bind(candidate: int) -> int | None:
             self._metrics_server, _ = start_http_server(candidate, addr=host, registry=self.spec.registry)
@@ -251,9 +244,7 @@ class RunningServer:
         try:
             return int(bind(port) or 0)
         except OSError as error:
-            raise self._port_in_use(
-                f"{self.spec.name} metrics", f"{host}:{port}", f"{self.spec.env_prefix}_METRICS_PORT"
-            ) from error
+            raise self._port_in_use(f"{self.spec.name} metrics", f"{host}:{port}", "METRICS_PORT") from error
 
     def start(self) -> RunningServer:
         if self.spec.metrics_port is not None:

@@ -26,7 +26,7 @@ from libs.devservers.processes import stop_process
 from libs.devstack.stack import Stack
 from tests.e2e_client import RestClient
 from tests.plugins.otlp import OtlpReceiver
-from tests.plugins.stack import API_KEYS
+from tests.plugins.stack import API_KEYS, stored_objects
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,6 @@ EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 @pytest.fixture
 def acme(stack: Stack) -> RestClient:
     return RestClient(stack.url, API_KEYS["acme"])
-
-
-def _objects(stack: Stack) -> set[str]:
-    root = stack.data_dir / "objects"
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
 
 def _eicar_pdf() -> bytes:
@@ -114,11 +109,11 @@ def test_bad_pdfs_fail_their_job_with_a_reason(acme: RestClient, filename: str, 
 def test_malware_is_refused_and_nothing_is_kept(stack: Stack, acme: RestClient) -> None:
     if stack.clamd is None:
         pytest.skip("clamd is not installed")
-    before = _objects(stack)
+    before = stored_objects(stack)
     refused = acme.upload(_eicar_pdf(), filename="eicar.pdf")
     assert refused.status == 400
     assert refused.reason() == "MALWARE_DETECTED"
-    assert _objects(stack) == before
+    assert stored_objects(stack) == before
 
 
 def _pdf_with_action(action: pikepdf.Dictionary) -> bytes:
@@ -131,23 +126,23 @@ def _pdf_with_action(action: pikepdf.Dictionary) -> bytes:
 
 
 def test_launch_actions_are_refused_javascript_is_allowed(stack: Stack, acme: RestClient) -> None:
-    before = _objects(stack)
+    before = stored_objects(stack)
     launch = pikepdf.Dictionary(S=pikepdf.Name.Launch, F=pikepdf.String("cmd.exe"))
     refused = acme.upload(_pdf_with_action(launch), filename="launch.pdf")
     assert (refused.status, refused.reason()) == (400, "ACTIVE_CONTENT_REFUSED")
-    assert _objects(stack) == before
+    assert stored_objects(stack) == before
     script = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert('hi')"))
     accepted = acme.upload(_pdf_with_action(script), filename="script.pdf")
     assert accepted.status == 200, accepted.body
 
 
 def test_input_errors_are_json_with_reasons(stack: Stack, acme: RestClient) -> None:
-    before = _objects(stack)
+    before = stored_objects(stack)
     not_pdf = acme.upload(b"GIF89a" + b"\x00" * 4096, filename="cat.gif")
     assert (not_pdf.status, not_pdf.reason()) == (400, "NOT_A_PDF")
     bad_level = acme.upload((DATA / "pypdf__jpeg.pdf").read_bytes(), level="ultra")
     assert (bad_level.status, bad_level.reason()) == (400, "INVALID_LEVEL")
-    assert _objects(stack) == before
+    assert stored_objects(stack) == before
 
     missing = acme.request("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000")
     missing.assert_error(404, 5, "JOB_NOT_FOUND", "jobs.pdfsmaller")
@@ -225,16 +220,23 @@ def test_grpcurl_lists_the_public_service(stack: Stack) -> None:
     assert "pdfsmaller.gateway.v1.GatewayService" in listed.stdout.split()
 
 
-def test_one_trace_from_envoy_to_the_worker(acme: RestClient, otlp_receiver: OtlpReceiver) -> None:
-    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    created = acme.request(
+def _traced_job(client: RestClient, trace_id: str) -> str:
+    """Upload inside the caller's trace (a W3C traceparent) and wait for success; the job's id."""
+    created = client.request(
         "POST",
         "/v1/jobs?filename=traced.pdf",
         (DATA / "pypdf__libreoffice-form.pdf").read_bytes(),
-        {"content-type": "application/pdf", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        {"content-type": "application/pdf", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
     )
     assert created.status == 200, created.body
-    assert acme.wait(created.json()["id"])["state"] == "JOB_STATE_SUCCEEDED"
+    job_id: str = created.json()["id"]
+    assert client.wait(job_id)["state"] == "JOB_STATE_SUCCEEDED"
+    return job_id
+
+
+def test_one_trace_from_envoy_to_the_worker(acme: RestClient, otlp_receiver: OtlpReceiver) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    _traced_job(acme, trace_id)
     expected = {
         ("pdfsmaller-envoy", "ingress"),
         # Server spans (the instrumentation names them with a leading slash) ...
@@ -257,7 +259,7 @@ def test_one_trace_from_envoy_to_the_worker(acme: RestClient, otlp_receiver: Otl
 
 
 def _files_of(stack: Stack, job_id: str) -> set[str]:
-    return {name for name in _objects(stack) if job_id in name}
+    return {name for name in stored_objects(stack) if job_id in name}
 
 
 def test_cancel_a_queued_job_then_delete_it(stack: Stack, acme: RestClient) -> None:
@@ -341,25 +343,22 @@ def test_json_log_lines_carry_the_requests_trace(stack: Stack, acme: RestClient)
     logs = stack.data_dir / "logs"
     offsets = {service: (logs / f"{service}.log").stat().st_size for service in LOGGED_SERVICES}
     trace_id = secrets.token_hex(16)
-    created = acme.request(
-        "POST",
-        "/v1/jobs?filename=logged.pdf",
-        (DATA / "pypdf__libreoffice-form.pdf").read_bytes(),
-        {"content-type": "application/pdf", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
-    )
-    assert created.status == 200, created.body
-    job_id = created.json()["id"]
-    assert acme.wait(job_id)["state"] == "JOB_STATE_SUCCEEDED"
+    job_id = _traced_job(acme, trace_id)
 
     def traced(entry: dict[str, Any]) -> bool:
         return entry.get("trace_id") == trace_id
 
-    deadline = time.monotonic() + 10  # lines are flushed as written; this only covers a slow machine
+    def about_the_job(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [entry for entry in entries if traced(entry) and entry.get("job_id") == job_id]
+
+    # Every service that handled the job says so in its trace (jobs may write its last line just after
+    # the client saw SUCCEEDED; this only covers a slow machine).
+    deadline = time.monotonic() + 10
     while True:
         lines = _new_log_lines(stack, offsets)
-        if any(traced(entry) for entry in lines["gateway"]):
+        if all(about_the_job(entries) for entries in lines.values()):
             break
-        assert time.monotonic() < deadline, f"no gateway line with trace {trace_id}: {lines['gateway']}"
+        assert time.monotonic() < deadline, {service: about_the_job(entries) for service, entries in lines.items()}
         time.sleep(0.2)
 
     for service, entries in lines.items():
@@ -377,7 +376,8 @@ def test_json_log_lines_carry_the_requests_trace(stack: Stack, acme: RestClient)
             # Whatever a service logs about this job, it logs inside the job's trace.
             if entry.get("job_id") == job_id or job_id in entry["message"]:
                 assert traced(entry), entry
-    created_lines = [entry for entry in lines["gateway"] if traced(entry) and entry.get("job_id") == job_id]
-    assert created_lines, lines["gateway"]
+    created_lines = about_the_job(lines["gateway"])
     assert created_lines[0]["level"] == "info"
     assert created_lines[0]["tenant"] == "acme"
+    assert any("succeeded" in entry["message"] for entry in about_the_job(lines["jobs"])), lines["jobs"]
+    assert any("compressed" in entry["message"] for entry in about_the_job(lines["compressor"])), lines["compressor"]

@@ -23,7 +23,6 @@ import hashlib
 import inspect
 import json
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -756,17 +755,8 @@ def test_rate_limit_is_429_json(gateway: tuple[RunningServer, FakeGateway], envo
     assert replies[-1].headers["retry-after"] == "1"
 
 
-@pytest.fixture
-def dead_address() -> Iterator[str]:
-    """A loopback address that refuses connections: bound by this test (so no other program
-    can take the port meanwhile) but not listening."""
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        yield f"127.0.0.1:{held.getsockname()[1]}"
-
-
-def test_gateway_down_is_503_json(envoy_factory: Any, dead_address: str) -> None:
-    edge = envoy_factory(dead_address).removeprefix("http://")
+def test_gateway_down_is_503_json(envoy_factory: Any, closed_address: str) -> None:
+    edge = envoy_factory(closed_address).removeprefix("http://")
     body = assert_status_json(call(edge, "GET", "/v1/jobs/abc"), 503, 14, "UPSTREAM_UNAVAILABLE", "envoy")
     assert "metadata" not in body["details"][0]  # no infrastructure detail for clients
     with grpc.insecure_channel(edge) as channel, pytest.raises(grpc.RpcError) as failure:

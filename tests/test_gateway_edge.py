@@ -7,7 +7,6 @@ differs from the stack's, and no second system is started.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,17 +20,12 @@ from libs.grpc_server import RunningServer
 from services.scanner.app import server_spec as scanner_server_spec
 from services.scanner.settings import ScannerSettings
 from tests.e2e_client import Reply, RestClient
-from tests.plugins.stack import gateway_beside
+from tests.plugins.stack import gateway_beside, stored_objects
 
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).parent / "data"
 GATEWAY_DOMAIN = "gateway.pdfsmaller"
-
-
-def _objects(stack: Stack) -> set[str]:
-    root = stack.data_dir / "objects"
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
 
 @contextmanager
@@ -63,7 +57,7 @@ def test_rate_limit_per_key_is_429_json_through_envoy(stack: Stack, envoy_factor
         pairs = list(zip(list(keys.values())[0::2], list(keys.values())[1::2], strict=True))
         for busy_key, quiet_key in pairs:
             busy, quiet = RestClient(url, busy_key), RestClient(url, quiet_key)
-            objects_before = _objects(stack)
+            objects_before = stored_objects(stack)
             window = int(time.time() // 60)
             allowed = [busy.request("GET", "/v1/jobs") for _ in range(LIMIT)]
             limited = busy.request("GET", "/v1/jobs")
@@ -80,7 +74,7 @@ def test_rate_limit_per_key_is_429_json_through_envoy(stack: Stack, envoy_factor
         # The gateway's own answer (RESOURCE_EXHAUSTED -> 429), not Envoy's coarse edge limit.
         info = reply.assert_error(429, 8, "RATE_LIMITED", GATEWAY_DOMAIN)
         assert 0 < int(info["metadata"]["retry_after_seconds"]) <= 60
-    assert _objects(stack) == objects_before  # a refused upload is not stored
+    assert stored_objects(stack) == objects_before  # a refused upload is not stored
     assert other_key.status == 200, other_key.body  # another key has its own budget
     assert health.status == 200  # health needs no key and is not counted
 
@@ -89,28 +83,22 @@ def test_rate_limit_per_key_is_429_json_through_envoy(stack: Stack, envoy_factor
 
 
 @contextmanager
-def _scanner_without_clamd(stack: Stack) -> Iterator[str]:
-    """A real scanner whose clamd address refuses every connection; yields its address.
-
-    The port is bound by this test and never listened on: a connection to it is refused at once,
-    and nothing else can take the port while the test holds it.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hole:
-        hole.bind(("127.0.0.1", 0))
-        settings = ScannerSettings.from_env(
-            {
-                "SCANNER_LISTEN": "127.0.0.1:0",
-                "SCANNER_METRICS_PORT": "0",
-                "STORAGE_ADDR": stack.service("storage").address,
-                "CLAMD_ADDR": f"127.0.0.1:{hole.getsockname()[1]}",
-                "CLAMD_TIMEOUT_SECONDS": "10",
-            }
-        )
-        scanner = RunningServer(scanner_server_spec(settings)).start()
-        try:
-            yield scanner.address
-        finally:
-            scanner.stop(grace=0)
+def _scanner_without_clamd(stack: Stack, clamd_addr: str) -> Iterator[str]:
+    """A real scanner whose clamd address (`closed_address`) refuses every connection; yields its address."""
+    settings = ScannerSettings.from_env(
+        {
+            "SCANNER_LISTEN": "127.0.0.1:0",
+            "SCANNER_METRICS_PORT": "0",
+            "STORAGE_ADDR": stack.service("storage").address,
+            "CLAMD_ADDR": clamd_addr,
+            "CLAMD_TIMEOUT_SECONDS": "10",
+        }
+    )
+    scanner = RunningServer(scanner_server_spec(settings)).start()
+    try:
+        yield scanner.address
+    finally:
+        scanner.stop(grace=0)
 
 
 def _jobs_of(client: RestClient) -> list[dict[str, object]]:
@@ -120,19 +108,21 @@ def _jobs_of(client: RestClient) -> list[dict[str, object]]:
     return jobs
 
 
-def test_clamd_down_is_503_and_nothing_is_kept(stack: Stack, envoy_factory: Callable[..., str]) -> None:
+def test_clamd_down_is_503_and_nothing_is_kept(
+    stack: Stack, envoy_factory: Callable[..., str], closed_address: str
+) -> None:
     keys = _keys("clamdless")
     env = {"API_KEYS": ",".join(f"{t}:{k}" for t, k in keys.items())}
     with (
-        _scanner_without_clamd(stack) as scanner_addr,
+        _scanner_without_clamd(stack, closed_address) as scanner_addr,
         _gateway(stack, envoy_factory, SCANNER_ADDR=scanner_addr, **env) as url,
     ):
         client = RestClient(url, next(iter(keys.values())))
-        before = _objects(stack)
+        before = stored_objects(stack)
         refused = client.upload((DATA / "pypdf__libreoffice-form.pdf").read_bytes(), filename="form.pdf")
         info = refused.assert_error(503, 14, "CLAMD_UNAVAILABLE", GATEWAY_DOMAIN)
         assert info["metadata"]["dependency"] == "malware-scanning"
-        assert _objects(stack) == before  # the upload was stored for the scan, then deleted
+        assert stored_objects(stack) == before  # the upload was stored for the scan, then deleted
         assert _jobs_of(client) == []  # and no job was created
         health = {d["name"]: d["status"] for d in client.request("GET", "/v1/health").json()["dependencies"]}
         assert health["malware-scanning"] == "SERVING_STATUS_NOT_SERVING"

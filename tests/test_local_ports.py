@@ -9,10 +9,9 @@ that another program holds is a one-line error naming the port and what to set.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,27 +21,9 @@ from libs.devservers.clamd import ClamdServer
 from libs.devservers.postgres import PostgresServer
 from libs.devservers.redis import RedisServer
 from libs.devstack.stack import PROJECT_ROOT, Ports, Stack
-from libs.ports import PortInUse, candidate_ports, ephemeral_range
+from libs.ports import PortInUse, ephemeral_range
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    """A port outside the ephemeral range that another program listens on during the test."""
-    for port in candidate_ports():
-        holder = socket.socket()
-        try:
-            holder.bind(("127.0.0.1", port))
-        except OSError:
-            holder.close()
-            continue
-        holder.listen()
-        try:
-            yield port
-        finally:
-            holder.close()
-        return
 
 
 def _outside_ephemeral(port: int) -> bool:
@@ -50,9 +31,19 @@ def _outside_ephemeral(port: int) -> bool:
     return not low <= port <= high
 
 
-def test_postgres_on_any_port_and_on_one_another_postgres_holds(tmp_path: Path) -> None:
-    first = PostgresServer(tmp_path / "first", port=0, durable=False)
-    second = PostgresServer(tmp_path / "second", port=0, durable=False)
+Server = PostgresServer | RedisServer | ClamdServer
+SERVERS: dict[str, Callable[[Path], Server]] = {
+    "postgres": lambda data_dir: PostgresServer(data_dir, port=0, durable=False),
+    "valkey": lambda data_dir: RedisServer(data_dir, port=0),
+    "clamd": lambda data_dir: ClamdServer(data_dir, port=0, use_official_db=False),
+}
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_on_any_port_and_on_one_another_server_of_its_kind_holds(tmp_path: Path, kind: str) -> None:
+    if kind == "clamd" and not ClamdServer.available():
+        pytest.skip("CLAMD NOT INSTALLED: install Debian's clamav-daemon (`make system-deps` as root)")
+    first, second = SERVERS[kind](tmp_path / "first"), SERVERS[kind](tmp_path / "second")
     try:
         first.start()
         assert _outside_ephemeral(first.port)
@@ -61,36 +52,6 @@ def test_postgres_on_any_port_and_on_one_another_postgres_holds(tmp_path: Path) 
         with pytest.raises(PortInUse) as raised:
             second.start()
         assert raised.value.address == f"127.0.0.1:{first.port}"
-    finally:
-        second.stop()
-        first.stop()
-
-
-def test_valkey_on_any_port_and_on_one_another_valkey_holds(tmp_path: Path) -> None:
-    first = RedisServer(tmp_path / "first", port=0)
-    second = RedisServer(tmp_path / "second")
-    try:
-        first.start()
-        assert _outside_ephemeral(first.port)
-        second.port = first.port
-        with pytest.raises(PortInUse):
-            second.start()
-    finally:
-        second.stop()  # a failing check must not leave it running
-        first.stop()
-
-
-def test_clamd_on_any_port_and_on_one_another_clamd_holds(tmp_path: Path) -> None:
-    if not ClamdServer.available():
-        pytest.skip("CLAMD NOT INSTALLED: install Debian's clamav-daemon (`make system-deps` as root)")
-    first = ClamdServer(tmp_path / "first", port=0, use_official_db=False)
-    second = ClamdServer(tmp_path / "second", use_official_db=False)
-    try:
-        first.start()
-        assert _outside_ephemeral(first.port)
-        second.port = first.port
-        with pytest.raises(PortInUse):
-            second.start()
     finally:
         second.stop()  # a failing check must not leave it running
         first.stop()

@@ -82,6 +82,12 @@ def text_default(acme: RestClient, text_doc: bytes) -> tuple[dict[str, Any], byt
 # --- what the downloaded PDF holds ----------------------------------------------------------------
 
 
+def _matrix(values: Any) -> np.ndarray:
+    """A PDF matrix [a b c d e f] as 3x3, row-vector convention (as `cm` and /Matrix are applied)."""
+    a, b, c, d, e, f = (float(x) for x in values)
+    return np.array([[a, b, 0], [c, d, 0], [e, f, 1]])
+
+
 def _drawn_images(pdf: pikepdf.Pdf) -> Iterator[tuple[pikepdf.Object, float, float]]:
     """(image XObject, displayed width, displayed height in points) for every image drawn on every page,
     following the current transformation matrix through q/Q/cm and into form XObjects."""
@@ -98,16 +104,13 @@ def _drawn_images(pdf: pikepdf.Pdf) -> Iterator[tuple[pikepdf.Object, float, flo
             elif op == "Q":
                 ctm = saved.pop()
             elif op == "cm":
-                a, b, c, d, e, f = (float(x) for x in operands)
-                ctm = np.array([[a, b, 0], [c, d, 0], [e, f, 1]]) @ ctm
+                ctm = _matrix(operands) @ ctm
             elif op == "Do":
                 xobject = xobjects[operands[0]]
                 if xobject.get("/Subtype") == pikepdf.Name.Image:
                     yield xobject, math.hypot(ctm[0, 0], ctm[0, 1]), math.hypot(ctm[1, 0], ctm[1, 1])
                 elif xobject.get("/Subtype") == pikepdf.Name.Form and depth < 8:
-                    matrix = [float(x) for x in xobject.get("/Matrix", [1, 0, 0, 1, 0, 0])]
-                    a, b, c, d, e, f = matrix
-                    inner = np.array([[a, b, 0], [c, d, 0], [e, f, 1]]) @ ctm
+                    inner = _matrix(xobject.get("/Matrix", [1, 0, 0, 1, 0, 0])) @ ctm
                     yield from walk(
                         pikepdf.parse_content_stream(xobject), xobject.get("/Resources", resources), inner, depth + 1
                     )

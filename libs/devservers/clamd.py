@@ -154,13 +154,9 @@ class ClamdServer:
         def launch(port: int) -> None:
             self.port = port
             self._write_config()
-            try:
-                self._launch()
-            except BaseException:
-                self.stop()
-                raise
+            self._launch()
 
-        self.port = launch_on_port("clamd", self.host, self.port, launch, self.log_path)
+        self.port = launch_on_port("clamd", self.host, self.port, launch, self.stop, self.log_path)
         log.info(
             "clamd ready on %s (%s)",
             self.address,

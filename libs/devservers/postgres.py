@@ -172,13 +172,9 @@ class PostgresServer:
 
         def launch(port: int) -> None:
             self.port = port
-            try:
-                self._launch(bindir)
-            except BaseException:
-                self.stop()
-                raise
+            self._launch(bindir)
 
-        self.port = launch_on_port("postgres", self.host, self.port, launch, self.log_path)
+        self.port = launch_on_port("postgres", self.host, self.port, launch, self.stop, self.log_path)
         try:
             self._create_database()
         except BaseException:

@@ -24,6 +24,7 @@ def launch_on_port(
     host: str,
     port: int,
     launch: Callable[[int], None],
+    stop: Callable[[], None],
     log_path: Path,
     *,
     markers: Sequence[str] = BIND_FAILURE_MARKERS,
@@ -31,8 +32,8 @@ def launch_on_port(
 ) -> int:
     """Start a server that cannot pick its own port and report it; returns the port it listens on.
 
-    `launch(port)` starts it on that port and returns once it answers, or raises (having stopped
-    what it started). With port 0, ports outside the kernel's ephemeral range are tried (see
+    `launch(port)` starts it on that port and returns once it answers, or raises; `stop()` then
+    ends whatever it started before the next try. With port 0, ports outside the kernel's ephemeral range are tried (see
     libs.ports: nothing but another server can take them), a new one after each bind failure, so
     there is no pick-then-bind race with outgoing connections. A fixed port that is taken raises
     PortInUse naming it.
@@ -44,15 +45,18 @@ def launch_on_port(
         offset = log_path.stat().st_size
         try:
             launch(candidate)
-            return candidate
-        except Exception as error:
-            if not any(marker in log_tail(log_path, offset) or marker in str(error) for marker in markers):
+        except BaseException as error:
+            stop()  # also on Ctrl-C: a half-started server never outlives its launcher
+            said = f"{log_tail(log_path, offset)}\n{error}"
+            if not isinstance(error, Exception) or not any(marker in said for marker in markers):
                 raise
             if port:
                 raise PortInUse(what, f"{host}:{port}") from error
             if number == len(ports):
                 raise
             log.info("%s: port %d is taken; trying another", what, candidate)
+        else:
+            return candidate
     raise RuntimeError(f"{what}: no port to try")  # only when the whole port space is ephemeral
 
 

@@ -107,13 +107,9 @@ class RedisServer:
 
         def launch(port: int) -> None:
             self.port = port
-            try:
-                self._launch(binary)
-            except BaseException:
-                self.stop()
-                raise
+            self._launch(binary)
 
-        self.port = launch_on_port("valkey", self.host, self.port, launch, self.log_path)
+        self.port = launch_on_port("valkey", self.host, self.port, launch, self.stop, self.log_path)
         log.info("Valkey ready on %s:%d (persist=%s)", self.host, self.port, self.persist)
         return self.url
 

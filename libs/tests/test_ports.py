@@ -9,7 +9,6 @@ import random
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,18 +18,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from libs.devservers.processes import launch_on_port, listens_on
 from libs.grpc_server import RunningServer, ServerSpec
 from libs.ports import PortInUse, bind_any_port, candidate_ports, ephemeral_range
-
-
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    """A loopback port another program listens on for the test."""
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    try:
-        yield holder.getsockname()[1]
-    finally:
-        holder.close()
 
 
 def test_candidates_avoid_the_ephemeral_range() -> None:
@@ -81,7 +68,6 @@ def _spec(listen: str, address_file: Path | None = None, metrics_port: int | Non
         service_names=[],
         metrics_port=metrics_port,
         address_file=address_file,
-        env_prefix="PROBE",
     )
 
 
@@ -135,9 +121,11 @@ def test_launch_on_port_retries_a_bind_failure_with_another_port(tmp_path: Path)
                 log.write(f"FATAL: could not bind IPv4 address on port {port}: Address already in use\n")
             raise RuntimeError("exited")
 
-    port = launch_on_port("server", "127.0.0.1", 0, launch, log_path)
+    stops: list[int] = []
+    port = launch_on_port("server", "127.0.0.1", 0, launch, lambda: stops.append(attempts[-1]), log_path)
     assert port == attempts[-1]
     assert len(attempts) == 3
+    assert stops == attempts[:2]  # each failed try was stopped before the next
     assert len(set(attempts)) == 3
     low, high = ephemeral_range()
     assert not any(low <= p <= high for p in attempts)
@@ -150,9 +138,11 @@ def test_launch_on_port_does_not_retry_other_failures(tmp_path: Path) -> None:
         attempts.append(port)
         raise RuntimeError("bad configuration")
 
+    stops: list[int] = []
     with pytest.raises(RuntimeError, match="bad configuration"):
-        launch_on_port("server", "127.0.0.1", 0, launch, tmp_path / "server.log")
+        launch_on_port("server", "127.0.0.1", 0, launch, lambda: stops.append(1), tmp_path / "server.log")
     assert len(attempts) == 1
+    assert stops == [1]
 
 
 def test_launch_on_a_taken_fixed_port_raises_port_in_use(tmp_path: Path) -> None:
@@ -160,7 +150,7 @@ def test_launch_on_a_taken_fixed_port_raises_port_in_use(tmp_path: Path) -> None
         raise RuntimeError(f"cannot bind '127.0.0.1:{port}': Address already in use")
 
     with pytest.raises(PortInUse) as raised:
-        launch_on_port("server", "127.0.0.1", 5433, launch, tmp_path / "server.log")
+        launch_on_port("server", "127.0.0.1", 5433, launch, lambda: None, tmp_path / "server.log")
     assert raised.value.address == "127.0.0.1:5433"
 
 

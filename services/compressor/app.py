@@ -57,7 +57,6 @@ def build(settings: CompressorSettings) -> CompressorProcess:
         name="compressor",
         listen=settings.listen,
         address_file=settings.address_file,
-        env_prefix="COMPRESSOR",
         metrics_port=settings.metrics_port,
         register=lambda server: None,
         service_names=[],

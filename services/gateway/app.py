@@ -53,7 +53,6 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
         name="gateway",
         listen=settings.listen,
         address_file=settings.address_file,
-        env_prefix="GATEWAY",
         metrics_port=settings.metrics_port,
         register=lambda server: None,
         service_names=[SERVICE_NAME],

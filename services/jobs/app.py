@@ -70,7 +70,6 @@ class JobsApp:
             name="jobs",
             listen=settings.listen,
             address_file=settings.address_file,
-            env_prefix="JOBS",
             register=lambda server: jobs_service_pb2_grpc.add_JobsServiceServicer_to_server(self.servicer, server),
             service_names=[SERVICE_NAME],
             readiness=self.ready,

@@ -62,7 +62,6 @@ def server_spec(settings: ScannerSettings, storage_channel: grpc.Channel | None 
         name="scanner",
         listen=settings.listen,
         address_file=settings.address_file,
-        env_prefix="SCANNER",
         register=register,
         service_names=[SERVICE_NAME],
         readiness=readiness,

@@ -37,7 +37,6 @@ def server_spec(settings: StorageSettings, backend: Backend | None = None) -> Se
         name="storage",
         listen=settings.listen,
         address_file=settings.address_file,
-        env_prefix="STORAGE",
         register=register,
         service_names=[SERVICE_NAME],
         readiness=backend.ready,

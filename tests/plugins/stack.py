@@ -46,6 +46,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver)
         system.stop()
 
 
+def stored_objects(stack: Stack) -> set[str]:
+    """Every object the stack's local storage holds, by its path under the objects folder."""
+    root = stack.data_dir / "objects"
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
 @contextmanager
 def gateway_beside(stack: Stack, **env: str) -> Iterator[RunningServer]:
     """A real gateway in this process (port 0, read back) on the stack's jobs, storage, scanner and
