@@ -21,12 +21,31 @@ class SettingsError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+# PDFSMALLER_ENV: `development` (the default: `make run`, tests) or `production` (the Kubernetes base).
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
+
 class EnvReader:
     """Typed accessors over an environment mapping that collect problems."""
 
     def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
         self._problems: list[builtins.str] = []
+        self.environment = self._env.get("PDFSMALLER_ENV", "").strip().lower() or DEVELOPMENT
+        if self.environment not in (DEVELOPMENT, PRODUCTION):
+            self._problems.append(f"PDFSMALLER_ENV={self.environment!r} is neither {DEVELOPMENT} nor {PRODUCTION}")
+            # Unknown means someone meant something stricter than the default: fail closed.
+            self.environment = PRODUCTION
+
+    @property
+    def production(self) -> builtins.bool:
+        return self.environment == PRODUCTION
+
+    def require_in_production(self, ok: builtins.bool, message: builtins.str) -> None:
+        """In production mode, `message` is a problem unless `ok`: unsafe defaults refuse to start there."""
+        if self.production and not ok:
+            self._problems.append(f"PDFSMALLER_ENV=production: {message}")
 
     def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         value = self._env.get(name, "").strip()

@@ -16,7 +16,8 @@ from libs.ports import PortInUse
 from libs.settings import SettingsError
 
 BANNER = """
-pdf-smaller is running.
+pdf-smaller is running, in development mode: anonymous access unless API_KEYS is set, clamd optional.
+  (PDFSMALLER_ENV=production, as the Kubernetes base sets it, refuses to start without clamd and API keys.)
   REST + gRPC (Envoy):  {url}
   upload page:          {url}/
   health:               curl {url}/v1/health

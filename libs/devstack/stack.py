@@ -29,7 +29,7 @@ from libs.devservers.postgres import PostgresServer
 from libs.devservers.processes import log_tail, stop_process
 from libs.devservers.redis import RedisServer
 from libs.ports import PortInUse
-from libs.settings import LOCAL_GRPC_PORTS, LOCAL_METRICS_PORTS, EnvReader, SettingsError
+from libs.settings import DEVELOPMENT, LOCAL_GRPC_PORTS, LOCAL_METRICS_PORTS, EnvReader, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,8 @@ class Stack:
         base_env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
+            # The embedded system is the development mode whatever the shell says (tests override it).
+            "PDFSMALLER_ENV": DEVELOPMENT,
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "STORAGE_BACKEND": "local",
@@ -191,6 +193,7 @@ class Stack:
             EnvoySettings.from_env(
                 {
                     **os.environ,
+                    "PDFSMALLER_ENV": DEVELOPMENT,
                     **self.extra_env,
                     "ENVOY_LISTEN": f"127.0.0.1:{self.ports.envoy}",
                     "ENVOY_ADMIN_PORT": str(self.ports.envoy_admin),

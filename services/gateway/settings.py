@@ -38,6 +38,7 @@ class GatewaySettings:
         env = EnvReader(environ)
         listen, metrics_port, address_file = common_ports(env, "gateway")
         api_keys = _parse_api_keys(env, env.optional("API_KEYS") or "")
+        env.require_in_production(bool(api_keys), "API_KEYS is empty, so every caller would be the anonymous tenant")
         settings = cls(
             listen=listen,
             metrics_port=metrics_port,

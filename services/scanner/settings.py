@@ -32,6 +32,9 @@ class ScannerSettings:
         listen, metrics_port, address_file = common_ports(env, "scanner")
         storage_addr = env.address("STORAGE_ADDR")
         clamd_addr = env.optional("CLAMD_ADDR")
+        env.require_in_production(
+            clamd_addr is not None, "CLAMD_ADDR is not set, so uploads would not be malware-scanned"
+        )
         if clamd_addr is not None:
             try:
                 parse_address(clamd_addr)
