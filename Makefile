@@ -11,7 +11,7 @@ GEN := gen
 GENERATED := $(GEN)/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install gen run test test-unit lint format bench system-deps constraints clean
+.PHONY: install gen run test test-unit lint format audit bench system-deps constraints clean
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -73,10 +73,20 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit --quiet -c pyproject.toml -r libs services deploy bench
 
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Known vulnerabilities in the pinned dependencies; needs a machine that reaches PyPI's
+# vulnerability data (or OSV: AUDIT_FLAGS="--vulnerability-service osv"). Kept in its own
+# virtualenv so the audit tool's dependencies never mix with the product's.
+AUDIT_VENV := .venv-audit
+audit:
+	test -x $(AUDIT_VENV)/bin/pip-audit || ($(PYTHON) -m venv $(AUDIT_VENV) && \
+		$(AUDIT_VENV)/bin/pip install --quiet --disable-pip-version-check pip-audit==2.10.1)
+	$(AUDIT_VENV)/bin/pip-audit --requirement constraints.txt --no-deps --disable-pip --progress-spinner off $(AUDIT_FLAGS)
 
 bench: install
 	$(PY) -m bench.run
@@ -87,4 +97,4 @@ constraints: $(INSTALLED)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(GEN)
+	rm -rf $(VENV) $(AUDIT_VENV) $(GEN)
