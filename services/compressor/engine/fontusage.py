@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 
+from .placements import page_resources
+
 log = logging.getLogger(__name__)
 
 _TEXT_OPERATORS = "q Q Tf Tj TJ ' \""
@@ -71,13 +73,8 @@ def _scan(owner: pikepdf.Object, resources: pikepdf.Object | None, usage: FontUs
 def find_font_usage(pdf: pikepdf.Pdf) -> FontUsage:
     usage = FontUsage()
     for page in pdf.pages:
-        res = page.obj.get("/Resources")
-        node: pikepdf.Object = page.obj
-        while res is None and node.get("/Parent") is not None:
-            node = node.Parent
-            res = node.get("/Resources")
         if "/Contents" in page.obj:
-            _scan(page.obj, res, usage)
+            _scan(page.obj, page_resources(page.obj), usage)
     for obj in pdf.objects:
         if isinstance(obj, Stream):
             d = obj.stream_dict

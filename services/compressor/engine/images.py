@@ -96,6 +96,8 @@ def _palette_bytes(cs: Any, base_n: int) -> bytes | None:
     except (pikepdf.PdfError, TypeError, ValueError):
         return None
     hival = int(cs[2])
+    if not 0 <= hival <= 255:  # the PDF maximum; an absurd value must not size an allocation
+        return None
     need = (hival + 1) * base_n
     if len(data) < need:
         data = data + bytes(need - len(data))

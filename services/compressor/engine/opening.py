@@ -71,9 +71,22 @@ def count_pages_pikepdf(path: Path, password: str | None) -> int | None:
         return None
 
 
+def complete_trailer(pdf: pikepdf.Pdf) -> pikepdf.Pdf:
+    """A trailer qpdf rebuilt from a file cut before its trailer has no /Size; qpdf then writes an xref stream
+    without one, which no reader (qpdf included) accepts. Any value will do: qpdf writes the real count."""
+    if "/Size" not in pdf.trailer:
+        pdf.trailer.Size = 0
+    return pdf
+
+
+def reopen(path: Path, password: str | None) -> pikepdf.Pdf:
+    """Open the input again (for each candidate), repaired the same way as the first time."""
+    return complete_trailer(pikepdf.open(path, password=password or "", attempt_recovery=True))
+
+
 def _open_pikepdf(path: Path, password: str | None) -> pikepdf.Pdf:
     try:
-        return pikepdf.open(path, password=password or "", attempt_recovery=True)
+        return complete_trailer(pikepdf.open(path, password=password or "", attempt_recovery=True))
     except pikepdf.PasswordError:
         msg = "The PDF is password-protected." if not password else "The password does not open this PDF."
         raise EngineError(ENCRYPTED_PDF, msg) from None

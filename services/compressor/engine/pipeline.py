@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pikepdf
+import pypdfium2 as pdfium
 
 from . import structural
 from .analysis import bytes_by_kind
-from .errors import IO_ERROR, SIGNED_PDF, EngineError
+from .errors import IO_ERROR, MALFORMED_PDF, SIGNED_PDF, EngineError
 from .fonts import optimize_fonts
 from .images import ImageChange, ImageOptimizer, ImageSettings
-from .opening import OpenedPdf, open_input
+from .opening import OpenedPdf, open_input, reopen
 from .options import LEVEL_NAMES, LEVELS, CompressOptions, LevelProfile, Limits
 from .placements import find_placements
 from .report import Report, TechniqueSaving, Verification
@@ -101,15 +104,18 @@ def _attempts(options: CompressOptions) -> list[Attempt]:
 
 def _write_output(src: Path, output_path: Path) -> None:
     """Copy ``src`` to ``output_path`` atomically (never leave a half-written output)."""
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".pdfsmaller-", suffix=".tmp", dir=output_path.parent)
-    os.close(fd)
+    tmp: Path | None = None
     try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".pdfsmaller-", suffix=".tmp", dir=output_path.parent)
+        os.close(fd)
+        tmp = Path(name)
         shutil.copyfile(src, tmp)
         os.replace(tmp, output_path)
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise EngineError(IO_ERROR, "The output file cannot be written.") from None
 
 
 def _technique_totals(changes: list[ImageChange]) -> list[TechniqueSaving]:
@@ -153,7 +159,7 @@ class _Run:
         return self.work / f"c{self.counter:02d}-{name}.pdf"
 
     def _open(self) -> pikepdf.Pdf:
-        return pikepdf.open(self.source, password=self.password or "")
+        return reopen(self.source, self.password)
 
     def _save(self, pdf: pikepdf.Pdf, name: str) -> Path:
         path = self._path(name)
@@ -162,7 +168,7 @@ class _Run:
 
     def _structural(self, pdf: pikepdf.Pdf, profile: LevelProfile) -> list[TechniqueSaving]:
         techniques = []
-        fixed = structural.repair_streams(pdf)
+        fixed = structural.repair_streams(pdf, self.limits.max_decoded_stream_bytes)
         self.streams_repaired = self.streams_repaired or fixed > 0
         if fixed:
             techniques.append(TechniqueSaving("repair-streams", 0, f"{fixed} damaged stream(s) re-encoded"))
@@ -260,6 +266,58 @@ class _Run:
             pdf.close()
 
 
+# What the PDF libraries raise on damaged data: while the input is being read, it means the file is damaged.
+_INPUT_DAMAGE = (pikepdf.PdfError, pdfium.PdfiumError, zlib.error)
+
+
+@contextlib.contextmanager
+def _reading_input() -> Iterator[None]:
+    try:
+        yield
+    except _INPUT_DAMAGE as exc:
+        log.info("input unreadable (%s): %s", type(exc).__name__, exc)
+        raise EngineError(MALFORMED_PDF, "The PDF is damaged and could not be repaired.") from None
+
+
+def _open_and_check(
+    input_path: Path, options: CompressOptions, limits: Limits, work: Path, report: Report
+) -> tuple[OpenedPdf, Reference]:
+    """Open the input, check its caps and signatures, record what it holds, and build verification's reference."""
+    opened = open_input(input_path, options.password, work)
+    with opened.pdf:
+        check_bombs(opened.pdf, limits)
+        if is_signed(opened.pdf) and not options.allow_signature_break:
+            raise EngineError(
+                SIGNED_PDF,
+                "The PDF is digitally signed; compressing it would invalidate the signature. "
+                "Allow breaking the signature to compress it anyway.",
+            )
+        report.pages = opened.pages
+        report.repaired = opened.repaired
+        report.warnings.extend(opened.warnings)
+        report.bytes_by_kind_before = bytes_by_kind(opened.pdf, report.input_size_bytes)
+        return opened, _reference(input_path, options.password, opened, work)
+
+
+def _reference(input_path: Path, password: str | None, opened: OpenedPdf, work: Path) -> Reference:
+    """What candidates are compared with: the input as PDFium reads it, when PDFium reads all its pages;
+    otherwise (a file only qpdf repairs, such as a cut-short download) the repaired file as qpdf rewrites it,
+    which is also what every candidate is built from."""
+    if opened.reader_pages.get("pdfium") == opened.pages:
+        with contextlib.suppress(pdfium.PdfiumError):
+            return Reference(input_path, password, opened.pages)
+    repaired = work / "reference.pdf"
+    structural.save_as_read(opened.pdf, repaired, keep_encryption=opened.encrypted)
+    try:
+        ref = Reference(repaired, password if opened.encrypted else None, opened.pages)
+    except pdfium.PdfiumError:
+        raise EngineError(MALFORMED_PDF, "The PDF is damaged and could not be repaired.") from None
+    if len(ref.doc) != opened.pages:
+        ref.close()
+        raise EngineError(MALFORMED_PDF, "The PDF is damaged: some pages could not be recovered.")
+    return ref
+
+
 def compress(
     input_path: Path,
     output_path: Path,
@@ -292,24 +350,12 @@ def compress(
     with tempfile.TemporaryDirectory(prefix="pdfsmaller-") as td:
         work = Path(td)
         t = time.monotonic()
-        opened = open_input(input_path, options.password, work)
+        with _reading_input():
+            opened, ref = _open_and_check(input_path, options, limits, work, report)
         source = work / "repaired.pdf" if (work / "repaired.pdf").exists() else input_path
         password = options.password if source == input_path else None
-        with opened.pdf:
-            check_bombs(opened.pdf, limits)
-            if is_signed(opened.pdf) and not options.allow_signature_break:
-                raise EngineError(
-                    SIGNED_PDF,
-                    "The PDF is digitally signed; compressing it would invalidate the signature. "
-                    "Allow breaking the signature to compress it anyway.",
-                )
-            report.pages = opened.pages
-            report.repaired = opened.repaired
-            report.warnings.extend(opened.warnings)
-            report.bytes_by_kind_before = bytes_by_kind(opened.pdf, in_size)
         if options.max_image_dpi is not None and not options.profile.lossy:
             report.warnings.append("max_image_dpi ignored: the lossless level never resamples images")
-        ref = Reference(input_path, options.password, opened.pages)
         phases["open"] = round(time.monotonic() - t, 3)
         step(10)
         try:

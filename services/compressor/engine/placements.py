@@ -63,9 +63,10 @@ def _xobjects(resources: pikepdf.Object | None) -> Dictionary | None:
     return xo if isinstance(xo, Dictionary) else None
 
 
-def _page_resources(page: pikepdf.Object) -> pikepdf.Object | None:
+def page_resources(page: pikepdf.Object) -> pikepdf.Object | None:
+    """A page's /Resources, inherited from the page tree; at most 64 steps up (a /Parent chain may loop)."""
     node: pikepdf.Object | None = page
-    for _ in range(64):  # /Resources is inheritable from the page tree
+    for _ in range(64):
         if node is None:
             return None
         res = node.get("/Resources")
@@ -169,7 +170,7 @@ class PlacementFinder:
         placements: dict[tuple[int, int], Placement] = {}
         for index, page in enumerate(pdf.pages):
             po = page.obj
-            resources = _page_resources(po)
+            resources = page_resources(po)
             if not _has_images(_xobjects(resources)):
                 continue
             unit = float(po.get("/UserUnit", 1.0) or 1.0)

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import zlib
-
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 
 from .errors import TOO_COMPLEX, EngineError
+from .inflate import RAW_DEFLATE, ZLIB, inflated_size_exceeds
 from .options import Limits
 
 # Deflate cannot expand data by more than ~1032x; a stream whose raw size is below cap/1032 needs no check.
 _MAX_DEFLATE_RATIO = 1032
-_CHUNK = 1 << 20
 
 
 def _inflated_size_exceeds(raw: bytes, cap: int) -> bool:
-    d = zlib.decompressobj()
-    total = 0
-    data = raw
-    while data:
-        out = d.decompress(data, _CHUNK)
-        total += len(out)
-        if total > cap:
-            return True
-        data = d.unconsumed_tail
-        if not out and not data:
-            break
-    return False
+    # Both ways the engine may inflate the stream: as zlib data, and as raw deflate (the lenient repair's second
+    # try for streams whose header is missing).
+    return any(inflated_size_exceeds(raw, cap, wbits) for wbits in (ZLIB, RAW_DEFLATE))
 
 
 def check_bombs(pdf: pikepdf.Pdf, limits: Limits) -> None:

@@ -15,6 +15,7 @@ import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 
 from . import codecs
+from .inflate import RAW_DEFLATE, ZLIB, inflate_prefix
 
 # Non-stream objects that are safe to merge when identical: they carry no identity of their own (unlike pages,
 # annotations or form fields, whose identity matters to /Parent links and to viewers).
@@ -233,27 +234,31 @@ def save(pdf: pikepdf.Pdf, dest: Path, *, linearize: bool = False, keep_encrypti
     )
 
 
-def _lenient_inflate(raw: bytes) -> bytes:
-    """Whatever a damaged Flate stream yields before the damage (fed in small chunks so the output produced
-    before a data error is kept); tries a raw deflate stream when the zlib header is missing."""
+def save_as_read(pdf: pikepdf.Pdf, dest: Path, *, keep_encryption: bool = False) -> None:
+    """The document exactly as qpdf read it (its repairs applied, nothing else changed, streams as stored):
+    verification's reference for inputs PDFium cannot open itself."""
+    if keep_encryption:
+        pdf.save(dest, encryption=True)
+        return
+    pdf.save(dest, compress_streams=False, stream_decode_level=pikepdf.StreamDecodeLevel.none)
+
+
+def _lenient_inflate(raw: bytes, limit: int) -> bytes:
+    """Whatever a damaged Flate stream yields before the damage (fed in small steps so the output produced
+    before a data error is kept), at most about ``limit`` bytes; tries raw deflate when the zlib header is
+    missing."""
     best = b""
-    for wbits in (15, -15):
-        d = zlib.decompressobj(wbits)
-        out: list[bytes] = []
-        try:
-            for i in range(0, len(raw), 1024):
-                out.append(d.decompress(raw[i : i + 1024]))
-        except zlib.error:
-            pass
-        data = b"".join(out)
+    for wbits in (ZLIB, RAW_DEFLATE):
+        data = inflate_prefix(raw, limit, wbits)
         if len(data) > len(best):
             best = data
     return best
 
 
-def repair_streams(pdf: pikepdf.Pdf) -> int:
+def repair_streams(pdf: pikepdf.Pdf, max_bytes: int) -> int:
     """Re-encode Flate streams that cannot be fully decoded with what can be recovered (readers show the same:
-    they stop at the damage too). Returns how many streams were repaired; verification checks the renders."""
+    they stop at the damage too), each at most about ``max_bytes`` decoded. Returns how many streams were
+    repaired; verification checks the renders."""
     repaired = 0
     for obj in pdf.objects:
         if not isinstance(obj, Stream):
@@ -268,7 +273,7 @@ def repair_streams(pdf: pikepdf.Pdf) -> int:
             continue
         except pikepdf.PdfError:
             pass
-        data = _lenient_inflate(obj.read_raw_bytes())
+        data = _lenient_inflate(obj.read_raw_bytes(), max_bytes)
         obj.write(codecs.deflate(data), filter=Name.FlateDecode)
         repaired += 1
     return repaired

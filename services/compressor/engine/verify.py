@@ -8,6 +8,7 @@ import collections
 import contextlib
 import ctypes
 import logging
+import math
 import re
 import time
 import unicodedata
@@ -206,10 +207,13 @@ def choose_pages(n: int, changed: dict[int, int], budget: int = RENDER_BUDGET) -
         if len(chosen) >= budget:
             break
         chosen.add(page)
-    k = 0
-    while len(chosen) < min(budget, n):  # fill with more spread pages
-        chosen.add((k * 7919) % n)
-        k += 1
+    # Fill with more spread pages. The stride must be coprime to n, or the walk cycles through a few pages forever
+    # (a 7919-page document once did).
+    stride = 7919 if math.gcd(7919, n) == 1 else 1
+    for k in range(n):
+        if len(chosen) >= budget:
+            break
+        chosen.add((k * stride) % n)
     return sorted(chosen)
 
 

@@ -252,3 +252,14 @@ def interactive_pdf(path: Path) -> Path:
         pdf.attachments["notes.txt"] = pikepdf.AttachedFileSpec(pdf, b"attached notes\n", filename="notes.txt")
         pdf.save(path)
     return path
+
+
+def truncated_download(path: Path, source: Path) -> Path:
+    """``source`` cut short just before its cross-reference table, as an interrupted download leaves it: qpdf
+    rebuilds the xref and reads every page, PDFium refuses the file (no trailer)."""
+    data = source.read_bytes()
+    cut = data.rfind(b"\nxref")
+    if cut < 0:
+        raise ValueError("the source has no classic xref table")
+    path.write_bytes(data[:cut])
+    return path
