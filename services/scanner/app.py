@@ -49,6 +49,7 @@ def server_spec(settings: ScannerSettings, storage_channel: grpc.Channel | None 
             memory_bytes=settings.pdf_check_memory_bytes,
         ),
         registry,
+        incomplete_check=settings.incomplete_check,
     )
 
     def register(server: grpc.Server) -> None:

@@ -3,7 +3,9 @@
 One pass over the object: each chunk from storage goes to clamd and to a
 temporary spool file (the structure check needs random access), so memory
 stays bounded whatever the size. Fails closed: with clamd configured, any
-clamd failure is UNAVAILABLE / CLAMD_UNAVAILABLE, never a clean verdict.
+clamd failure is UNAVAILABLE / CLAMD_UNAVAILABLE, never a clean verdict; a
+structure check that could not finish is INVALID_ARGUMENT / PDF_CHECK_INCOMPLETE
+(or, by policy, a report with every kind of active content present).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +25,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from libs.errors import InvalidArgument, Unavailable, from_rpc
 from services.scanner.clamd import ClamdClient, ClamdError, InstreamSession, ScanResult
-from services.scanner.pdf_checks import AttachmentsTooLargeError, PdfReport
+from services.scanner.pdf_checks import (
+    AttachmentsTooLargeError,
+    IncompleteCheckPolicy,
+    PdfReport,
+    assume_active_content,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +60,12 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
         registry: CollectorRegistry,
         *,
         storage_timeout_seconds: float = 300.0,
+        incomplete_check: IncompleteCheckPolicy = IncompleteCheckPolicy.REFUSE,
     ) -> None:
         self._storage = storage
         self._clamd = clamd
         self._inspect_pdf = inspect_pdf
+        self._incomplete_check = incomplete_check
         self._storage_timeout = storage_timeout_seconds
         self._scans = Counter(
             "scanner_scans_total",
@@ -72,6 +80,12 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self._bytes = Counter("scanner_scanned_bytes_total", "Bytes streamed through the scanner.", registry=registry)
+        self._incomplete = Counter(
+            "scanner_incomplete_checks_total",
+            "PDF structure checks that could not finish, by what the policy did (refused, assumed_present).",
+            ["outcome"],
+            registry=registry,
+        )
 
     @property
     def engine(self) -> pb.MalwareEngine:
@@ -118,7 +132,8 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
                     raise InvalidArgument(
                         "ATTACHMENTS_TOO_LARGE", "the PDF's attachments are too large to scan", domain=DOMAIN
                     ) from None
-                response.pdf.CopyFrom(pb.PdfReport(**asdict(report)))
+                report = self._unless_incomplete(key, report)
+                response.pdf.CopyFrom(pb.PdfReport(**report.wire_fields()))
                 result = self._scan_attachments(Path(attachments))
                 if result.infected:
                     response.verdict = pb.VERDICT_INFECTED
@@ -126,6 +141,23 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             if result.infected:
                 log.warning("malware found in %s: %s", key, result.signature)
             return response
+
+    def _unless_incomplete(self, key: str, report: PdfReport) -> PdfReport:
+        """A finished report as it is; an unfinished one refused, or with every kind of content present."""
+        if not report.incomplete:
+            return report
+        log.warning(
+            "PDF structure check of %s incomplete (%s); policy %s", key, report.problem, self._incomplete_check.value
+        )
+        if self._incomplete_check is IncompleteCheckPolicy.ASSUME_PRESENT:
+            self._incomplete.labels("assumed_present").inc()
+            return assume_active_content(report)
+        self._incomplete.labels("refused").inc()
+        raise InvalidArgument(
+            "PDF_CHECK_INCOMPLETE",
+            "the file's structure could not be fully checked for active content, so it was not accepted",
+            domain=DOMAIN,
+        )
 
     def _scan_attachments(self, directory: Path) -> ScanResult:
         """clamd verdicts on each decoded attachment; the first infected one, else clean."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from libs.settings import EnvReader, common_ports
 from services.scanner.clamd import parse_address
+from services.scanner.pdf_checks import IncompleteCheckPolicy
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class ScannerSettings:
     # Limits for the PDF structure check's child process.
     pdf_check_timeout_seconds: float = 60.0
     pdf_check_memory_bytes: int = 1024 * 1024 * 1024
+    # A structure check that could not finish: refuse the upload, or accept it with all content assumed.
+    incomplete_check: IncompleteCheckPolicy = IncompleteCheckPolicy.REFUSE
     log_level: str = "INFO"
     # Written with the bound ports once serving (SCANNER_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
@@ -45,6 +48,7 @@ class ScannerSettings:
             env.problem("CLAMD_TIMEOUT_SECONDS must be positive")
         pdf_timeout = env.float("PDF_CHECK_TIMEOUT_SECONDS", 60.0)
         pdf_memory_mib = env.int("PDF_CHECK_MEMORY_MIB", 1024, minimum=64)
+        incomplete_check = _incomplete_check_policy(env)
         log_level = env.str("LOG_LEVEL", "INFO")
         env.done()
         return cls(
@@ -56,5 +60,16 @@ class ScannerSettings:
             clamd_timeout_seconds=clamd_timeout,
             pdf_check_timeout_seconds=pdf_timeout,
             pdf_check_memory_bytes=pdf_memory_mib * 1024 * 1024,
+            incomplete_check=incomplete_check,
             log_level=log_level,
         )
+
+
+def _incomplete_check_policy(env: EnvReader) -> IncompleteCheckPolicy:
+    value = env.str("SCANNER_INCOMPLETE_CHECK", IncompleteCheckPolicy.REFUSE.value).lower()
+    try:
+        return IncompleteCheckPolicy(value)
+    except ValueError:
+        choices = " or ".join(policy.value for policy in IncompleteCheckPolicy)
+        env.problem(f"SCANNER_INCOMPLETE_CHECK={value!r} is neither {choices}")
+        return IncompleteCheckPolicy.REFUSE

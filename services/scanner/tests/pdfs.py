@@ -92,3 +92,41 @@ def with_embedded_file(data: bytes, *, compress: bool = False, subtype: str | No
 
 def with_eicar_attachment() -> bytes:
     return with_embedded_file(eicar_bytes())
+
+
+# A placeholder entry replaced in the saved bytes by a raw key pikepdf will not write itself.
+_PLACEHOLDER_KEY = "/PdfsmallerPlaceholder"
+_PLACEHOLDER = b"/PdfsmallerPlaceholder 1"
+
+
+def with_raw_key(pdf: pikepdf.Pdf, where: pikepdf.Object, raw_key: bytes = b"/X#ff") -> bytes:
+    """`pdf` saved with a `raw_key 1` entry in `where`, the key's bytes written as given.
+
+    `/X#ff` is a name holding the byte 0xFF, which is not UTF-8. The placeholder is replaced
+    in place and padded with spaces, so every xref offset stays right (qpdf need not repair).
+    """
+    where[_PLACEHOLDER_KEY] = 1
+    out = io.BytesIO()
+    pdf.save(out, compress_streams=False, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    data = out.getvalue()
+    raw = raw_key + b" 1"
+    assert data.count(_PLACEHOLDER) == 1
+    assert len(raw) <= len(_PLACEHOLDER)
+    return data.replace(_PLACEHOLDER, raw.ljust(len(_PLACEHOLDER)))
+
+
+def launch_with_non_utf8_key() -> bytes:
+    """The bypass file shape of issue 7: a /Launch open action plus a key name that is not UTF-8."""
+    pdf = blank()
+    pdf.Root.OpenAction = pikepdf.Dictionary(S=pikepdf.Name.Launch, F=pikepdf.String("calc.exe"))
+    return with_raw_key(pdf, pdf.Root)
+
+
+def nested_too_deep(depth: int = 80) -> bytes:
+    """A /Launch action under more nested direct dictionaries than the structure check walks."""
+    pdf = blank()
+    nested = pikepdf.Dictionary(S=pikepdf.Name.Launch, F=pikepdf.String("calc.exe"))
+    for _ in range(depth):
+        nested = pikepdf.Dictionary(Next=nested)
+    pdf.Root.Deep = nested
+    return _save(pdf)

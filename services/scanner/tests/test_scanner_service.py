@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,6 +19,7 @@ from libs.errors import reason_of
 from libs.grpc_client import open_channel
 from libs.grpc_server import RunningServer
 from services.scanner.app import SERVICE_NAME, server_spec
+from services.scanner.pdf_checks import IncompleteCheckPolicy
 from services.scanner.settings import ScannerSettings
 from services.scanner.tests import pdfs
 from services.storage.app import start_storage
@@ -49,13 +51,14 @@ class Scanner:
         self.storage_channel.close()
 
 
-def start_scanner(storage_addr: str, clamd_addr: str | None, *, metrics: bool = False) -> Scanner:
+def start_scanner(storage_addr: str, clamd_addr: str | None, *, metrics: bool = False, **settings_: Any) -> Scanner:
     settings = ScannerSettings(
         listen="127.0.0.1:0",
         metrics_port=0,
         storage_addr=storage_addr,
         clamd_addr=clamd_addr,
         clamd_timeout_seconds=30,
+        **settings_,
     )
     storage_channel = open_channel(storage_addr)  # the production wiring (traced channel)
     spec = server_spec(settings, storage_channel=storage_channel)
@@ -263,3 +266,61 @@ def test_metrics(storage_addr: str, clamd_addr: str, storage: storage_service_pb
     assert 'scanner_scans_total{verdict="infected"} 1.0' in body
     assert "scanner_scan_seconds_count 2.0" in body
     assert "scanner_scanned_bytes_total" in body
+    assert "scanner_incomplete_checks_total" in body
+
+
+# --- a structure check that cannot finish fails closed --------------------------------------------
+
+ALL_CONTENT = {
+    "has_javascript": True,
+    "has_launch_action": True,
+    "has_embedded_files": True,
+    "has_signature": True,
+    "has_forms": True,
+}
+
+
+def test_bypass_file_shape_is_reported_with_its_launch_action(
+    scanner: Scanner, storage: storage_service_pb2_grpc.StorageServiceStub
+) -> None:
+    store(storage, "scan/odd-key-launch.pdf", pdfs.launch_with_non_utf8_key())
+    answer = scanner.stub.ScanObject(pb.ScanObjectRequest(key="scan/odd-key-launch.pdf"), timeout=60)
+    assert answer.pdf == pb.PdfReport(is_pdf=True, page_count=1, has_launch_action=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "limits"),
+    [
+        ("nested-too-deep", pdfs.nested_too_deep(), {}),
+        ("timed-out", pdfs.plain(1), {"pdf_check_timeout_seconds": 0.001}),
+    ],
+)
+def test_incomplete_check_is_refused_by_default(
+    storage_addr: str, storage: storage_service_pb2_grpc.StorageServiceStub, name: str, data: bytes, limits: dict
+) -> None:
+    store(storage, f"scan/incomplete-{name}.pdf", data)
+    strict = start_scanner(storage_addr, None, metrics=True, **limits)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            strict.stub.ScanObject(pb.ScanObjectRequest(key=f"scan/incomplete-{name}.pdf"), timeout=30)
+        url = f"http://127.0.0.1:{strict.server.metrics_port}/metrics"
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+    finally:
+        strict.close()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(raised.value) == "PDF_CHECK_INCOMPLETE"
+    assert "could not be fully checked" in (raised.value.details() or "")
+    assert 'scanner_incomplete_checks_total{outcome="refused"} 1.0' in body
+
+
+def test_incomplete_check_can_be_accepted_with_all_content_assumed(
+    storage_addr: str, storage: storage_service_pb2_grpc.StorageServiceStub
+) -> None:
+    store(storage, "scan/incomplete-assumed.pdf", pdfs.nested_too_deep())
+    lenient = start_scanner(storage_addr, None, incomplete_check=IncompleteCheckPolicy.ASSUME_PRESENT)
+    try:
+        answer = lenient.stub.ScanObject(pb.ScanObjectRequest(key="scan/incomplete-assumed.pdf"), timeout=30)
+    finally:
+        lenient.close()
+    assert answer.verdict == pb.VERDICT_CLEAN
+    assert answer.pdf == pb.PdfReport(is_pdf=True, damaged=True, incomplete=True, **ALL_CONTENT)
