@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import RunningServer, ServerSpec
 from services.compressor.engine import Limits, compress_isolated
+from services.compressor.readiness import Dependency, DependencyGate
 from services.compressor.settings import CompressorSettings
 from services.compressor.worker import Worker, WorkerConfig
 
@@ -42,17 +43,15 @@ class CompressorProcess:
 def build(settings: CompressorSettings) -> CompressorProcess:
     jobs_channel = open_channel(settings.jobs_addr)
     storage_channel = open_channel(settings.storage_addr)
-
-    def ready() -> bool:
-        for channel, service in (
-            (jobs_channel, "pdfsmaller.jobs.v1.JobsService"),
-            (storage_channel, "pdfsmaller.storage.v1.StorageService"),
-        ):
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-            if reply.status != health_pb2.HealthCheckResponse.SERVING:
-                return False
-        return True
-
+    registry = CollectorRegistry()
+    # One gate for readiness and every worker thread: a worker is ready only while it can finish jobs.
+    gate = DependencyGate(
+        [
+            Dependency("jobs", jobs_channel, "pdfsmaller.jobs.v1.JobsService"),
+            Dependency("storage", storage_channel, "pdfsmaller.storage.v1.StorageService"),
+        ],
+        registry,
+    )
     spec = ServerSpec(
         name="compressor",
         listen=settings.listen,
@@ -61,7 +60,8 @@ def build(settings: CompressorSettings) -> CompressorProcess:
         register=lambda server: None,
         service_names=[],
         health_names=[HEALTH_NAME],
-        readiness=ready,
+        readiness=gate.ready,
+        registry=registry,
     )
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     worker = Worker(
@@ -72,11 +72,13 @@ def build(settings: CompressorSettings) -> CompressorProcess:
             limits=Limits(cpu_seconds=settings.engine_cpu_seconds, memory_bytes=settings.engine_memory_bytes),
             work_dir=settings.work_dir,
             call_timeout_seconds=settings.call_timeout_seconds,
+            finish_retry_seconds=settings.finish_retry_seconds,
         ),
         jobs_service_pb2_grpc.JobsServiceStub(jobs_channel),
         storage_service_pb2_grpc.StorageServiceStub(storage_channel),
         compress_isolated,
         spec.registry,
+        gate=gate,
     )
     process = CompressorProcess(server=RunningServer(spec), workers=[])
     process.workers = [

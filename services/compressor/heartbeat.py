@@ -41,6 +41,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         interval = self._lease_seconds / 3
+        failing = False
         while not self._stop.wait(interval):
             try:
                 self._stub.RenewLease(
@@ -57,5 +58,12 @@ class Heartbeat:
                     log.warning("lease lost for job %s (%s)", self._job_id, reason_of(error))
                     self.lost.set()
                     return
-                # Transient: the lease outlives a few missed renewals.
-                log.warning("lease renewal failed for job %s; will retry", self._job_id, exc_info=True)
+                # Transient: the lease outlives a few missed renewals, and one that lapsed while the jobs
+                # service could not reach its database is held for us. Said once, not at every try.
+                if not failing:
+                    log.warning("lease renewal failed for job %s (%s); will retry", self._job_id, reason_of(error))
+                failing = True
+                continue
+            if failing:
+                log.info("lease of job %s renewed again", self._job_id)
+            failing = False

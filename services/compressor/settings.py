@@ -26,6 +26,8 @@ class CompressorSettings:
     engine_memory_bytes: int
     work_dir: Path
     call_timeout_seconds: float
+    # How long a finished job's outcome is re-sent while the jobs service is unreachable.
+    finish_retry_seconds: float = 600.0
     # Written with the bound ports once serving (COMPRESSOR_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
 
@@ -47,6 +49,9 @@ class CompressorSettings:
             engine_memory_bytes=env.int("ENGINE_MEMORY_BYTES", 2 * 1024**3, minimum=64 * 1024**2),
             work_dir=Path(env.str("WORK_DIR", tempfile.gettempdir())),
             call_timeout_seconds=env.float("CALL_TIMEOUT_SECONDS", 30.0),
+            finish_retry_seconds=env.float("FINISH_RETRY_SECONDS", 600.0),
         )
+        if settings.finish_retry_seconds < 0:
+            env.problem(f"FINISH_RETRY_SECONDS={settings.finish_retry_seconds} must not be negative")
         env.done()
         return settings

@@ -3,6 +3,11 @@
 A job's bytes never pass through memory whole: input and output stream
 between storage and a private temporary folder. The engine runs in a child
 process with CPU and memory limits (services.compressor.engine).
+
+The system's own outages are not the job's fault: the worker leases only while
+jobs and storage are ready (DependencyGate), reports a storage outage met
+mid-job as `outage` (requeued without using an attempt), and keeps trying to
+report an outcome while the jobs service is away, as long as its lease holds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from libs.telemetry import traceparent_context
 from services.compressor import transfer
 from services.compressor.engine import CompressOptions, EngineError, Limits, Report
 from services.compressor.heartbeat import Heartbeat
+from services.compressor.readiness import DependencyGate
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("pdfsmaller.compressor")
@@ -45,7 +51,11 @@ LEVEL_NAMES = {
 }
 # Engine failures worth another attempt on another worker; the rest are facts about the file.
 RETRYABLE_ENGINE_REASONS = {"ENGINE_CRASHED"}
+# Storage answers that mean "storage is away", not "this job is wrong".
+OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 MAX_BACKOFF_SECONDS = 10.0
+# Between tries to report an outcome: short, since the job is done and the jobs service is back soon.
+MAX_REPORT_BACKOFF_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class WorkerConfig:
     limits: Limits
     work_dir: Path
     call_timeout_seconds: float
+    # How long to keep reporting an outcome while the jobs service is unreachable (the heartbeat keeps
+    # the lease meanwhile, or learns it was lost).
+    finish_retry_seconds: float = 600.0
 
 
 class _Metrics:
@@ -75,11 +88,19 @@ class _Metrics:
 
 
 class _JobFailed(Exception):
-    def __init__(self, reason: str, message: str, retryable: bool) -> None:
+    def __init__(self, reason: str, message: str, retryable: bool, outage: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retryable = retryable
+        self.outage = outage
+
+
+def _storage_failure(error: grpc.RpcError, what: str) -> _JobFailed:
+    code = error.code() if isinstance(error, grpc.Call) else None
+    if code in OUTAGE_CODES:
+        return _JobFailed("STORAGE_UNAVAILABLE", f"{what}: storage is unavailable; retrying", True, outage=True)
+    return _JobFailed("STORAGE_ERROR", f"{what} ({reason_of(error)}); retrying", True)
 
 
 class Worker:
@@ -90,26 +111,39 @@ class Worker:
         storage_stub: storage_grpc.StorageServiceStub,
         engine: Engine,
         registry: CollectorRegistry,
+        *,
+        gate: DependencyGate | None = None,
     ) -> None:
+        """`gate` (None: lease regardless) keeps the worker from leasing while a dependency is down."""
         self._config = config
         self._jobs = jobs_stub
         self._storage = storage_stub
         self._engine = engine
         self._metrics = _Metrics(registry)
+        self._gate = gate
 
     def run(self, stop: threading.Event) -> None:
         """Lease and process jobs until `stop` is set; a job in hand is finished first."""
         backoff = 0.5
+        failing = False
         while not stop.is_set():
+            if self._gate is not None and not self._gate.wait_until_ready(stop):
+                return
             try:
                 lease = self._lease(stop)
             except grpc.FutureCancelledError:
                 return
             except grpc.RpcError as error:
-                log.warning("cannot lease jobs (%s); retrying in %.1fs", reason_of(error), backoff)
+                # Said once per run of failures, not at every try.
+                if not failing:
+                    log.warning("cannot lease jobs (%s); retrying with backoff", reason_of(error))
+                failing = True
                 stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
+            if failing:
+                log.info("leasing jobs again")
+            failing = False
             backoff = 0.5
             if lease.HasField("job"):
                 self.process(lease.job, lease.lease_token)
@@ -155,7 +189,7 @@ class Worker:
                     )
                     if heartbeat.lost.is_set():
                         return
-                    self._finish(job, lease_token, failure=failure)
+                    self._finish(job, lease_token, heartbeat.lost, failure=failure)
                     return
                 log.info(
                     "job %s compressed: %d -> %d bytes in %.1f s",
@@ -165,7 +199,7 @@ class Worker:
                     time.monotonic() - started,
                     extra={"fields": {**fields, "output_size_bytes": completion.output_size_bytes}},
                 )
-                if heartbeat.lost.is_set() or not self._finish(job, lease_token, completion=completion):
+                if heartbeat.lost.is_set() or not self._finish(job, lease_token, heartbeat.lost, completion=completion):
                     log.warning("job %s was taken away while compressing; result dropped", job.id)
                     self._metrics.jobs.labels("LEASE_LOST").inc()
                     self._delete_quietly(completion.output_key)
@@ -182,7 +216,7 @@ class Worker:
         except ServiceError as error:
             raise _JobFailed(error.reason, error.message, retryable=False) from None
         except grpc.RpcError as error:
-            raise _JobFailed("STORAGE_UNAVAILABLE", "the input could not be read; retrying", True) from error
+            raise _storage_failure(error, "the input could not be read") from error
         heartbeat.progress(5)
         options = CompressOptions(
             level=LEVEL_NAMES.get(job.options.level, "medium"),
@@ -208,7 +242,7 @@ class Worker:
         try:
             stored = transfer.upload(self._storage, output_key, result, timeout)
         except grpc.RpcError as error:
-            raise _JobFailed("STORAGE_UNAVAILABLE", "the result could not be stored; retrying", True) from error
+            raise _storage_failure(error, "the result could not be stored") from error
         self._metrics.input_bytes.inc(job.input_size_bytes)
         self._metrics.output_bytes.inc(stored.size_bytes)
         report_struct = struct_pb2.Struct()
@@ -225,39 +259,60 @@ class Worker:
         self,
         job: jobs.Job,
         lease_token: str,
+        lost: threading.Event,
         completion: jobs.CompleteJobRequest | None = None,
         failure: _JobFailed | None = None,
     ) -> bool:
-        """Report the outcome, retrying while the jobs service is briefly away.
+        """Report the outcome, retrying with backoff while the jobs service is away.
 
-        False when the job is no longer ours. If the jobs service stays away the
-        lease expires and the job is retried elsewhere.
+        False when the job is no longer ours. Retries end when the heartbeat learns the lease is lost or
+        after finish_retry_seconds; then the lease expires and the sweeper decides.
         """
-        for attempt in range(5):
+        deadline = time.monotonic() + self._config.finish_retry_seconds
+        wait = 0.5
+        failures = 0
+        while True:
             try:
-                if completion is not None:
-                    completion.lease_token = lease_token
-                    self._jobs.CompleteJob(completion, timeout=self._config.call_timeout_seconds)
-                    self._metrics.jobs.labels("SUCCEEDED").inc()
-                elif failure is not None:
-                    self._jobs.FailJob(
-                        jobs.FailJobRequest(
-                            id=job.id,
-                            lease_token=lease_token,
-                            error=jobs.JobError(reason=failure.reason, message=failure.message),
-                            retryable=failure.retryable,
-                        ),
-                        timeout=self._config.call_timeout_seconds,
-                    )
-                    self._metrics.jobs.labels(failure.reason).inc()
-                return True
+                self._report(job, lease_token, completion, failure)
             except grpc.RpcError as error:
                 if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     log.warning("job %s no longer ours (%s)", job.id, reason_of(error))
                     return False
-                log.warning("reporting job %s failed (%s); attempt %d", job.id, reason_of(error), attempt + 1)
-                time.sleep(min(2**attempt, MAX_BACKOFF_SECONDS))
-        return True  # unknown: the lease will expire and the sweeper decides
+                failures += 1
+                if failures == 1:
+                    log.warning("reporting job %s failed (%s); retrying with backoff", job.id, reason_of(error))
+                if lost.wait(min(wait, max(deadline - time.monotonic(), 0.0))) or time.monotonic() >= deadline:
+                    log.warning("gave up reporting job %s after %d tries; its lease decides", job.id, failures)
+                    return not lost.is_set()
+                wait = min(wait * 2, MAX_REPORT_BACKOFF_SECONDS)
+                continue
+            if failures:
+                log.info("reported job %s after %d failed tries", job.id, failures)
+            return True
+
+    def _report(
+        self,
+        job: jobs.Job,
+        lease_token: str,
+        completion: jobs.CompleteJobRequest | None,
+        failure: _JobFailed | None,
+    ) -> None:
+        if completion is not None:
+            completion.lease_token = lease_token
+            self._jobs.CompleteJob(completion, timeout=self._config.call_timeout_seconds)
+            self._metrics.jobs.labels("SUCCEEDED").inc()
+        elif failure is not None:
+            self._jobs.FailJob(
+                jobs.FailJobRequest(
+                    id=job.id,
+                    lease_token=lease_token,
+                    error=jobs.JobError(reason=failure.reason, message=failure.message),
+                    retryable=failure.retryable,
+                    outage=failure.outage,
+                ),
+                timeout=self._config.call_timeout_seconds,
+            )
+            self._metrics.jobs.labels(failure.reason).inc()
 
     def _delete_quietly(self, key: str) -> None:
         try:

@@ -20,7 +20,8 @@ from services.jobs.db import migrate, open_pool
 from services.jobs.events import JobEvents
 from services.jobs.metrics import JobsMetrics
 from services.jobs.objects import ObjectDeleter
-from services.jobs.repository import JobRepository
+from services.jobs.outages import DatabaseOutages
+from services.jobs.repository import JobRepository, RetryPolicy
 from services.jobs.servicer import JobsServicer
 from services.jobs.settings import JobsSettings
 from services.jobs.sweeper import Sweeper
@@ -39,17 +40,28 @@ class JobsApp:
         event_prefix: str = "pdfsmaller:jobs",
         metrics_port: int | None = -1,
         storage_channel: grpc.Channel | None = None,
+        outages: DatabaseOutages | None = None,
     ) -> None:
         """`metrics_port=None` serves no /metrics (tests); -1 takes it from the settings.
 
-        `storage_channel` defaults to a traced channel to STORAGE_ADDR.
+        `storage_channel` defaults to a traced channel to STORAGE_ADDR; `outages` (tests: with their clock)
+        to one on the wall clock.
         """
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = JobsMetrics(self.registry)
         self.pool = open_pool(settings.database_url, max_size=settings.database_pool_size)
+        self.outages = outages if outages is not None else DatabaseOutages()
         self.repository = JobRepository(
-            self.pool, retention_hours=settings.retention_hours, max_attempts=settings.max_attempts
+            self.pool,
+            retention_hours=settings.retention_hours,
+            retry=RetryPolicy(
+                max_attempts=settings.max_attempts,
+                max_outage_retries=settings.max_outage_retries,
+                backoff_base_seconds=settings.retry_backoff_base_seconds,
+                backoff_cap_seconds=settings.retry_backoff_cap_seconds,
+            ),
+            outages=self.outages,
         )
         self.events = JobEvents(settings.redis_url, self.metrics, prefix=event_prefix)
         self.storage_channel = storage_channel if storage_channel is not None else open_channel(settings.storage_addr)
@@ -64,6 +76,7 @@ class JobsApp:
             self.metrics,
             settings.sweep_interval_seconds,
             keep_expired_days=settings.keep_expired_days,
+            outage_lease_grace_seconds=settings.outage_lease_grace_seconds,
         )
         self._migrated = False
         self.spec = ServerSpec(

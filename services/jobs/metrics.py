@@ -25,6 +25,17 @@ class JobsMetrics:
             ["state"],
             registry=registry,
         )
+        self.waiting_retry = Gauge(
+            "jobs_waiting_retry",
+            "Queued jobs waiting for their retry backoff to pass (included in jobs_queue_depth{state=QUEUED}).",
+            registry=registry,
+        )
+        self.outage_requeues = Counter(
+            "jobs_outage_requeues_total",
+            "Jobs requeued because of the system's own outage (no attempt used), by cause.",
+            ["cause"],
+            registry=registry,
+        )
         self.lease_expirations = Counter(
             "jobs_lease_expirations_total",
             "Leases that ran out without renewal, by outcome (requeued or failed).",
@@ -36,8 +47,10 @@ class JobsMetrics:
             self.finished.labels(state)
         for state in ("QUEUED", "RUNNING"):
             self.queue_depth.labels(state)
-        for outcome in ("requeued", "failed"):
+        for outcome in ("requeued", "failed", "outage"):
             self.lease_expirations.labels(outcome)
+        for cause in ("dependency", "lease"):
+            self.outage_requeues.labels(cause)
         self.event_publish_failures = Counter(
             "jobs_event_publish_failures_total",
             "Job events not published because Redis was unavailable (watchers fall back to re-reading).",

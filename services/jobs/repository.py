@@ -9,6 +9,13 @@ never wait on each other.
 `attempts` counts leases: it goes up when a worker leases the job. A job whose
 lease expires (or that fails retryably) goes back to QUEUED while attempts <
 max_attempts, else it fails with LEASE_EXPIRED_TOO_OFTEN / ATTEMPTS_EXHAUSTED.
+
+Requeued jobs back off: `not_before` is set to now + a full-jitter exponential
+delay (random between 0 and min(cap, base * 2^n)) and leases skip jobs not yet
+due. A failure caused by the system's own outage (a dependency unavailable,
+or a lease that lapsed while the database was away) gives the attempt back and
+counts in `outage_retries` instead, bounded by max_outage_retries
+(OUTAGE_RETRIES_EXHAUSTED).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from libs.errors import Unavailable
 from services.jobs.db import database_errors, pending_migrations
+from services.jobs.outages import DatabaseOutages, Outage
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"
@@ -36,6 +45,23 @@ TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
 
 LEASE_EXPIRED_TOO_OFTEN = "LEASE_EXPIRED_TOO_OFTEN"
 ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
+OUTAGE_RETRIES_EXHAUSTED = "OUTAGE_RETRIES_EXHAUSTED"
+WAITING_RETRY = "WAITING_RETRY"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how soon a job is tried again."""
+
+    # Leases (attempts) a job gets before it fails for good.
+    max_attempts: int = 3
+    # Requeues caused by outages (not attempts) before the job fails anyway.
+    max_outage_retries: int = 100
+    # Full-jitter exponential backoff: the n-th requeue waits random(0, min(cap, base * 2^n)).
+    backoff_base_seconds: float = 2.0
+    backoff_cap_seconds: float = 300.0
+    # The random fraction of the delay; None: PostgreSQL's random() per row. Tests pin it.
+    jitter: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +94,10 @@ class JobRecord:
     objects_deleted: bool
     # Options besides level and image_quality (proto3 JSON of CompressionOptions).
     options: dict[str, Any]
+    # Not leased before this time (retry backoff).
+    not_before: datetime
+    # Requeues caused by outages; these did not use an attempt.
+    outage_retries: int
 
     @property
     def object_keys(self) -> list[str]:
@@ -104,10 +134,25 @@ class QueueCounts:
     succeeded: int
     failed: int
     oldest_queued_seconds: float
+    waiting_retry: int
 
 
 class JobIdConflict(Exception):
     """The caller-chosen job id is taken by another job."""
+
+
+class RequestIdReused(Exception):
+    """The (tenant, request_id) names an earlier job with another input or other options."""
+
+
+def _same_request(job: JobRecord, new: NewJob) -> bool:
+    """Whether a repeated create asks for what the first one did: same input bytes and options."""
+    return (job.input_sha256, job.level, job.image_quality, job.options) == (
+        new.input_sha256,
+        new.level,
+        new.image_quality,
+        new.options,
+    )
 
 
 def _record(row: dict[str, Any]) -> JobRecord:
@@ -119,29 +164,63 @@ def _records(rows: Iterable[dict[str, Any]]) -> list[JobRecord]:
 
 
 class JobRepository:
-    def __init__(self, pool: ConnectionPool, *, retention_hours: int, max_attempts: int) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        retention_hours: int,
+        max_attempts: int = 3,
+        retry: RetryPolicy | None = None,
+        outages: DatabaseOutages | None = None,
+    ) -> None:
+        """`retry` overrides `max_attempts`; `outages` learns of every query that could not reach the database."""
         self._pool = pool
         self.retention_hours = retention_hours
-        self.max_attempts = max_attempts
+        self.retry = retry if retry is not None else RetryPolicy(max_attempts=max_attempts)
+        self.max_attempts = self.retry.max_attempts
+        self.outages = outages if outages is not None else DatabaseOutages()
 
     def _fetch(self, query: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with database_errors(), self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query.encode(), params)
-            return cur.fetchall() if cur.description is not None else []
+        try:
+            with database_errors(), self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query.encode(), params)
+                rows = cur.fetchall() if cur.description is not None else []
+        except Unavailable:
+            self.outages.failed()
+            raise
+        self.outages.succeeded()
+        return rows
+
+    def _retry_params(self) -> dict[str, Any]:
+        policy = self.retry
+        return {
+            "max": policy.max_attempts,
+            "max_outage": policy.max_outage_retries,
+            "base": policy.backoff_base_seconds,
+            "cap": policy.backoff_cap_seconds,
+            "jitter": policy.jitter,
+        }
 
     # --- readiness -------------------------------------------------------
 
     def ready(self) -> bool:
         """The database answers and every migration is applied."""
-        with database_errors(), self._pool.connection(timeout=2.0) as conn:
-            return not pending_migrations(conn)
+        try:
+            with database_errors(), self._pool.connection(timeout=2.0) as conn:
+                pending = pending_migrations(conn)
+        except Unavailable:
+            self.outages.failed()
+            raise
+        self.outages.succeeded()
+        return not pending
 
     # --- client side -----------------------------------------------------
 
     def create(self, new: NewJob) -> tuple[JobRecord, bool]:
         """Insert a QUEUED job; an existing job with the same (tenant, request_id) or id is returned instead.
 
-        Returns (job, created). Raises JobIdConflict when the id belongs to a different job.
+        Returns (job, created). Raises JobIdConflict when the id belongs to a different job, and
+        RequestIdReused when the request id names a job with another input (sha256) or other options.
         """
         rows = self._fetch(
             """
@@ -158,13 +237,20 @@ class JobRepository:
         if rows:
             return _record(rows[0]), True
         if new.request_id:
-            rows = self._fetch("SELECT * FROM jobs WHERE tenant = %s AND request_id = %s", (new.tenant, new.request_id))
-            if rows:
-                return _record(rows[0]), False
+            existing = self.find_by_request_id(new.tenant, new.request_id)
+            if existing is not None:
+                if not _same_request(existing, new):
+                    raise RequestIdReused(new.request_id)
+                return existing, False
         rows = self._fetch("SELECT * FROM jobs WHERE id = %s", (new.id,))
         if rows and rows[0]["tenant"] == new.tenant and rows[0]["request_id"] == new.request_id:
             return _record(rows[0]), False
         raise JobIdConflict(str(new.id))
+
+    def find_by_request_id(self, tenant: str, request_id: str) -> JobRecord | None:
+        """The tenant's job created with this (non-empty) request id."""
+        rows = self._fetch("SELECT * FROM jobs WHERE tenant = %s AND request_id = %s", (tenant, request_id))
+        return _record(rows[0]) if rows else None
 
     def get(self, job_id: uuid.UUID, tenant: str) -> JobRecord | None:
         rows = self._fetch("SELECT * FROM jobs WHERE id = %s AND tenant = %s", (job_id, tenant))
@@ -206,13 +292,13 @@ class JobRepository:
     # --- worker side -----------------------------------------------------
 
     def lease(self, worker_id: str, lease_seconds: int) -> Lease | None:
-        """Lease the oldest QUEUED job, or None when the queue is empty."""
+        """Lease the oldest QUEUED job that is due, or None when there is none."""
         token = uuid.uuid4()
         rows = self._fetch(
             """
             WITH next AS (
                 SELECT id FROM jobs
-                WHERE state = 'QUEUED' AND expire_at > now()
+                WHERE state = 'QUEUED' AND not_before <= now() AND expire_at > now()
                 ORDER BY created_at, id
                 FOR UPDATE SKIP LOCKED
                 LIMIT 1
@@ -231,6 +317,15 @@ class JobRepository:
         job = _record(rows[0])
         assert job.lease_expires_at is not None
         return Lease(job=job, token=token, expires_at=job.lease_expires_at)
+
+    def seconds_until_next_due(self) -> float | None:
+        """Time until the earliest queued job waiting to retry comes due; None when none waits."""
+        rows = self._fetch(
+            "SELECT EXTRACT(EPOCH FROM min(not_before) - now())::float8 AS due"
+            " FROM jobs WHERE state = 'QUEUED' AND not_before > now()"
+        )
+        due = rows[0]["due"] if rows else None
+        return None if due is None else max(float(due), 0.0)
 
     def renew(
         self, job_id: uuid.UUID, token: uuid.UUID, lease_seconds: int, progress: int
@@ -291,59 +386,103 @@ class JobRepository:
         return _record(rows[0]) if rows else None
 
     def fail(
-        self, job_id: uuid.UUID, token: uuid.UUID, *, reason: str, message: str, retryable: bool
+        self, job_id: uuid.UUID, token: uuid.UUID, *, reason: str, message: str, retryable: bool, outage: bool = False
     ) -> JobRecord | None:
-        """FAILED, or back to QUEUED when retryable and attempts are left; None when the lease is lost."""
+        """FAILED, or back to QUEUED (after a backoff) when retryable and attempts are left; None when the
+        lease is lost. An outage gives the attempt back and counts as an outage retry instead."""
         rows = self._fetch(
             """
+            WITH current AS (
+                SELECT id, CASE
+                    WHEN %(outage)s AND outage_retries < %(max_outage)s THEN 'outage'
+                    WHEN %(outage)s THEN 'outages_exhausted'
+                    WHEN %(retryable)s AND attempts < %(max)s THEN 'retry'
+                    WHEN %(retryable)s THEN 'exhausted'
+                    ELSE 'final' END AS outcome
+                FROM jobs WHERE id = %(id)s AND lease_token = %(token)s AND state = 'RUNNING'
+                FOR UPDATE
+            )
             UPDATE jobs SET
-                state = CASE WHEN %(retryable)s AND attempts < %(max)s THEN 'QUEUED' ELSE 'FAILED' END,
-                error_reason = CASE WHEN NOT %(retryable)s THEN %(reason)s
-                                    WHEN attempts < %(max)s THEN ''
-                                    ELSE %(exhausted)s END,
-                error_message = CASE WHEN NOT %(retryable)s THEN %(message)s
-                                     WHEN attempts < %(max)s THEN ''
-                                     ELSE 'gave up after ' || attempts || ' attempts: ' || %(message)s END,
+                state = CASE WHEN outcome IN ('outage', 'retry') THEN 'QUEUED' ELSE 'FAILED' END,
+                attempts = CASE WHEN outcome = 'outage' THEN GREATEST(attempts - 1, 0) ELSE attempts END,
+                outage_retries = outage_retries + CASE WHEN outcome = 'outage' THEN 1 ELSE 0 END,
+                not_before = CASE outcome
+                    WHEN 'outage' THEN now() + jobs_retry_delay(outage_retries, %(base)s, %(cap)s, %(jitter)s)
+                    WHEN 'retry' THEN now() + jobs_retry_delay(attempts - 1, %(base)s, %(cap)s, %(jitter)s)
+                    ELSE not_before END,
+                error_reason = CASE outcome WHEN 'final' THEN %(reason)s
+                                            WHEN 'exhausted' THEN %(exhausted)s
+                                            WHEN 'outages_exhausted' THEN %(outages_exhausted)s
+                                            ELSE '' END,
+                error_message = CASE outcome
+                    WHEN 'final' THEN %(message)s
+                    WHEN 'exhausted' THEN 'gave up after ' || attempts || ' attempts: ' || %(message)s
+                    WHEN 'outages_exhausted' THEN 'gave up after ' || outage_retries || ' outages: ' || %(message)s
+                    ELSE '' END,
                 progress_percent = 0, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-            WHERE id = %(id)s AND lease_token = %(token)s AND state = 'RUNNING'
-            RETURNING *
+            FROM current WHERE jobs.id = current.id
+            RETURNING jobs.*
             """,
             {
+                **self._retry_params(),
                 "id": job_id,
                 "token": token,
                 "retryable": retryable,
-                "max": self.max_attempts,
+                "outage": outage,
                 "reason": reason,
                 "message": message,
                 "exhausted": ATTEMPTS_EXHAUSTED,
+                "outages_exhausted": OUTAGE_RETRIES_EXHAUSTED,
             },
         )
         return _record(rows[0]) if rows else None
 
     # --- sweeper ---------------------------------------------------------
 
-    def requeue_expired_leases(self, limit: int = 500) -> list[JobRecord]:
-        """RUNNING jobs whose lease ran out: back to QUEUED, or FAILED once attempts are used up."""
+    def requeue_expired_leases(self, limit: int = 500, outage: Outage | None = None) -> list[tuple[JobRecord, str]]:
+        """RUNNING jobs whose lease ran out: back to QUEUED (after a backoff), or FAILED once attempts are
+        used up. A lease that ran out during `outage` (or up to `outage.ended`) gives its attempt back.
+
+        Returns (job, outcome): outcome `retry`, `exhausted` (FAILED) or `outage` (no attempt used).
+        """
         rows = self._fetch(
             """
             WITH lapsed AS (
-                SELECT id FROM jobs
+                SELECT id, CASE
+                    WHEN %(outage_from)s::timestamptz IS NOT NULL
+                         AND lease_expires_at BETWEEN %(outage_from)s::timestamptz AND %(outage_until)s::timestamptz
+                         AND outage_retries < %(max_outage)s THEN 'outage'
+                    WHEN attempts >= %(max)s THEN 'exhausted'
+                    ELSE 'retry' END AS outcome
+                FROM jobs
                 WHERE state = 'RUNNING' AND lease_expires_at < now()
                 FOR UPDATE SKIP LOCKED
                 LIMIT %(limit)s
             )
             UPDATE jobs SET
-                state = CASE WHEN attempts >= %(max)s THEN 'FAILED' ELSE 'QUEUED' END,
-                error_reason = CASE WHEN attempts >= %(max)s THEN %(reason)s ELSE '' END,
-                error_message = CASE WHEN attempts >= %(max)s
+                state = CASE WHEN outcome = 'exhausted' THEN 'FAILED' ELSE 'QUEUED' END,
+                attempts = CASE WHEN outcome = 'outage' THEN GREATEST(attempts - 1, 0) ELSE attempts END,
+                outage_retries = outage_retries + CASE WHEN outcome = 'outage' THEN 1 ELSE 0 END,
+                not_before = CASE outcome
+                    WHEN 'outage' THEN now() + jobs_retry_delay(outage_retries, %(base)s, %(cap)s, %(jitter)s)
+                    WHEN 'retry' THEN now() + jobs_retry_delay(attempts - 1, %(base)s, %(cap)s, %(jitter)s)
+                    ELSE not_before END,
+                error_reason = CASE WHEN outcome = 'exhausted' THEN %(reason)s ELSE '' END,
+                error_message = CASE WHEN outcome = 'exhausted'
                     THEN 'the worker stopped renewing its lease ' || attempts || ' times' ELSE '' END,
                 progress_percent = 0, worker_id = '', lease_token = NULL, lease_expires_at = NULL, updated_at = now()
             FROM lapsed WHERE jobs.id = lapsed.id
-            RETURNING jobs.*
+            RETURNING jobs.*, lapsed.outcome
             """,
-            {"limit": limit, "max": self.max_attempts, "reason": LEASE_EXPIRED_TOO_OFTEN},
+            {
+                **self._retry_params(),
+                "limit": limit,
+                "reason": LEASE_EXPIRED_TOO_OFTEN,
+                "outage_from": outage.started if outage else None,
+                "outage_until": outage.ended if outage else None,
+            },
         )
-        return _records(rows)
+        return [(_record(row), outcome) for row in rows for outcome in [row.pop("outcome")]]
 
     def expire_due(self, limit: int = 500) -> list[tuple[JobRecord, str]]:
         """Jobs past their retention become EXPIRED; returns (job, previous state)."""
@@ -400,11 +539,17 @@ class JobRepository:
         return len(rows)
 
     def active_counts(self) -> dict[str, int]:
-        """QUEUED and RUNNING counts (cheap: partial indexes)."""
-        rows = self._fetch("SELECT state, count(*) AS n FROM jobs WHERE state IN ('QUEUED', 'RUNNING') GROUP BY state")
-        counts = {QUEUED: 0, RUNNING: 0}
-        counts.update({row["state"]: row["n"] for row in rows})
-        return counts
+        """QUEUED, RUNNING and WAITING_RETRY (queued, not due yet) counts (cheap: partial indexes)."""
+        rows = self._fetch(
+            """
+            SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued,
+                   count(*) FILTER (WHERE state = 'RUNNING') AS running,
+                   count(*) FILTER (WHERE state = 'QUEUED' AND not_before > now()) AS waiting_retry
+            FROM jobs WHERE state IN ('QUEUED', 'RUNNING')
+            """
+        )
+        row = rows[0]
+        return {QUEUED: row["queued"], RUNNING: row["running"], WAITING_RETRY: row["waiting_retry"]}
 
     def queue_counts(self) -> QueueCounts:
         rows = self._fetch(
@@ -413,7 +558,10 @@ class JobRepository:
                    count(*) FILTER (WHERE state = 'RUNNING') AS running,
                    count(*) FILTER (WHERE state = 'SUCCEEDED') AS succeeded,
                    count(*) FILTER (WHERE state = 'FAILED') AS failed,
-                   COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE state = 'QUEUED')), 0)::float8
+                   count(*) FILTER (WHERE state = 'QUEUED' AND not_before > now()) AS waiting_retry,
+                   -- How long the longest-waiting due job has been due (a job waiting to retry is not late).
+                   COALESCE(EXTRACT(EPOCH FROM now() - min(not_before)
+                       FILTER (WHERE state = 'QUEUED' AND not_before <= now())), 0)::float8
                        AS oldest_queued_seconds
             FROM jobs
             """

@@ -38,6 +38,7 @@ from services.jobs.repository import (
     JobRecord,
     JobRepository,
     NewJob,
+    RequestIdReused,
 )
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,10 @@ def job_to_proto(job: JobRecord) -> pb.Job:
         update_time=_timestamp(job.updated_at),
         expire_time=_timestamp(job.expire_at),
         traceparent=job.traceparent,
+        outage_retries=job.outage_retries,
     )
+    if job.state == QUEUED and job.not_before > job.updated_at:
+        message.retry_time.CopyFrom(_timestamp(job.not_before))
     if job.error_reason:
         message.error.CopyFrom(pb.JobError(reason=job.error_reason, message=job.error_message))
     if job.report is not None:
@@ -223,6 +227,10 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             job, created = self._repo.create(new)
         except JobIdConflict:
             raise AlreadyExists("JOB_ID_EXISTS", "a different job already has this id") from None
+        except RequestIdReused:
+            raise AlreadyExists(
+                "REQUEST_ID_REUSED", "this request_id was used for another file or other options"
+            ) from None
         if created:
             self._metrics.created.inc()
             self._announce(job)
@@ -231,6 +239,16 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         return job_to_proto(self._get(request.id, request.tenant))
+
+    def FindJobByRequestId(self, request: pb.FindJobByRequestIdRequest, context: grpc.ServicerContext) -> pb.Job:
+        if not request.request_id:
+            raise InvalidArgument("REQUEST_ID_REQUIRED", "request_id is required")
+        if len(request.request_id) > _MAX_TEXT:
+            raise InvalidArgument("FIELD_TOO_LONG", f"request_id is limited to {_MAX_TEXT} characters")
+        job = self._repo.find_by_request_id(request.tenant, request.request_id)
+        if job is None:
+            raise NotFound("JOB_NOT_FOUND", "no job has this request_id")
+        return job_to_proto(job)
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         if request.page_size < 0:
@@ -326,7 +344,14 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return pb.LeaseJobResponse()
-                waiter.wait(min(remaining, self._recheck()))
+                waiter.wait(self._idle_wait(remaining))
+
+    def _idle_wait(self, remaining: float) -> float:
+        """How long an idle LeaseJob sleeps: until an event, a re-check, or the next retry coming due."""
+        wait = min(remaining, self._recheck())
+        due = self._repo.seconds_until_next_due()
+        # A little past the due time, so the job is due by the database's clock when we look.
+        return wait if due is None else min(wait, due + 0.01)
 
     def RenewLease(self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext) -> pb.RenewLeaseResponse:
         job_id = parse_job_id(request.id)
@@ -378,16 +403,31 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         if len(request.error.reason) > _MAX_TEXT or len(request.error.message) > _MAX_TEXT:
             raise InvalidArgument("FIELD_TOO_LONG", f"error reason and message are limited to {_MAX_TEXT} characters")
         job = self._repo.fail(
-            job_id, token, reason=request.error.reason, message=request.error.message, retryable=request.retryable
+            job_id,
+            token,
+            reason=request.error.reason,
+            message=request.error.message,
+            retryable=request.retryable,
+            outage=request.outage,
         )
         if job is None:
             raise _lease_lost()
-        fields = _log_fields(job, reason=request.error.reason, worker_id=job.worker_id)
+        fields = _log_fields(job, reason=request.error.reason, worker_id=job.worker_id, outage=request.outage)
         if job.state == FAILED:
             self._metrics.finished.labels(FAILED).inc()
             log.info("job %s failed: %s", job.id, request.error.reason, extra={"fields": fields})
         else:
-            log.info("job %s attempt failed (%s); queued again", job.id, request.error.reason, extra={"fields": fields})
+            if request.outage:
+                self._metrics.outage_requeues.labels("dependency").inc()
+            what = "outage (no attempt used)" if request.outage else "attempt failed"
+            log.info(
+                "job %s %s (%s); queued again after %.1f s",
+                job.id,
+                what,
+                request.error.reason,
+                (job.not_before - job.updated_at).total_seconds(),
+                extra={"fields": fields},
+            )
         self._announce(job)
         return job_to_proto(job)
 
@@ -395,12 +435,14 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         counts = self._repo.queue_counts()
         self._metrics.queue_depth.labels(QUEUED).set(counts.queued)
         self._metrics.queue_depth.labels(RUNNING).set(counts.running)
+        self._metrics.waiting_retry.set(counts.waiting_retry)
         return pb.QueueStats(
             queued=counts.queued,
             running=counts.running,
             succeeded=counts.succeeded,
             failed=counts.failed,
             oldest_queued_seconds=counts.oldest_queued_seconds,
+            waiting_retry=counts.waiting_retry,
         )
 
 

@@ -32,6 +32,14 @@ class JobsSettings:
     wait_recheck_seconds: float = 5.0
     # Written with the bound ports once serving (JOBS_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
+    # Requeued jobs wait random(0, min(cap, base * 2^n)) before the n-th retry (full jitter).
+    retry_backoff_base_seconds: float = 2.0
+    retry_backoff_cap_seconds: float = 300.0
+    # Requeues caused by the system's own outages (these use no attempt) before a job fails anyway.
+    max_outage_retries: int = 100
+    # After a database outage, leases that lapsed meanwhile are held this long (workers renew or finish
+    # once they can reach us), then requeued without using an attempt.
+    outage_lease_grace_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> JobsSettings:
@@ -50,6 +58,17 @@ class JobsSettings:
             database_pool_size=env.int("DATABASE_POOL_SIZE", 10, minimum=2),
             max_workers=env.int("JOBS_MAX_WORKERS", 256, minimum=4),
             keep_expired_days=env.int("KEEP_EXPIRED_DAYS", 30, minimum=0),
+            retry_backoff_base_seconds=env.float("RETRY_BACKOFF_BASE_SECONDS", 2.0),
+            retry_backoff_cap_seconds=env.float("RETRY_BACKOFF_CAP_SECONDS", 300.0),
+            max_outage_retries=env.int("MAX_OUTAGE_RETRIES", 100, minimum=0),
+            outage_lease_grace_seconds=env.float("OUTAGE_LEASE_GRACE_SECONDS", 60.0),
         )
+        for name, value in (
+            ("RETRY_BACKOFF_BASE_SECONDS", settings.retry_backoff_base_seconds),
+            ("RETRY_BACKOFF_CAP_SECONDS", settings.retry_backoff_cap_seconds),
+            ("OUTAGE_LEASE_GRACE_SECONDS", settings.outage_lease_grace_seconds),
+        ):
+            if value < 0:
+                env.problem(f"{name}={value} must not be negative")
         env.done()
         return settings

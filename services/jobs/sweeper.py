@@ -3,8 +3,12 @@
 Every replica runs one; they cooperate through row locks (`SKIP LOCKED`), so
 running several is safe and needs no leader. Each pass:
 
-1. RUNNING jobs whose lease ran out go back to QUEUED (idle workers are woken),
-   or FAILED with LEASE_EXPIRED_TOO_OFTEN once max_attempts leases were used.
+1. RUNNING jobs whose lease ran out go back to QUEUED after a backoff (idle
+   workers wake when it is due), or FAILED with LEASE_EXPIRED_TOO_OFTEN once
+   max_attempts leases were used. Right after a database outage this replica
+   saw, lapsed leases are held for a grace period (their workers could not
+   renew; they will once they reach us), and those that lapsed in the outage
+   are then requeued without using an attempt.
 2. Jobs past expire_time become EXPIRED.
 3. EXPIRED jobs' objects are deleted through the storage service; a job is
    marked done only when that worked, so a storage outage is retried next pass.
@@ -15,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from libs.errors import ServiceError
 from services.jobs.events import JobEvents
 from services.jobs.metrics import JobsMetrics
 from services.jobs.objects import ObjectDeleter
-from services.jobs.repository import ACTIVE_STATES, FAILED, QUEUED, RUNNING, JobRepository
+from services.jobs.outages import Outage
+from services.jobs.repository import ACTIVE_STATES, FAILED, QUEUED, RUNNING, WAITING_RETRY, JobRepository
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,7 @@ class Sweeper:
         metrics: JobsMetrics,
         interval_seconds: float,
         keep_expired_days: int = 30,
+        outage_lease_grace_seconds: float = 60.0,
     ) -> None:
         self._repo = repository
         self._events = events
@@ -41,6 +48,8 @@ class Sweeper:
         self._metrics = metrics
         self._interval = interval_seconds
         self._keep_expired_days = keep_expired_days
+        self._grace = timedelta(seconds=outage_lease_grace_seconds)
+        self._holding_since_outage: Outage | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobs-sweeper", daemon=True)
 
@@ -74,17 +83,43 @@ class Sweeper:
         counts = self._repo.active_counts()
         self._metrics.queue_depth.labels(QUEUED).set(counts[QUEUED])
         self._metrics.queue_depth.labels(RUNNING).set(counts[RUNNING])
+        self._metrics.waiting_retry.set(counts[WAITING_RETRY])
+
+    def _refund_window(self) -> Outage | None:
+        """The last database outage widened by the grace: leases that lapsed in it were not the job's fault."""
+        outage = self._repo.outages.last()
+        return None if outage is None else Outage(outage.started, outage.ended + self._grace)
+
+    def _holding_leases(self, window: Outage | None) -> bool:
+        """Within the grace after an outage: workers may still renew or finish, so nothing is requeued.
+
+        Also while the last query failed: this pass's would be the first to succeed, ending the outage
+        only after it had charged every lease that lapsed in it.
+        """
+        if self._repo.outages.down:
+            return True
+        if window is None or self._repo.outages.now() >= window.ended:
+            return False
+        if self._holding_since_outage != window:
+            self._holding_since_outage = window
+            log.info("database was unavailable: holding lapsed leases for %.0f s", self._grace.total_seconds())
+        return True
 
     def requeue_expired_leases(self) -> int:
-        jobs = self._repo.requeue_expired_leases()
-        for job in jobs:
-            outcome = "failed" if job.state == FAILED else "requeued"
+        window = self._refund_window()
+        if self._holding_leases(window):
+            return 0
+        lapsed = self._repo.requeue_expired_leases(outage=window)
+        for job, reason in lapsed:
+            outcome = {"exhausted": "failed", "outage": "outage"}.get(reason, "requeued")
             self._metrics.lease_expirations.labels(outcome).inc()
+            if reason == "outage":
+                self._metrics.outage_requeues.labels("lease").inc()
             if job.state == FAILED:
                 self._metrics.finished.labels(FAILED).inc()
             log.info("lease of job %s expired; job %s", job.id, outcome, extra={"fields": {"job_id": str(job.id)}})
             self._events.job_changed(str(job.id), job.state, queued=job.state == QUEUED)
-        return len(jobs)
+        return len(lapsed)
 
     def expire_due(self) -> int:
         expired = self._repo.expire_due()

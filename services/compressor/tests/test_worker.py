@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from libs.grpc_server import RunningServer
 from services.compressor import transfer
 from services.compressor.engine import EngineError, Limits, Report, compress_isolated
+from services.compressor.readiness import Dependency, DependencyGate
 from services.compressor.worker import Worker, WorkerConfig
 from services.jobs.app import JobsApp
 from services.jobs.settings import JobsSettings
@@ -36,6 +38,17 @@ class System:
     jobs: jobs_grpc.JobsServiceStub
     storage: storage_grpc.StorageServiceStub
     work_dir: Path
+    jobs_channel: grpc.Channel
+    storage_channel: grpc.Channel
+    storage_server: RunningServer
+    objects_dir: Path
+
+    def stop_storage(self) -> None:
+        self.storage_server.stop(0)
+
+    def start_storage(self) -> None:
+        """Storage back on the same address, so existing channels reconnect to it."""
+        self.storage_server = start_storage(str(self.objects_dir), listen=self.storage_server.address)
 
     def submit(self, pdf: Path, sha256: str | None = None) -> str:
         job_id = str(uuid.uuid4())
@@ -55,7 +68,7 @@ class System:
         )
         return job_id
 
-    def worker(self, engine=compress_isolated) -> Worker:  # type: ignore[no-untyped-def]
+    def worker(self, engine=compress_isolated, storage=None, gate=None, registry=None) -> Worker:  # type: ignore[no-untyped-def]
         config = WorkerConfig(
             worker_id="test-worker",
             lease_seconds=15,
@@ -64,10 +77,13 @@ class System:
             work_dir=self.work_dir,
             call_timeout_seconds=10,
         )
-        return Worker(config, self.jobs, self.storage, engine, CollectorRegistry())
+        return Worker(config, self.jobs, storage or self.storage, engine, registry or CollectorRegistry(), gate=gate)
 
     def lease_and_process(self, worker: Worker) -> None:
-        lease = self.jobs.LeaseJob(jobs.LeaseJobRequest(worker_id="test", lease_seconds=15, wait_seconds=2), timeout=10)
+        # Waits out a retry's backoff (2 s at most for the first).
+        lease = self.jobs.LeaseJob(
+            jobs.LeaseJobRequest(worker_id="test", lease_seconds=15, wait_seconds=10), timeout=20
+        )
         assert lease.HasField("job")
         worker.process(lease.job, lease.lease_token)
 
@@ -95,20 +111,26 @@ def system(fresh_database_url: str, redis_url: str, tmp_path: Path) -> Iterator[
         event_prefix=f"test-{uuid.uuid4().hex[:8]}",
     )
     running = app.start()
+    system: System | None = None
     jobs_channel = grpc.insecure_channel(running.address)
     storage_channel = grpc.insecure_channel(storage_server.address)
     try:
         (tmp_path / "work").mkdir()
-        yield System(
+        system = System(
             jobs_grpc.JobsServiceStub(jobs_channel),
             storage_grpc.StorageServiceStub(storage_channel),
             tmp_path / "work",
+            jobs_channel,
+            storage_channel,
+            storage_server,
+            tmp_path / "objects",
         )
+        yield system
     finally:
         jobs_channel.close()
         storage_channel.close()
         app.stop(0)
-        storage_server.stop(0)
+        (system.storage_server if system is not None else storage_server).stop(0)
 
 
 def test_job_is_compressed_stored_and_completed(system: System) -> None:
@@ -184,3 +206,61 @@ def test_result_of_a_job_cancelled_meanwhile_is_dropped(system: System) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         system.storage.StatObject(storage.StatObjectRequest(key=f"outputs/{job_id}-1.pdf"), timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_storage_outage_mid_job_uses_no_attempt(system: System, closed_address: str) -> None:
+    job_id = system.submit(DATA / "pypdf__jpeg.pdf")
+    with grpc.insecure_channel(closed_address) as unreachable:
+        system.lease_and_process(system.worker(storage=storage_grpc.StorageServiceStub(unreachable)))
+    job = system.job(job_id)
+    assert (job.state, job.attempts, job.outage_retries) == (jobs.JOB_STATE_QUEUED, 0, 1)
+    system.lease_and_process(system.worker())
+    job = system.job(job_id)
+    assert (job.state, job.attempts) == (jobs.JOB_STATE_SUCCEEDED, 1)
+
+
+def test_a_worker_does_not_lease_while_storage_is_down(system: System, caplog: pytest.LogCaptureFixture) -> None:
+    job_id = system.submit(DATA / "pypdf__libreoffice-form.pdf")
+    system.stop_storage()
+    registry = CollectorRegistry()
+    gate = DependencyGate(
+        [
+            Dependency("jobs", system.jobs_channel, "pdfsmaller.jobs.v1.JobsService"),
+            Dependency("storage", system.storage_channel, "pdfsmaller.storage.v1.StorageService"),
+        ],
+        registry,
+        cache_seconds=0.0,
+    )
+    checks = {"storage": 0}
+    ask = gate._ask
+
+    def counted(dependency: Dependency) -> str | None:
+        checks[dependency.name] = checks.get(dependency.name, 0) + 1
+        return ask(dependency)
+
+    gate._ask = counted  # type: ignore[method-assign]
+    stop = threading.Event()
+    loop = threading.Thread(target=system.worker(gate=gate, registry=registry).run, args=(stop,))
+    caplog.set_level(logging.INFO, logger="services.compressor.readiness")
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while checks["storage"] < 3:  # the worker looked several times and found storage down
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert registry.get_sample_value("compressor_dependency_up", {"dependency": "storage"}) == 0
+        job = system.job(job_id)
+        assert (job.state, job.attempts, job.outage_retries) == (jobs.JOB_STATE_QUEUED, 0, 0)
+        system.start_storage()
+        deadline = time.monotonic() + 60
+        while (job := system.job(job_id)).state != jobs.JOB_STATE_SUCCEEDED:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert (job.attempts, job.outage_retries) == (1, 0)
+    finally:
+        stop.set()
+        loop.join(30)
+    assert not loop.is_alive()
+    said = [record.getMessage() for record in caplog.records if record.name == "services.compressor.readiness"]
+    assert len([line for line in said if line.startswith("not leasing jobs: storage unreachable")]) == 1, said
+    assert len([line for line in said if line.startswith("dependencies ready again")]) == 1, said

@@ -6,9 +6,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
@@ -17,6 +19,7 @@ from libs.devservers.postgres import PostgresServer
 from libs.devservers.redis import RedisServer
 from libs.errors import reason_of
 from services.jobs.db import migrate
+from services.jobs.outages import DatabaseOutages
 from services.jobs.tests.conftest import ParkedCalls
 from services.jobs.tests.test_service import EVENT_DEADLINE, LONG_WAIT, start_service
 
@@ -120,6 +123,54 @@ def test_database_outage_answers_unavailable_and_heals(redis_url: str, tmp_path:
 
         eventually(answers)
         assert app.ready()
+    finally:
+        channel.close()
+        app.stop(grace=0)
+        postgres.stop()
+
+
+def test_a_lease_lapsed_in_a_database_outage_is_held_then_requeued_without_an_attempt(
+    redis_url: str, tmp_path: Path
+) -> None:
+    skew = [timedelta(0)]
+    outages = DatabaseOutages(clock=lambda: datetime.now(UTC) + skew[0])
+    postgres = PostgresServer(tmp_path / "postgres", port=0, durable=False)
+    database_url = postgres.start()
+    port = postgres.port
+    migrate(database_url)
+    app, channel = start_service(database_url, redis_url, "127.0.0.1:1", outages=outages)
+    stub = pb_grpc.JobsServiceStub(channel)
+
+    def expire_leases() -> None:
+        """The lease runs out now (after the outage began, as a lease whose renewals failed would)."""
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE jobs SET lease_expires_at = now() WHERE state = 'RUNNING'")
+
+    def state() -> tuple[int, int, int]:
+        job = stub.GetJob(pb.GetJobRequest(id=created.id, tenant="t"), timeout=5)
+        return job.state, job.attempts, job.outage_retries
+
+    try:
+        created = create(stub)
+        token = stub.LeaseJob(pb.LeaseJobRequest(worker_id="w", lease_seconds=30), timeout=5).lease_token
+        postgres.stop()
+        with pytest.raises(grpc.RpcError):
+            stub.GetJob(pb.GetJobRequest(id=created.id, tenant="t"), timeout=10)
+        postgres = PostgresServer(tmp_path / "postgres", port=port, durable=False)
+        postgres.start()
+        eventually(lambda: app.ready())
+        assert outages.last() is not None
+        # The worker could not renew meanwhile: its lapsed lease is held through the grace period...
+        expire_leases()
+        app.sweeper.sweep_once()
+        assert state() == (pb.JOB_STATE_RUNNING, 1, 0)
+        stub.RenewLease(pb.RenewLeaseRequest(id=created.id, lease_token=token, lease_seconds=30), timeout=5)
+        # ...and if the worker never comes back, requeued after it without using the attempt.
+        expire_leases()
+        skew[0] = timedelta(seconds=61)
+        app.sweeper.sweep_once()
+        assert state() == (pb.JOB_STATE_QUEUED, 0, 1)
+        assert app.registry.get_sample_value("jobs_lease_expirations_total", {"outcome": "outage"}) == 1
     finally:
         channel.close()
         app.stop(grace=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
@@ -11,12 +12,16 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from services.jobs.db import apply_migrations, load_migrations, pending_migrations
+from services.jobs.outages import Outage
 from services.jobs.repository import (
     ATTEMPTS_EXHAUSTED,
     LEASE_EXPIRED_TOO_OFTEN,
+    OUTAGE_RETRIES_EXHAUSTED,
     JobIdConflict,
     JobRepository,
     NewJob,
+    RequestIdReused,
+    RetryPolicy,
 )
 
 pytestmark = pytest.mark.integration
@@ -45,6 +50,25 @@ def expire_leases(pool: ConnectionPool) -> None:
         conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'RUNNING'")
 
 
+def make_due(pool: ConnectionPool) -> None:
+    """End every queued job's retry backoff, as if its delay had passed."""
+    with pool.connection() as conn:
+        conn.execute("UPDATE jobs SET not_before = now() WHERE state = 'QUEUED'")
+
+
+def pinned(pool: ConnectionPool, **policy: object) -> JobRepository:
+    """A repository whose backoff takes its full delay (jitter 1.0), so delays can be asserted."""
+    return JobRepository(pool, retention_hours=168, retry=RetryPolicy(jitter=1.0, **policy))  # type: ignore[arg-type]
+
+
+def seconds_until_due(pool: ConnectionPool, job_id: uuid.UUID) -> float:
+    with pool.connection() as conn:
+        row = conn.execute("SELECT EXTRACT(EPOCH FROM not_before - now())::float8 FROM jobs WHERE id = %s", (job_id,))
+        value = row.fetchone()
+    assert value is not None
+    return float(value[0])
+
+
 def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -> None:
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         assert pending_migrations(conn) == [m.name for m in load_migrations()]
@@ -52,7 +76,12 @@ def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -> None
         assert apply_migrations(conn) == []
         assert pending_migrations(conn) == []
         recorded = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
-        assert recorded == [(1, "0001_init.sql"), (2, "0002_job_options.sql"), (3, "0003_purge_index.sql")]
+        assert recorded == [
+            (1, "0001_init.sql"),
+            (2, "0002_job_options.sql"),
+            (3, "0003_purge_index.sql"),
+            (4, "0004_retry_backoff.sql"),
+        ]
 
 
 def test_concurrent_migrations_do_not_race(fresh_database_url: str) -> None:
@@ -91,6 +120,30 @@ def test_create_is_idempotent_on_tenant_and_request_id(repo: JobRepository) -> N
     # Jobs without a request id are never merged.
     assert repo.create(new_job())[1]
     assert repo.create(new_job())[1]
+
+
+def test_a_reused_request_id_with_another_input_or_options_is_refused(repo: JobRepository) -> None:
+    first, _ = repo.create(new_job(request_id="req-1"))
+    changes = {
+        "input": {"input_sha256": "cd" * 32},
+        "level": {"level": "HIGH"},
+        "quality": {"image_quality": 20},
+        "options": {"options": {"grayscale": False}},
+    }
+    for name, change in changes.items():
+        with pytest.raises(RequestIdReused):
+            repo.create(replace(new_job(request_id="req-1"), **change))
+        assert repo.find_by_request_id("t1", "req-1") == first, name
+    # The file name is not part of the request's identity; input and options are.
+    again, created = repo.create(replace(new_job(request_id="req-1"), filename="renamed.pdf"))
+    assert (again.id, created) == (first.id, False)
+
+
+def test_find_by_request_id(repo: JobRepository) -> None:
+    job, _ = repo.create(new_job(request_id="req-9"))
+    assert repo.find_by_request_id("t1", "req-9") == job
+    assert repo.find_by_request_id("t2", "req-9") is None
+    assert repo.find_by_request_id("t1", "req-10") is None
 
 
 def test_create_with_an_existing_id(repo: JobRepository) -> None:
@@ -180,7 +233,8 @@ def test_lease_expiry_retries_then_fails(repo: JobRepository, pool: ConnectionPo
         assert repo.requeue_expired_leases() == []  # not expired yet
         expire_leases(pool)
         requeued = repo.requeue_expired_leases()
-        assert [(j.id, j.state) for j in requeued] == [(job.id, "QUEUED")]
+        assert [(j.id, j.state, outcome) for j, outcome in requeued] == [(job.id, "QUEUED", "retry")]
+        make_due(pool)
         # The worker that lost the lease can no longer renew or complete.
         assert repo.renew(job.id, lease.token, 30, 50) is None
         assert (
@@ -192,11 +246,11 @@ def test_lease_expiry_retries_then_fails(repo: JobRepository, pool: ConnectionPo
     assert lease.job.attempts == 3
     expire_leases(pool)
     failed = repo.requeue_expired_leases()
-    assert [(j.state, j.error_reason) for j in failed] == [("FAILED", LEASE_EXPIRED_TOO_OFTEN)]
+    assert [(j.state, j.error_reason) for j, _ in failed] == [("FAILED", LEASE_EXPIRED_TOO_OFTEN)]
     assert repo.lease("w", 30) is None
 
 
-def test_retryable_failure_requeues_until_attempts_are_exhausted(repo: JobRepository) -> None:
+def test_retryable_failure_requeues_until_attempts_are_exhausted(repo: JobRepository, pool: ConnectionPool) -> None:
     job, _ = repo.create(new_job())
     states = []
     for _ in range(3):
@@ -205,6 +259,7 @@ def test_retryable_failure_requeues_until_attempts_are_exhausted(repo: JobReposi
         failed = repo.fail(job.id, lease.token, reason="WORKER_CRASHED", message="boom", retryable=True)
         assert failed is not None
         states.append(failed.state)
+        make_due(pool)
     assert states == ["QUEUED", "QUEUED", "FAILED"]
     final = repo.get(job.id, "t1")
     assert final is not None
@@ -304,4 +359,102 @@ def test_queue_counts(repo: JobRepository) -> None:
     counts = repo.queue_counts()
     assert (counts.queued, counts.running, counts.succeeded, counts.failed) == (2, 1, 0, 0)
     assert counts.oldest_queued_seconds >= 0
-    assert repo.active_counts() == {"QUEUED": 2, "RUNNING": 1}
+    assert counts.waiting_retry == 0
+    assert repo.active_counts() == {"QUEUED": 2, "RUNNING": 1, "WAITING_RETRY": 0}
+
+
+def test_a_retryable_failure_backs_off_before_the_next_lease(pool: ConnectionPool) -> None:
+    # The defect: the job went straight back and the same worker used up every attempt in a blink.
+    repo = pinned(pool, backoff_base_seconds=2.0, backoff_cap_seconds=5.0)
+    job, _ = repo.create(new_job())
+    delays = []
+    for _ in range(3):
+        lease = repo.lease("w", 30)
+        assert lease is not None
+        failed = repo.fail(job.id, lease.token, reason="ENGINE_CRASHED", message="boom", retryable=True)
+        assert failed is not None
+        if failed.state == "FAILED":
+            break
+        assert repo.lease("w", 30) is None  # not due yet
+        delays.append(seconds_until_due(pool, job.id))
+        assert 0 < (repo.seconds_until_next_due() or 0) <= delays[-1]
+        counts = repo.queue_counts()
+        assert (counts.queued, counts.waiting_retry, counts.oldest_queued_seconds) == (1, 1, 0.0)
+        make_due(pool)
+    # 2 s, then 4 s (doubling), each within the test's own slack; the third attempt was the last.
+    assert [round(delay) for delay in delays] == [2, 4]
+    assert (failed.state, failed.error_reason, failed.attempts) == ("FAILED", ATTEMPTS_EXHAUSTED, 3)
+
+
+def test_backoff_is_capped_and_jittered(pool: ConnectionPool) -> None:
+    capped = pinned(pool, backoff_base_seconds=2.0, backoff_cap_seconds=3.0, max_attempts=10)
+    job, _ = capped.create(new_job())
+    for _ in range(4):
+        lease = capped.lease("w", 30)
+        assert lease is not None
+        capped.fail(job.id, lease.token, reason="ENGINE_CRASHED", message="", retryable=True)
+        assert seconds_until_due(pool, job.id) <= 3.0
+        make_due(pool)
+    capped.cancel(job.id, "t1")
+    # Unpinned, the delay is a random fraction of the bound: not all the same.
+    jittered = JobRepository(pool, retention_hours=168, retry=RetryPolicy(backoff_base_seconds=100.0))
+    delays = set()
+    for _ in range(5):
+        jittered.create(new_job())
+        lease = jittered.lease("w", 30)
+        assert lease is not None
+        jittered.fail(lease.job.id, lease.token, reason="ENGINE_CRASHED", message="", retryable=True)
+        delays.add(round(seconds_until_due(pool, lease.job.id), 3))
+    assert len(delays) > 1
+    assert all(0 <= delay <= 100 for delay in delays)
+
+
+def test_an_outage_gives_the_attempt_back_within_its_own_bound(pool: ConnectionPool) -> None:
+    repo = pinned(pool, max_attempts=2, max_outage_retries=3)
+    job, _ = repo.create(new_job())
+    for outage in range(1, 4):
+        lease = repo.lease("w", 30)
+        assert lease is not None
+        assert lease.job.attempts == 1  # never more than one: outages do not use attempts
+        failed = repo.fail(job.id, lease.token, reason="STORAGE_UNAVAILABLE", message="", retryable=True, outage=True)
+        assert failed is not None
+        assert (failed.state, failed.attempts, failed.outage_retries) == ("QUEUED", 0, outage)
+        assert seconds_until_due(pool, job.id) > 0
+        make_due(pool)
+    lease = repo.lease("w", 30)
+    assert lease is not None
+    final = repo.fail(job.id, lease.token, reason="STORAGE_UNAVAILABLE", message="down", retryable=True, outage=True)
+    assert final is not None
+    assert (final.state, final.error_reason) == ("FAILED", OUTAGE_RETRIES_EXHAUSTED)
+    assert final.error_message == "gave up after 3 outages: down"
+
+
+def test_a_lease_lapsed_in_a_database_outage_is_not_an_attempt(pool: ConnectionPool) -> None:
+    repo = pinned(pool, max_attempts=1)
+    lapsed, _ = repo.create(new_job())
+    assert repo.lease("w", 30) is not None
+    expire_leases(pool)
+    with pool.connection() as conn:
+        row = conn.execute("SELECT now() - interval '1 minute', now() FROM jobs LIMIT 1").fetchone()
+    assert row is not None
+    requeued = repo.requeue_expired_leases(outage=Outage(started=row[0], ended=row[1]))
+    assert [(j.id, j.state, j.attempts, j.outage_retries, why) for j, why in requeued] == [
+        (lapsed.id, "QUEUED", 0, 1, "outage")
+    ]
+    # The same lapse outside any outage uses the job's only attempt.
+    make_due(pool)
+    assert repo.lease("w", 30) is not None
+    expire_leases(pool)
+    assert [(j.state, j.error_reason) for j, _ in repo.requeue_expired_leases()] == [
+        ("FAILED", LEASE_EXPIRED_TOO_OFTEN)
+    ]
+
+
+def test_lease_query_uses_the_queue_index(pool: ConnectionPool) -> None:
+    with pool.connection() as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = conn.execute(
+            "EXPLAIN SELECT id FROM jobs WHERE state = 'QUEUED' AND not_before <= now() AND expire_at > now()"
+            " ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1"
+        ).fetchall()
+    assert "jobs_queue" in " ".join(line[0] for line in plan)

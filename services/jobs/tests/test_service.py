@@ -21,6 +21,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from libs.errors import reason_of
 from libs.grpc_server import RunningServer
 from services.jobs.app import JobsApp
+from services.jobs.outages import DatabaseOutages
 from services.jobs.settings import JobsSettings
 from services.jobs.tests.conftest import ParkedCalls
 from services.storage.app import start_storage
@@ -63,7 +64,12 @@ def storage_server(tmp_path: Path) -> Iterator[RunningServer]:
 
 
 def start_service(
-    database_url: str, redis_url: str, storage_address: str, *, wait_recheck_seconds: float = RECHECK_SECONDS
+    database_url: str,
+    redis_url: str,
+    storage_address: str,
+    *,
+    wait_recheck_seconds: float = RECHECK_SECONDS,
+    outages: DatabaseOutages | None = None,
 ) -> tuple[JobsApp, grpc.Channel]:
     settings = JobsSettings(
         listen="127.0.0.1:0",
@@ -80,7 +86,7 @@ def start_service(
         wait_recheck_seconds=wait_recheck_seconds,
     )
     # A channel prefix per test: pub/sub channels are shared by the whole Valkey server.
-    app = JobsApp(settings, event_prefix=f"test-{uuid.uuid4().hex}", metrics_port=None)
+    app = JobsApp(settings, event_prefix=f"test-{uuid.uuid4().hex}", metrics_port=None, outages=outages)
     running = app.start()
     return app, grpc.insecure_channel(running.address)
 
@@ -109,7 +115,10 @@ def create(service: Service, tenant: str = "t1", **fields: object) -> pb.Job:
         input_sha256="00" * 32,
     )
     for name, value in fields.items():
-        setattr(request, name, value)
+        if isinstance(value, pb.CompressionOptions):
+            getattr(request, name).CopyFrom(value)
+        else:
+            setattr(request, name, value)
     return service.stub.CreateJob(request, timeout=5)
 
 
@@ -163,6 +172,31 @@ def test_create_get_and_idempotency(service: Service) -> None:
     fetched = service.stub.GetJob(pb.GetJobRequest(id=job_id, tenant="t1"), timeout=5)
     assert fetched.traceparent == job.traceparent
     assert service.metric("jobs_created_total") == 1
+
+
+def test_a_reused_request_id_needs_the_same_file_and_options(service: Service) -> None:
+    first = create(service, request_id="r2")
+    assert create(service, request_id="r2").id == first.id
+    for change in (
+        {"input_sha256": "ff" * 32},
+        {"options": pb.CompressionOptions(level=pb.COMPRESSION_LEVEL_HIGH, image_quality=60)},
+        {"options": pb.CompressionOptions(level=pb.COMPRESSION_LEVEL_MEDIUM, image_quality=60, grayscale=True)},
+    ):
+        error = rpc_error(lambda change=change: create(service, request_id="r2", **change))  # type: ignore[misc]
+        assert (error.code(), reason_of(error)) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    assert service.metric("jobs_created_total") == 1
+
+
+def test_find_job_by_request_id(service: Service) -> None:
+    job = create(service, request_id="r3")
+    find = service.stub.FindJobByRequestId
+    assert find(pb.FindJobByRequestIdRequest(tenant="t1", request_id="r3"), timeout=5) == job
+    for tenant, request_id in (("other", "r3"), ("t1", "r4")):
+        request = pb.FindJobByRequestIdRequest(tenant=tenant, request_id=request_id)
+        error = rpc_error(lambda request=request: find(request, timeout=5))  # type: ignore[misc]
+        assert (error.code(), reason_of(error)) == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+    empty = rpc_error(lambda: find(pb.FindJobByRequestIdRequest(tenant="t1"), timeout=5))
+    assert (empty.code(), reason_of(empty)) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REQUIRED")
 
 
 def test_errors_carry_reasons(service: Service) -> None:
@@ -281,7 +315,28 @@ def test_retryable_failure_goes_back_to_the_queue(service: Service) -> None:
         timeout=5,
     )
     assert (retried.state, retried.attempts) == (Q, 1)
-    assert lease(service).job.attempts == 2
+    # It backs off instead of going straight back to the (same) worker...
+    assert retried.retry_time.ToDatetime() > retried.update_time.ToDatetime()
+    assert not lease(service).HasField("job")
+    assert service.stub.GetQueueStats(pb.GetQueueStatsRequest(), timeout=5).waiting_retry == 1
+    # ...and an idle long poll wakes when it comes due (within the 2 s backoff), with no event to wake it.
+    started = time.monotonic()
+    again = lease(service, wait=LONG_WAIT)
+    assert again.job.attempts == 2
+    assert time.monotonic() - started < EVENT_DEADLINE
+
+
+def test_an_outage_failure_uses_no_attempt(service: Service) -> None:
+    job = create(service)
+    token = lease(service).lease_token
+    request = pb.FailJobRequest(
+        id=job.id, lease_token=token, error=pb.JobError(reason="STORAGE_UNAVAILABLE"), retryable=True, outage=True
+    )
+    retried = service.stub.FailJob(request, timeout=5)
+    assert (retried.state, retried.attempts, retried.outage_retries) == (Q, 0, 1)
+    assert retried.retry_time.ToDatetime() > retried.update_time.ToDatetime()
+    assert service.metric("jobs_outage_requeues_total", {"cause": "dependency"}) == 1
+    assert lease(service, wait=LONG_WAIT).job.attempts == 1
 
 
 def test_list_jobs_pages(service: Service) -> None:
@@ -349,6 +404,18 @@ def test_sweeper_requeues_expired_leases_and_wakes_workers(service: Service, par
     assert result["response"].job.id == job.id
     assert result["response"].job.attempts == 2
     assert service.metric("jobs_lease_expirations_total", {"outcome": "requeued"}) == 1
+
+
+def test_no_lease_is_requeued_while_the_database_was_last_seen_down(service: Service) -> None:
+    # The first sweep after an outage must not be the query that ends it: that pass would charge
+    # every lease that lapsed in the outage before the service knew the outage was over.
+    job = create(service)
+    lease(service)
+    service.sql("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'RUNNING'")
+    service.app.outages.failed()
+    assert service.app.sweeper.requeue_expired_leases() == 0
+    running = service.stub.GetJob(pb.GetJobRequest(id=job.id, tenant="t1"), timeout=5)
+    assert (running.state, running.attempts) == (R, 1)
 
 
 def test_queue_stats(service: Service) -> None:
