@@ -4,6 +4,9 @@ One place builds the server the same way for all services: error mapping
 interceptor (typed `ServiceError` -> google.rpc.Status + ErrorInfo), request
 metrics, OpenTelemetry spans, gRPC health with liveness/readiness meaning,
 reflection for grpcurl, a Prometheus /metrics endpoint and graceful SIGTERM.
+Request bytes that do not parse (e.g. a string field that is not UTF-8) get
+INVALID_ARGUMENT `INVALID_REQUEST_ENCODING`, not grpc's generic INTERNAL. With
+TLS configured (libs.tls) the port requires client certificates.
 
 Health: the overall status ("") is SERVING while the process runs (liveness);
 each service's full name is SERVING only while its `readiness` check passes.
@@ -24,20 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry.instrumentation.grpc import server_interceptor as otel_server_interceptor
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from libs.errors import ServiceError, internal_status
+from libs.errors import InvalidArgument, ServiceError, internal_status
 from libs.ports import PortInUse, bind_any_port
 from libs.telemetry import current_trace_id
+from libs.tls import TlsConfig, server_credentials, tls_from_environment
 
 log = logging.getLogger(__name__)
 
 # Large enough for upload/download chunks (up to 1 MiB from Envoy over HTTP/1.1).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Request metadata (headers) accepted; gRPC's default soft limit (8 KiB) refuses at random between
+# 8 and 16 KiB. Envoy answers 414/431 well below this (libs/devservers/envoy.py checks it).
+MAX_METADATA_BYTES = 64 * 1024
 
 ReadinessCheck = Callable[[], bool]
 # How long a finished client stream is watched for a late cancel (see client_stream_completed).
@@ -58,6 +66,54 @@ def client_stream_completed(context: grpc.ServicerContext, settle_seconds: float
             return True
         time.sleep(0.005)
     return False
+
+
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse.
+
+    grpcio answers a deserializer's exception with INTERNAL "Exception deserializing
+    request!" before any interceptor runs; returning this marker instead lets the
+    wrapped behaviour raise a client error with the usual rich status.
+    """
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _undecodable_request() -> InvalidArgument:
+    return InvalidArgument(
+        "INVALID_REQUEST_ENCODING",
+        "the request could not be decoded: a text field holds bytes that are not UTF-8, or the message is malformed",
+    )
+
+
+def _decoded(request: Any, streaming: bool) -> Any:
+    """The request itself, or for a client stream an iterator raising at the first undecodable message."""
+    if not streaming:
+        if request is _UNDECODABLE:
+            raise _undecodable_request()
+        return request
+
+    def messages() -> Iterator[Any]:
+        for message in request:
+            if message is _UNDECODABLE:
+                raise _undecodable_request()
+            yield message
+
+    return messages()
 
 
 class _ErrorMappingInterceptor(grpc.ServerInterceptor):
@@ -85,44 +141,51 @@ class _ErrorMappingInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, service, method),
-                handler.request_deserializer,
+                self._wrap_unary(handler.unary_unary, service, method, streaming=False),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, service, method),
-                handler.request_deserializer,
+                self._wrap_unary(handler.stream_unary, service, method, streaming=True),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, service, method),
-                handler.request_deserializer,
+                self._wrap_stream(handler.unary_stream, service, method, streaming=False),
+                deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, service, method),
-            handler.request_deserializer,
+            self._wrap_stream(handler.stream_stream, service, method, streaming=True),
+            deserializer,
             handler.response_serializer,
         )
 
     def _fail(self, error: BaseException, context: grpc.ServicerContext, service: str, method: str) -> None:
         if isinstance(error, ServiceError):
             self._handled.labels(service, method, error.code.name).inc()
-            context.abort_with_status(rpc_status.to_status(error.to_status(self._domain)))
+            status = rpc_status.to_status(error.to_status(self._domain))
+            # abort_with_status replaces the trailing metadata: keep what the servicer set for this
+            # error (e.g. the gateway's Retry-After and RateLimit headers on a 429).
+            kept = tuple(context.trailing_metadata() or ())
+            context.abort_with_status(status._replace(trailing_metadata=kept + tuple(status.trailing_metadata)))
         trace_id = current_trace_id()
         log.exception("unhandled error in %s/%s", service, method, extra={"fields": {"trace_id": trace_id}})
         self._handled.labels(service, method, "INTERNAL").inc()
         context.abort_with_status(rpc_status.to_status(internal_status(trace_id, self._domain)))
 
-    def _wrap_unary(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
+    def _wrap_unary(
+        self, behavior: Callable[..., Any], service: str, method: str, *, streaming: bool
+    ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.monotonic()
             try:
-                response = behavior(request, context)
+                response = behavior(_decoded(request, streaming), context)
             except Exception as error:
                 self._fail(error, context, service, method)
                 raise
@@ -133,11 +196,13 @@ class _ErrorMappingInterceptor(grpc.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
+    def _wrap_stream(
+        self, behavior: Callable[..., Any], service: str, method: str, *, streaming: bool
+    ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.monotonic()
             try:
-                yield from behavior(request, context)
+                yield from behavior(_decoded(request, streaming), context)
             except Exception as error:
                 self._fail(error, context, service, method)
                 raise
@@ -169,8 +234,10 @@ class ServerSpec:
     readiness_interval_seconds: float = 2.0
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # Where the bound addresses are written once serving (JSON), for whoever started the process
-    # with port 0: {"grpc": "host:port", "metrics_port": N or null}.
+    # with port 0: {"grpc": "host:port", "metrics_port": N or null}, plus "health_port" if any.
     address_file: Path | None = None
+    # Mutual TLS (libs.tls); by default from TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE, unset = plaintext.
+    tls: TlsConfig | None = field(default_factory=tls_from_environment)
 
 
 class RunningServer:
@@ -187,6 +254,7 @@ class RunningServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
         )
@@ -198,7 +266,13 @@ class RunningServer:
         )
         # The host as configured ("[::]" keeps its brackets for gRPC); the port is the one bound.
         self._host, _, listen_port = spec.listen.rpartition(":")
+        self._credentials = server_credentials(spec.tls) if spec.tls is not None else None
         self.port = self._bind_grpc(int(listen_port))
+        # Plaintext health for probes that cannot present a certificate (kubelet's gRPC probe).
+        self.health_server: grpc.Server | None = None
+        self.health_port: int | None = None
+        if spec.tls is not None and spec.tls.plaintext_health_port is not None:
+            self.health_server, self.health_port = self._plaintext_health(spec.tls.plaintext_health_port)
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self._stopping = threading.Event()
@@ -213,8 +287,11 @@ class RunningServer:
         (see libs.ports), so the process keeps a port nothing else can take across restarts."""
 
         def bind(candidate: int) -> int | None:
+            address = f"{self._host}:{candidate}"
             try:
-                return self.server.add_insecure_port(f"{self._host}:{candidate}") or None
+                if self._credentials is not None:
+                    return self.server.add_secure_port(address, self._credentials) or None
+                return self.server.add_insecure_port(address) or None
             except RuntimeError:  # grpcio raises on a bind failure ("Failed to bind to address")
                 return None
 
@@ -224,6 +301,26 @@ class RunningServer:
         if bound is None:
             raise self._port_in_use(self.spec.name, self.spec.listen, "LISTEN")
         return bound
+
+    def _plaintext_health(self, port: int) -> tuple[grpc.Server, int]:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{self.spec.name}-health"))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+
+        def bind(candidate: int) -> int | None:
+            try:
+                return server.add_insecure_port(f"{self._host}:{candidate}") or None
+            except RuntimeError:
+                return None
+
+        bound = bind_any_port(bind) if port == 0 else bind(port)
+        if bound is None:
+            address = f"{self._host}:{port}"
+            error = PortInUse(
+                f"{self.spec.name} health", address, "stop the program holding it or change TLS_PLAINTEXT_HEALTH_PORT"
+            )
+            log.error("%s", error, extra={"fields": {"event": "port_in_use", "address": address}})
+            raise error
+        return server, bound
 
     def _port_in_use(self, what: str, address: str, setting: str) -> PortInUse:
         # Every service's settings are named after it: GATEWAY_LISTEN, GATEWAY_METRICS_PORT, ...
@@ -252,9 +349,11 @@ class RunningServer:
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._set_ready(self._check_ready())
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         self._readiness_thread.start()
         self._report_address()
-        log.info("%s listening on %s", self.spec.name, self.address)
+        log.info("%s listening on %s (%s)", self.spec.name, self.address, "mTLS" if self.spec.tls else "plaintext")
         return self
 
     def _report_address(self) -> None:
@@ -263,7 +362,10 @@ class RunningServer:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps({"grpc": self.address, "metrics_port": self.metrics_port}))
+        report: dict[str, object] = {"grpc": self.address, "metrics_port": self.metrics_port}
+        if self.health_port is not None:
+            report["health_port"] = self.health_port
+        partial.write_text(json.dumps(report))
         os.replace(partial, path)  # readers see the whole file or none
 
     def _check_ready(self) -> bool:
@@ -289,6 +391,8 @@ class RunningServer:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(self.spec.grace_seconds if grace is None else grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         log.info("%s stopped", self.spec.name)

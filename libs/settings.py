@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from libs.tls import read_tls
+
 
 class SettingsError(Exception):
     """One or more environment variables are missing or malformed."""
@@ -132,4 +134,6 @@ def common_ports(env: EnvReader, service: str) -> tuple[str, int, Path | None]:
     listen = env.address(f"{upper}_LISTEN", local_address(service))
     metrics_port = env.int(f"{upper}_METRICS_PORT", LOCAL_METRICS_PORTS[service], minimum=0)
     address_file = env.optional(f"{upper}_ADDRESS_FILE")
+    # Checked here so a bad TLS_* trio is reported with the rest; libs.grpc_server/_client read it (libs.tls).
+    read_tls(env)
     return listen, metrics_port, Path(address_file) if address_file else None
