@@ -7,7 +7,7 @@ Two upstreams:
   records what Envoy sent and answers deterministically. It runs in
   libs.grpc_server.RunningServer under the gateway's name, so the real error
   interceptor shapes its errors, and it is built from the real gateway's pieces
-  (UploadStream, parse_options, to_public, the download headers). "The double's
+  (UploadBody, parse_options, to_public, the download headers). "The double's
   contract" below holds it to the real servicer: exactly the RPCs of the service
   descriptor with the same streaming kinds, and only errors (reason, code, domain,
   metadata keys) and download headers the real gateway produces.
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import http.client
+import importlib.util
 import inspect
 import json
 import re
@@ -45,11 +47,12 @@ from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs_pb
 from libs.devservers.envoy import EnvoySettings, render_config
 from libs.devstack.stack import Stack
 from libs.errors import _PASS_THROUGH, ServiceError, internal_status, reason_of
-from libs.grpc_server import RunningServer, ServerSpec, client_stream_completed
+from libs.grpc_server import MAX_METADATA_BYTES, RunningServer, ServerSpec, client_stream_completed
+from libs.settings import SettingsError
 from services.gateway.auth import API_KEY_HEADER
 from services.gateway.convert import download_name, parse_options, to_public
 from services.gateway.servicer import GatewayServicer, _content_disposition
-from services.gateway.uploads import UploadStream, clean_filename
+from services.gateway.uploads import UploadBody, clean_filename
 from tests.e2e_client import Reply, RestClient, http_call
 from tests.plugins.otlp import OtlpReceiver
 from tests.plugins.stack import gateway_beside
@@ -66,9 +69,12 @@ RESULT_CHUNK = 64 * 1024
 SMALL_LIMIT = 512 * 1024
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # the gateway's default MAX_UPLOAD_BYTES
 # The initial metadata of GetJobResult (services/gateway/servicer.py), which Envoy turns into
-# response headers; test_real_download_headers checks the real gateway sends exactly these.
+# response headers; test_real_download_headers checks the real gateway sends exactly these
+# (and its rate-limit headers, RATE_LIMIT_HEADERS).
 DOWNLOAD_HEADERS = ("content-disposition", "x-content-length", "x-content-sha256")
+RATE_LIMIT_HEADERS = ("ratelimit-policy", "ratelimit")
 GATEWAY_DOMAIN = "gateway.pdfsmaller"
+CORS_ORIGIN = "https://app.example"
 
 
 # --- The errors the real gateway can produce, read from its code ---------------
@@ -92,7 +98,15 @@ class GatewayError:
         return cls(error.reason, error.code, error.domain or GATEWAY_DOMAIN, frozenset(error.metadata))
 
 
-_ERROR_TYPES = {cls.__name__: cls for cls in (ServiceError, *ServiceError.__subclasses__())}
+def _error_types(base: type[ServiceError] = ServiceError) -> dict[str, type[ServiceError]]:
+    """ServiceError and its subclasses at any depth (e.g. the gateway's LimitExceeded)."""
+    found = {base.__name__: base}
+    for subclass in base.__subclasses__():
+        found |= _error_types(subclass)
+    return found
+
+
+_ERROR_TYPES = _error_types()
 
 
 def _raised_in(path: Path, domain: str) -> set[GatewayError]:
@@ -138,8 +152,13 @@ REAL_CODES = sorted({e.code for e in REAL_ERRORS}, key=lambda code: code.name)
 # One real error per code the gateway can answer with, for the status-mapping test.
 CODE_EXAMPLES = {code: min((e for e in REAL_ERRORS if e.code == code), key=lambda e: e.reason) for code in REAL_CODES}
 JOB_NOT_FOUND = next(e for e in REAL_ERRORS if e.reason == "JOB_NOT_FOUND")
-# What the fake raises besides CODE_EXAMPLES and the real UploadStream's refusals.
-FAKE_ERRORS = {"missing": JOB_NOT_FOUND.build("no such job")}
+RATE_LIMITED = next(e for e in REAL_ERRORS if e.reason == "RATE_LIMITED")
+# What the fake raises besides CODE_EXAMPLES and the real UploadBody's refusals.
+FAKE_ERRORS = {"missing": JOB_NOT_FOUND.build("no such job"), "throttled": RATE_LIMITED.build("rate limit exceeded")}
+# The gateway's rate-limit response headers (draft-ietf-httpapi-ratelimit-headers), sent as gRPC
+# metadata: initial metadata on a success, trailing metadata with a RESOURCE_EXHAUSTED refusal.
+LIMIT_HEADERS = (("ratelimit-policy", '"default";q=100;w=3600'), ("ratelimit", '"default";r=99;t=3600'))
+REFUSAL_HEADERS = (*LIMIT_HEADERS[:1], ("ratelimit", '"default";r=0;t=42'), ("retry-after", "42"))
 
 
 # --- The double -------------------------------------------------------------------
@@ -179,7 +198,11 @@ class FakeGateway(pb_grpc.GatewayServiceServicer):
         return to_public(jobs_pb.Job(id=job_id, tenant="public", state=state, **fields))
 
     @staticmethod
-    def _fail_for(job_id: str) -> None:
+    def _fail_for(job_id: str, context: grpc.ServicerContext | None = None) -> None:
+        if job_id == "limited" and context is not None:
+            context.send_initial_metadata(LIMIT_HEADERS)
+        if job_id == "throttled" and context is not None:
+            context.set_trailing_metadata(REFUSAL_HEADERS)
         if job_id in FAKE_ERRORS:
             raise FAKE_ERRORS[job_id]
         if job_id.startswith("code-"):
@@ -206,13 +229,12 @@ class FakeGateway(pb_grpc.GatewayServiceServicer):
                 yield message
 
         # The real upload checks (PDF magic, empty body, options from the first message).
-        stream = UploadStream(
+        stream = UploadBody(
             recorded(),
-            key="inputs/fake.pdf",
             max_bytes=MAX_UPLOAD_BYTES,
             client_finished=lambda: client_stream_completed(context),
         )
-        for _ in stream.requests():
+        for _ in stream.chunks():
             pass
         return self.job(
             "up-1",
@@ -224,7 +246,7 @@ class FakeGateway(pb_grpc.GatewayServiceServicer):
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         self._called("GetJob", context)
-        self._fail_for(request.id)
+        self._fail_for(request.id, context)
         return self.job(request.id, input_size_bytes=1234)
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
@@ -275,6 +297,10 @@ class FakeGateway(pb_grpc.GatewayServiceServicer):
         for offset in range(0, len(RESULT), RESULT_CHUNK):
             yield httpbody_pb2.HttpBody(content_type="application/pdf", data=RESULT[offset : offset + RESULT_CHUNK])
 
+    def GetQuota(self, request: pb.GetQuotaRequest, context: grpc.ServicerContext) -> pb.Quota:
+        self._called("GetQuota", context)
+        return pb.Quota(tenant="public")
+
     def GetHealth(self, request: pb.GetHealthRequest, context: grpc.ServicerContext) -> pb.Health:
         self._called("GetHealth", context)
         return pb.Health(status=pb.SERVING_STATUS_SERVING)
@@ -298,8 +324,9 @@ def gateway() -> Iterator[tuple[RunningServer, FakeGateway]]:
 
 @pytest.fixture(scope="module")
 def edge(gateway: tuple[RunningServer, FakeGateway], envoy_factory: Any) -> str:
-    """host:port of an Envoy in front of the fake gateway, with a small body limit."""
-    url: str = envoy_factory(gateway[0].address, max_request_bytes=SMALL_LIMIT)
+    """host:port of an Envoy in front of the fake gateway, with a small body limit and one
+    allowed CORS origin."""
+    url: str = envoy_factory(gateway[0].address, max_request_bytes=SMALL_LIMIT, cors_origins=(CORS_ORIGIN,))
     return url.removeprefix("http://")
 
 
@@ -450,8 +477,12 @@ def test_real_download_headers(real_gateway: str, real_edge: str) -> None:
         data = b"".join(chunk.data for chunk in download)
         sent = dict(download.initial_metadata())
     assert data == reply.body
-    assert tuple(sent) == DOWNLOAD_HEADERS
+    assert tuple(sent) == DOWNLOAD_HEADERS + RATE_LIMIT_HEADERS
     assert all(reply.headers[name] == sent[name] for name in DOWNLOAD_HEADERS)
+    # The real gateway's rate-limit metadata reaches the REST client as headers (values differ:
+    # the gRPC call above spent another request).
+    assert reply.headers["ratelimit-policy"] == sent["ratelimit-policy"]
+    assert reply.headers["ratelimit"]
 
 
 # --- REST through the transcoder ---------------------------------------------
@@ -634,21 +665,21 @@ def test_cors_preflight_is_answered_by_envoy(edge: str) -> None:
         "OPTIONS",
         "/v1/jobs",
         headers={
-            "origin": "https://app.example",
+            "origin": CORS_ORIGIN,
             "access-control-request-method": "POST",
             "access-control-request-headers": f"content-type, {API_KEY_HEADER}",
         },
     )
     assert reply.status == 200
-    assert reply.headers["access-control-allow-origin"] == "https://app.example"
+    assert reply.headers["access-control-allow-origin"] == CORS_ORIGIN
     assert "POST" in reply.headers["access-control-allow-methods"]
     assert API_KEY_HEADER in reply.headers["access-control-allow-headers"]
 
 
 def test_cors_exposes_download_headers(edge: str) -> None:
-    reply = call(edge, "GET", "/v1/jobs/done/result", headers={"origin": "https://app.example"})
+    reply = call(edge, "GET", "/v1/jobs/done/result", headers={"origin": CORS_ORIGIN})
     assert reply.status == 200
-    assert reply.headers["access-control-allow-origin"] == "https://app.example"
+    assert reply.headers["access-control-allow-origin"] == CORS_ORIGIN
     exposed = {name.strip() for name in reply.headers["access-control-expose-headers"].split(",")}
     assert set(DOWNLOAD_HEADERS) <= exposed
 
@@ -814,3 +845,219 @@ def test_upload_page_is_served_at_the_root(edge: str) -> None:
     assert page.body == (ROOT / "deploy/envoy/index.html").read_bytes()
     # Only GET: anything else at the root is still the API's JSON 404.
     assert_status_json(call(edge, "POST", "/", b"x"), 404, 5, "NOT_FOUND", "envoy")
+
+
+# --- Edge limits: long URLs and large headers ----------------------------------------
+
+MAX_PATH = EnvoySettings().max_path_bytes
+MAX_HEADERS = EnvoySettings().max_header_bytes
+LIST_PREFIX = "/v1/jobs?page_token="
+
+
+def path_of(size: int) -> str:
+    """A ListJobs path with query, exactly `size` bytes long."""
+    return LIST_PREFIX + "t" * (size - len(LIST_PREFIX))
+
+
+def call_from(edge: str, source: str, path: str, headers: dict[str, str] | None = None) -> int:
+    """The status of one GET sent from the loopback address `source` (127.0.0.2, ...): Envoy sees
+    another client address, as the per-address rate limit does."""
+    host, port = edge.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("size", [MAX_PATH - 1, MAX_PATH])
+def test_path_up_to_the_limit_reaches_the_gateway(edge: str, servicer: FakeGateway, size: int) -> None:
+    reply = call(edge, "GET", path_of(size))
+    assert reply.status == 200, reply.body[:300]
+    assert servicer.calls == ["ListJobs"]
+
+
+@pytest.mark.parametrize("size", [MAX_PATH + 1, 12 * 1024, 16 * 1024, 40 * 1024])
+def test_path_over_the_limit_is_414_json(edge: str, servicer: FakeGateway, size: int) -> None:
+    body = assert_status_json(call(edge, "GET", path_of(size)), 414, 3, "URI_TOO_LONG", "envoy")
+    assert body["details"][0]["metadata"] == {"max_bytes": str(MAX_PATH)}
+    assert body["message"] == f"request path and query longer than {MAX_PATH} bytes"
+    assert servicer.calls == []  # decided at the edge
+
+
+def test_headers_below_the_limit_reach_the_gateway(edge: str, servicer: FakeGateway) -> None:
+    # Envoy's own headers (x-request-id, x-forwarded-*...) count too: leave them 1 KiB.
+    filler = "f" * (MAX_HEADERS - 1024)
+    reply = call(edge, "GET", "/v1/jobs/h2", headers={"x-filler": filler})
+    assert reply.status == 200, reply.body[:300]
+    assert servicer.metadata["x-filler"] == filler
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"x-filler": "f" * (MAX_HEADERS + 1)}, {f"x-filler-{n}": "f" * 600 for n in range(30)}],
+    ids=["one-large", "many"],
+)
+def test_headers_over_the_limit_are_431_json(edge: str, servicer: FakeGateway, headers: dict[str, str]) -> None:
+    body = assert_status_json(call(edge, "GET", "/v1/jobs/h3", headers=headers), 431, 3, "HEADERS_TOO_LARGE", "envoy")
+    assert body["details"][0]["metadata"] == {"max_bytes": str(MAX_HEADERS)}
+    assert servicer.calls == []
+
+
+def test_grpc_metadata_over_the_limit_is_invalid_argument(channel: grpc.Channel) -> None:
+    stub = pb_grpc.GatewayServiceStub(channel)
+    assert stub.GetJob(pb.GetJobRequest(id="m1"), metadata=[("x-filler", "f" * (MAX_HEADERS - 1024))], timeout=5)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.GetJob(pb.GetJobRequest(id="m2"), metadata=[("x-filler", "f" * (MAX_HEADERS + 1))], timeout=5)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details() == f"request headers larger than {MAX_HEADERS} bytes"
+
+
+def test_limits_the_gateway_could_refuse_are_a_settings_problem() -> None:
+    with pytest.raises(SettingsError) as failure:
+        EnvoySettings.from_env({"ENVOY_MAX_HEADER_BYTES": str(MAX_METADATA_BYTES)})
+    [problem] = failure.value.problems
+    assert "ENVOY_MAX_HEADER_BYTES" in problem
+    assert "gateway" in problem
+
+
+# --- Rate limits: the gateway's headers, the edge's per-client buckets -------------------
+
+
+def test_gateway_rate_limit_headers_reach_rest_clients(edge: str) -> None:
+    """Initial metadata on a success, trailing metadata of a refusal: both become HTTP headers."""
+    allowed = call(edge, "GET", "/v1/jobs/limited")
+    assert allowed.status == 200
+    assert {name: allowed.headers.get(name) for name, _ in LIMIT_HEADERS} == dict(LIMIT_HEADERS)
+    refused = call(edge, "GET", "/v1/jobs/throttled")
+    assert_status_json(refused, 429, 8, "RATE_LIMITED", GATEWAY_DOMAIN)
+    assert {name: refused.headers.get(name) for name, _ in REFUSAL_HEADERS} == dict(REFUSAL_HEADERS)
+
+
+def test_gateway_rate_limit_headers_reach_grpc_clients(channel: grpc.Channel) -> None:
+    stub = pb_grpc.GatewayServiceStub(channel)
+    _, allowed = stub.GetJob.with_call(pb.GetJobRequest(id="limited"), timeout=5)
+    assert set(LIMIT_HEADERS) <= set(allowed.initial_metadata())
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.GetJob(pb.GetJobRequest(id="throttled"), timeout=5)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert set(REFUSAL_HEADERS) <= set(failure.value.trailing_metadata() or ())
+
+
+def test_cors_exposes_rate_limit_headers(edge: str) -> None:
+    reply = call(edge, "GET", "/v1/jobs/limited", headers={"origin": CORS_ORIGIN})
+    exposed = {name.strip() for name in reply.headers["access-control-expose-headers"].split(",")}
+    assert {"ratelimit", "ratelimit-policy", "retry-after"} <= exposed
+
+
+def test_edge_rate_limit_is_per_api_key(gateway: tuple[RunningServer, FakeGateway], envoy_factory: Any) -> None:
+    """A key that floods is refused; another key, and no key, from the same address all pass."""
+    edge = envoy_factory(
+        gateway[0].address, key_rate_limit_per_second=1, key_rate_limit_burst=2, rate_limit_burst=10_000
+    ).removeprefix("http://")
+    flooding = {API_KEY_HEADER: "flooding-key-0123456789"}
+    statuses = [call(edge, "GET", "/v1/jobs/k1", headers=flooding).status for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while statuses[-1] != 429 and time.monotonic() < deadline and len(statuses) < 200:
+        statuses.append(call(edge, "GET", "/v1/jobs/k1", headers=flooding).status)
+    assert statuses[-1] == 429, statuses
+    refused = call(edge, "GET", "/v1/jobs/k1", headers=flooding)
+    if refused.status == 429:  # unless a second passed: then the bucket has a token again
+        assert_status_json(refused, 429, 8, "RATE_LIMITED", "envoy")
+        assert refused.headers["retry-after"] == "1"
+    # At most the burst of requests each: they pass however slow the machine is.
+    quiet = {API_KEY_HEADER: "quiet-key-0123456789ab"}
+    assert [call(edge, "GET", "/v1/jobs/k2", headers=quiet).status for _ in range(2)] == [200, 200]
+    assert [call(edge, "GET", "/v1/jobs/k3").status for _ in range(2)] == [200, 200]
+
+
+def test_edge_rate_limit_is_per_client_address(gateway: tuple[RunningServer, FakeGateway], envoy_factory: Any) -> None:
+    edge = envoy_factory(gateway[0].address, rate_limit_per_second=1, rate_limit_burst=2).removeprefix("http://")
+    statuses = [call_from(edge, "127.0.0.2", "/v1/jobs/a1") for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while statuses[-1] != 429 and time.monotonic() < deadline and len(statuses) < 200:
+        statuses.append(call_from(edge, "127.0.0.2", "/v1/jobs/a1"))
+    assert statuses[-1] == 429, statuses
+    assert [call_from(edge, "127.0.0.3", "/v1/jobs/a2") for _ in range(2)] == [200, 200]
+
+
+# --- CORS: development and production defaults --------------------------------------------
+
+
+def _cors_policy(config: dict[str, Any]) -> dict[str, Any] | None:
+    [host] = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"
+    ]["virtual_hosts"]
+    policy: dict[str, Any] | None = host.get("typed_per_filter_config", {}).get("envoy.filters.http.cors")
+    return policy
+
+
+def test_development_cors_default_is_the_pages_own_origin() -> None:
+    settings = EnvoySettings.from_env({"ENVOY_LISTEN": "127.0.0.1:8080"})
+    assert settings.cors_origins is None
+    policy = _cors_policy(render_config(settings))
+    assert policy is not None
+    assert policy["allow_origin_string_match"] == [
+        {"exact": "http://127.0.0.1:8080"},
+        {"exact": "http://localhost:8080"},
+    ]
+
+
+def test_development_edge_allows_its_own_origin_only(
+    gateway: tuple[RunningServer, FakeGateway], envoy_server_factory: Any
+) -> None:
+    server = envoy_server_factory(gateway[0].address)  # the defaults, port 0
+    edge, port = server.address, server.address.rsplit(":", 1)[1]
+    for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+        reply = call(edge, "GET", "/v1/jobs/o1", headers={"origin": origin})
+        assert reply.headers.get("access-control-allow-origin") == origin
+    for origin in ("https://evil.example", f"http://127.0.0.1.evil.example:{port}", "null"):
+        reply = call(edge, "GET", "/v1/jobs/o1", headers={"origin": origin})
+        assert reply.status == 200
+        assert "access-control-allow-origin" not in reply.headers, origin
+
+
+def test_production_default_is_no_cors(gateway: tuple[RunningServer, FakeGateway], envoy_factory: Any) -> None:
+    settings = EnvoySettings.from_env({"PDFSMALLER_ENV": "production"})
+    assert settings.cors_origins == ()
+    assert _cors_policy(render_config(settings)) is None
+    edge = envoy_factory(gateway[0].address, cors_origins=()).removeprefix("http://")
+    preflight = call(
+        edge, "OPTIONS", "/v1/jobs", headers={"origin": CORS_ORIGIN, "access-control-request-method": "POST"}
+    )
+    reply = call(edge, "GET", "/v1/jobs/o2", headers={"origin": CORS_ORIGIN})
+    assert reply.status == 200
+    for answer in (preflight, reply):
+        assert not [name for name in answer.headers if name.startswith("access-control-")], answer.headers
+
+
+def test_production_refuses_cors_for_any_origin_with_every_other_problem() -> None:
+    environ = {"PDFSMALLER_ENV": "production", "ENVOY_CORS_ORIGINS": "*", "ENVOY_LISTEN": "nowhere"}
+    with pytest.raises(SettingsError) as failure:
+        EnvoySettings.from_env(environ)
+    problems = failure.value.problems
+    assert len(problems) == 2, problems
+    assert any(p.startswith("PDFSMALLER_ENV=production") and "ENVOY_CORS_ORIGINS='*'" in p for p in problems)
+    assert any("ENVOY_LISTEN='nowhere'" in p for p in problems)
+    # Exact origins are fine in production; "*" is fine in development.
+    exact = {"ENVOY_CORS_ORIGINS": "https://a.example, https://b.example", "ENVOY_LISTEN": "0.0.0.0:8080"}
+    allowed = EnvoySettings.from_env({**environ, **exact})
+    assert allowed.cors_origins == ("https://a.example", "https://b.example")
+    assert EnvoySettings.from_env({"ENVOY_CORS_ORIGINS": "*"}).cors_origins == ("*",)
+
+
+def test_kubernetes_config_is_production_without_cors() -> None:
+    spec = importlib.util.spec_from_file_location("render_envoy", ROOT / "deploy/k8s/render_envoy.py")
+    assert spec is not None
+    assert spec.loader is not None
+    render_envoy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_envoy)
+    assert _cors_policy(render_envoy.render()) is None
+    chosen = _cors_policy(render_envoy.render({"ENVOY_CORS_ORIGINS": "https://app.example.com"}))
+    assert chosen is not None
+    assert chosen["allow_origin_string_match"] == [{"exact": "https://app.example.com"}]
+    with pytest.raises(SettingsError):
+        render_envoy.render({"ENVOY_CORS_ORIGINS": "*"})

@@ -51,6 +51,8 @@ STATS_PORT = 9902
 
 # In-cluster values of the variables EnvoySettings.from_env reads; everything else keeps its default.
 K8S_ENV: dict[str, str] = {
+    # As the base's settings.env: no CORS unless ENVOY_CORS_ORIGINS lists exact origins ("*" refused).
+    "PDFSMALLER_ENV": "production",
     "ENVOY_LISTEN": f"0.0.0.0:{LISTEN_PORT}",
     "ENVOY_ADMIN_PORT": str(ADMIN_PORT),
     # Headless: Envoy sees every ready gateway pod and balances per request; through a

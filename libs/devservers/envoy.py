@@ -30,6 +30,7 @@ from typing import IO, Any
 import yaml
 
 from libs.devservers.processes import log_tail, stop_process
+from libs.grpc_server import MAX_METADATA_BYTES
 from libs.ports import PortInUse
 from libs.settings import EnvReader, local_address
 
@@ -38,6 +39,10 @@ TEMPLATE_PATH = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
 WEB_PAGE_PATH = REPO_ROOT / "deploy" / "envoy" / "index.html"
 DEFAULT_DESCRIPTOR = REPO_ROOT / "gen" / "gateway_descriptor.pb"
 MIB = 1024 * 1024
+# What Envoy adds to the client's headers when it forwards a request as gRPC metadata (its own
+# x-request-id, x-forwarded-*, pseudo-headers...) plus gRPC's 32 bytes per entry for Envoy's
+# 100 headers at most.
+FORWARDED_OVERHEAD_BYTES = 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,23 @@ class EnvoySettings:
     gateway_addr: str = local_address("gateway")
     descriptor: Path = DEFAULT_DESCRIPTOR
     max_request_bytes: int = 100 * MIB
-    rate_limit_per_second: int = 200
-    rate_limit_burst: int = 400
+    # Path + query (414 above) and the other request headers together (431 above), kept below
+    # what the gateway accepts as gRPC metadata (see _check_header_limits).
+    max_path_bytes: int = 8 * 1024
+    max_header_bytes: int = 16 * 1024
+    # Edge flood guard, per client address and per x-api-key value (token buckets). The bursts
+    # exceed the gateway's per-key bursts together (20 uploads + 120 reads), so a client within
+    # the gateway's limits never meets this one.
+    rate_limit_per_second: int = 50
+    rate_limit_burst: int = 200
+    key_rate_limit_per_second: int = 50
+    key_rate_limit_burst: int = 200
+    # Buckets kept per kind (address, key); the least recently used is dropped beyond it.
+    rate_limit_tracked_clients: int = 10_000
     max_connections: int = 10_000
-    # "*" allows any origin; otherwise exact origins such as https://app.example.com.
-    cors_origins: tuple[str, ...] = ("*",)
+    # Exact origins such as https://app.example.com, or "*" for any (refused in production);
+    # None: the listener's own origin (the upload page), the development default.
+    cors_origins: tuple[str, ...] | None = None
     unary_timeout_seconds: int = 60
     transfer_idle_timeout_seconds: int = 300
     watch_idle_timeout_seconds: int = 3600
@@ -64,18 +81,26 @@ class EnvoySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EnvoySettings:
         env = EnvReader(environ)
         defaults = cls()
+        cors_origins = _cors_origins(env)
         settings = cls(
             listen=env.address("ENVOY_LISTEN", defaults.listen),
             admin_port=env.int("ENVOY_ADMIN_PORT", defaults.admin_port, minimum=0),
             gateway_addr=env.address("GATEWAY_ADDR", defaults.gateway_addr),
             descriptor=Path(env.str("ENVOY_DESCRIPTOR", str(defaults.descriptor))),
             max_request_bytes=env.int("ENVOY_MAX_REQUEST_BYTES", defaults.max_request_bytes, minimum=1),
+            max_path_bytes=env.int("ENVOY_MAX_PATH_BYTES", defaults.max_path_bytes, minimum=256),
+            max_header_bytes=env.int("ENVOY_MAX_HEADER_BYTES", defaults.max_header_bytes, minimum=1024),
             rate_limit_per_second=env.int("ENVOY_RATE_LIMIT_PER_SECOND", defaults.rate_limit_per_second, minimum=1),
             rate_limit_burst=env.int("ENVOY_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
-            max_connections=env.int("ENVOY_MAX_CONNECTIONS", defaults.max_connections, minimum=1),
-            cors_origins=tuple(
-                origin.strip() for origin in env.str("ENVOY_CORS_ORIGINS", "*").split(",") if origin.strip()
+            key_rate_limit_per_second=env.int(
+                "ENVOY_KEY_RATE_LIMIT_PER_SECOND", defaults.key_rate_limit_per_second, minimum=1
             ),
+            key_rate_limit_burst=env.int("ENVOY_KEY_RATE_LIMIT_BURST", defaults.key_rate_limit_burst, minimum=1),
+            rate_limit_tracked_clients=env.int(
+                "ENVOY_RATE_LIMIT_TRACKED_CLIENTS", defaults.rate_limit_tracked_clients, minimum=1
+            ),
+            max_connections=env.int("ENVOY_MAX_CONNECTIONS", defaults.max_connections, minimum=1),
+            cors_origins=cors_origins,
             unary_timeout_seconds=env.int("ENVOY_UNARY_TIMEOUT_SECONDS", defaults.unary_timeout_seconds, minimum=1),
             transfer_idle_timeout_seconds=env.int(
                 "ENVOY_TRANSFER_IDLE_TIMEOUT_SECONDS", defaults.transfer_idle_timeout_seconds, minimum=1
@@ -92,10 +117,35 @@ class EnvoySettings:
             env.problem(f"OTEL_EXPORTER_OTLP_ENDPOINT={settings.otlp_endpoint!r} is not http(s)://host:port")
         if not 0 <= settings.trace_sampling_percent <= 100:
             env.problem(f"ENVOY_TRACE_SAMPLING_PERCENT={settings.trace_sampling_percent} is not within 0..100")
-        if not settings.cors_origins:
-            env.problem("ENVOY_CORS_ORIGINS is empty")
+        _check_header_limits(env, settings)
         env.done()
         return settings
+
+
+def _cors_origins(env: EnvReader) -> tuple[str, ...] | None:
+    """ENVOY_CORS_ORIGINS; unset: none in production, the page's own origin in development."""
+    raw = env.optional("ENVOY_CORS_ORIGINS")
+    if raw is None:
+        return () if env.production else None
+    origins = tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+    if not origins:
+        env.problem("ENVOY_CORS_ORIGINS is empty")
+    env.require_in_production(
+        "*" not in origins, "ENVOY_CORS_ORIGINS='*' lets any web site call the API; list exact origins"
+    )
+    return origins
+
+
+def _check_header_limits(env: EnvReader, settings: EnvoySettings) -> None:
+    """Envoy forwards the client's headers and the path twice (:path, x-envoy-original-path)
+    as gRPC metadata; above the gateway's limit gRPC would refuse some of them at random."""
+    forwarded = settings.max_header_bytes + settings.max_path_bytes + FORWARDED_OVERHEAD_BYTES
+    if forwarded > MAX_METADATA_BYTES:
+        env.problem(
+            f"ENVOY_MAX_HEADER_BYTES={settings.max_header_bytes} and "
+            f"ENVOY_MAX_PATH_BYTES={settings.max_path_bytes} let requests through whose metadata "
+            f"(up to {forwarded} bytes) the gateway refuses (over {MAX_METADATA_BYTES} bytes)"
+        )
 
 
 def _otlp_host_port(endpoint: str) -> tuple[str, int] | None:
@@ -114,10 +164,25 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _cors_matchers(origins: tuple[str, ...]) -> list[dict[str, Any]]:
+def _cors_matchers(origins: tuple[str, ...] | None, listen: str) -> list[dict[str, Any]]:
+    if origins is None:
+        return _own_origin_matchers(listen)
     if "*" in origins:
         return [{"safe_regex": {"regex": ".*"}}]
     return [{"exact": origin} for origin in origins]
+
+
+def _own_origin_matchers(listen: str) -> list[dict[str, Any]]:
+    """The origins of the upload page as a browser on this machine opens it."""
+    host, port = _split(listen)
+    hosts = ["127.0.0.1", "localhost"]
+    if host not in (*hosts, "0.0.0.0", "::", ""):
+        hosts.append(f"[{host}]" if ":" in host else host)
+    if port == 0:
+        # Envoy picks the port after rendering: any port of these hosts.
+        names = "|".join(re.escape(name) for name in hosts)
+        return [{"safe_regex": {"regex": f"http://({names}):[0-9]{{1,5}}"}}]
+    return [{"exact": f"http://{name}:{port}"} for name in hosts]
 
 
 def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) -> dict[str, Any]:
@@ -135,10 +200,17 @@ def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) 
         "GATEWAY_PORT": gateway_port,
         "DESCRIPTOR_PATH": str(descriptor_path or settings.descriptor),
         "MAX_REQUEST_BYTES": settings.max_request_bytes,
+        "MAX_PATH_BYTES": settings.max_path_bytes,
+        "MAX_HEADER_BYTES": settings.max_header_bytes,
         "RATE_LIMIT_PER_SECOND": settings.rate_limit_per_second,
         "RATE_LIMIT_BURST": max(settings.rate_limit_burst, settings.rate_limit_per_second),
+        "KEY_RATE_LIMIT_PER_SECOND": settings.key_rate_limit_per_second,
+        "KEY_RATE_LIMIT_BURST": max(settings.key_rate_limit_burst, settings.key_rate_limit_per_second),
+        "RATE_LIMIT_TRACKED_CLIENTS": settings.rate_limit_tracked_clients,
+        # The bucket of a request matching no descriptor (none should): one address's worth.
+        "RATE_LIMIT_UNMATCHED_BURST": max(settings.rate_limit_burst, settings.rate_limit_per_second),
         "MAX_CONNECTIONS": settings.max_connections,
-        "CORS_ORIGINS": json.dumps(_cors_matchers(settings.cors_origins)),
+        "CORS_ORIGINS": json.dumps(_cors_matchers(settings.cors_origins, settings.listen)),
         "UNARY_TIMEOUT": f"{settings.unary_timeout_seconds}s",
         "TRANSFER_IDLE_TIMEOUT": f"{settings.transfer_idle_timeout_seconds}s",
         "WATCH_IDLE_TIMEOUT": f"{settings.watch_idle_timeout_seconds}s",
@@ -151,6 +223,8 @@ def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) 
         "WEB_PAGE": json.dumps(WEB_PAGE_PATH.read_text()),
     }
     config: dict[str, Any] = yaml.safe_load(Template(TEMPLATE_PATH.read_text()).substitute(values))
+    if settings.cors_origins == ():
+        _drop_cors_policy(config)
     if otlp is None:
         # Without a collector there is nothing to export to: no tracer, no cluster.
         resources = config["static_resources"]
@@ -160,6 +234,15 @@ def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) 
                 for network_filter in chain["filters"]:
                     network_filter["typed_config"].pop("tracing", None)
     return config
+
+
+def _drop_cors_policy(config: dict[str, Any]) -> None:
+    """No allowed origin: without a policy the CORS filter adds no header and answers no preflight."""
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for host in network_filter["typed_config"]["route_config"]["virtual_hosts"]:
+                    host.get("typed_per_filter_config", {}).pop("envoy.filters.http.cors", None)
 
 
 class _NoAliasDumper(yaml.SafeDumper):

@@ -10,8 +10,10 @@ from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
-from services.gateway.auth import Authenticator, RateLimiter
+from services.gateway.auth import Authenticator
 from services.gateway.health import HealthReporter
+from services.gateway.quotas import Quotas
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.servicer import Dependencies, GatewayServicer
 from services.gateway.settings import GatewaySettings
 
@@ -42,7 +44,8 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
         storage=storage_service_pb2_grpc.StorageServiceStub(storage_channel),
         scanner=scanner_stub,
         authenticator=authenticator,
-        rate_limiter=RateLimiter(redis_client, settings.rate_limit_per_minute),
+        rate_limiter=RateLimiter(redis_client, settings.rate_limits),
+        quotas=Quotas(redis_client, settings.quotas),
         health=health,
         max_upload_bytes=settings.max_upload_bytes,
         call_timeout_seconds=settings.call_timeout_seconds,

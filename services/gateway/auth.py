@@ -1,22 +1,26 @@
-"""API-key authentication and per-key rate limiting."""
+"""API-key authentication: who is calling (tenant) and with which key (for the rate limits)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import grpc
-import redis
 
-from libs.errors import ResourceExhausted, Unauthenticated
-
-log = logging.getLogger(__name__)
+from libs.errors import Unauthenticated
 
 ANONYMOUS_TENANT = "public"
 API_KEY_HEADER = "x-api-key"
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    # Names the caller's rate-limit budget: a short digest of the API key (never the key), or the
+    # tenant in anonymous development mode.
+    limiter_id: str
 
 
 class Authenticator:
@@ -35,8 +39,11 @@ class Authenticator:
         return bool(self._digests)
 
     def tenant_of(self, context: grpc.ServicerContext) -> str:
+        return self.caller_of(context).tenant
+
+    def caller_of(self, context: grpc.ServicerContext) -> Caller:
         if not self._digests:
-            return ANONYMOUS_TENANT
+            return Caller(ANONYMOUS_TENANT, f"tenant:{ANONYMOUS_TENANT}")
         presented = next((value for key, value in context.invocation_metadata() if key == API_KEY_HEADER), None)
         if not presented:
             raise Unauthenticated("API_KEY_MISSING", f"send your API key in the {API_KEY_HEADER} header")
@@ -47,34 +54,5 @@ class Authenticator:
                 match = tenant
         if match is None:
             raise Unauthenticated("API_KEY_INVALID", "the API key is not valid")
-        return match
-
-
-class RateLimiter:
-    """Fixed one-minute windows per tenant, counted in Redis so replicas share them.
-
-    Redis being down lets requests through (logged): losing the limiter must not
-    take the whole API down; Envoy's coarse local limit still applies.
-    """
-
-    def __init__(self, client: redis.Redis, per_minute: int) -> None:
-        self._redis = client
-        self._per_minute = per_minute
-
-    def check(self, tenant: str) -> None:
-        window = int(time.time() // 60)
-        key = f"ratelimit:{tenant}:{window}"
-        try:
-            pipe = self._redis.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            count = int(pipe.execute()[0])
-        except redis.RedisError:
-            log.warning("rate limiter unavailable; request allowed", exc_info=True)
-            return
-        if count > self._per_minute:
-            raise ResourceExhausted(
-                "RATE_LIMITED",
-                f"more than {self._per_minute} requests this minute; retry after the minute ends",
-                metadata={"retry_after_seconds": str(60 - int(time.time()) % 60)},
-            )
+        # Redis key names (and dumps, and MONITOR) show this digest of the digest, never the key.
+        return Caller(match, "key:" + hashlib.sha256(b"ratelimit:" + digest).hexdigest()[:16])

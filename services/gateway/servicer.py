@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote
@@ -23,13 +24,23 @@ from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from libs.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable, error_info, from_rpc
+from libs.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    ServiceError,
+    Unavailable,
+    error_info,
+    from_rpc,
+)
 from libs.grpc_server import client_stream_completed
 from libs.telemetry import current_traceparent
-from services.gateway.auth import Authenticator, RateLimiter
+from services.gateway.auth import Authenticator
 from services.gateway.convert import download_name, parse_options, to_public
 from services.gateway.health import HealthReporter
-from services.gateway.uploads import UploadStream, clean_filename
+from services.gateway.quotas import Quotas, QuotaUsage
+from services.gateway.ratelimit import Budget, LimitExceeded, Metadata, RateLimiter, WindowState
+from services.gateway.uploads import UploadBody, clean_filename, store_upload
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,7 @@ class Dependencies:
     scanner: scanner_grpc.ScannerServiceStub
     authenticator: Authenticator
     rate_limiter: RateLimiter
+    quotas: Quotas
     health: HealthReporter
     max_upload_bytes: int
     call_timeout_seconds: float
@@ -60,10 +72,40 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     # --- helpers -------------------------------------------------------------
 
-    def _tenant(self, context: grpc.ServicerContext) -> str:
-        tenant = self._deps.authenticator.tenant_of(context)
-        self._deps.rate_limiter.check(tenant)
+    def _tenant(self, context: grpc.ServicerContext, budget: Budget = Budget.UPLOADS, *, upload: bool = False) -> str:
+        """Authenticate and spend one request of the caller's `budget`; the RateLimit headers go out
+        now as initial metadata. `upload`: also refuse at once when the tenant's daily quota is used up."""
+        tenant, headers = self._limited(context, budget)
+        if upload:
+            # Before any initial metadata: a refusal is then trailers-only, whose metadata (Retry-After)
+            # Envoy turns into HTTP headers; trailers after initial metadata do not reach HTTP clients.
+            with _limit_headers(context, headers):
+                self._deps.quotas.ensure_room(tenant)
+        context.send_initial_metadata(headers)
         return tenant
+
+    def _limited(self, context: grpc.ServicerContext, budget: Budget) -> tuple[str, Metadata]:
+        """The tenant and the RateLimit headers, for a call that sends its own initial metadata."""
+        caller = self._deps.authenticator.caller_of(context)
+        with _limit_headers(context):
+            decision = self._deps.rate_limiter.check(caller.limiter_id, budget)
+        return caller.tenant, decision.headers()
+
+    def _charged(
+        self, context: grpc.ServicerContext, tenant: str, size: int, job_id: str, admit: Callable[[], jobs.Job]
+    ) -> jobs.Job:
+        """Run `admit` with the upload charged to the tenant's daily quota, refunded unless it created
+        the job `job_id` (refused, failed, or a retry answered with the first upload's job)."""
+        with _limit_headers(context):
+            reservation = self._deps.quotas.reserve(tenant, size)
+        try:
+            job = admit()
+        except BaseException:
+            reservation.refund()
+            raise
+        if job.id != job_id:
+            reservation.refund()
+        return job
 
     def _delete_quietly(self, key: str) -> None:
         try:
@@ -89,30 +131,42 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     def CreateJob(
         self, request_iterator: Iterable[public.CreateJobRequest], context: grpc.ServicerContext
     ) -> public.Job:
-        tenant = self._tenant(context)
-        job_id = str(uuid.uuid4())
-        key = f"inputs/{job_id}.pdf"
-        upload = UploadStream(
+        body = UploadBody(
             messages=request_iterator,
-            key=key,
             max_bytes=self._deps.max_upload_bytes,
             client_finished=lambda: client_stream_completed(context),
         )
         try:
-            stored = self._deps.storage.PutObject(upload.requests(), timeout=self._deps.upload_timeout_seconds)
-        except grpc.RpcError as error:
-            self._uploads.labels(upload.error.reason if upload.error else "STORAGE_FAILED").inc()
-            if upload.error is not None:
-                raise upload.error from None
-            raise from_rpc(error, "storage") from None
-        self._upload_bytes.inc(stored.size_bytes)
+            return self._create_job(body, context)
+        except Exception:
+            body.drain()  # a client still sending when the error comes would see a TCP reset instead
+            raise
+
+    def _create_job(self, body: UploadBody, context: grpc.ServicerContext) -> public.Job:
+        tenant = self._tenant(context, upload=True)
+        requested = body.read_options()
+        options = parse_options(requested)
+        request_id = _request_id(requested)
+        existing = self._job_by_request_id(tenant, request_id)
+        if existing is not None:
+            return self._replay(existing, body, options)
+        job_id = str(uuid.uuid4())
+        key = f"inputs/{job_id}.pdf"
+        stored = self._store(body, key)
         try:
-            job = self._admit(tenant, job_id, key, stored, upload)
+            # The daily quota is charged on acceptance and refunded if admission fails.
+            job = self._charged(
+                context,
+                tenant,
+                stored.size_bytes,
+                job_id,
+                lambda: self._admit(tenant, job_id, stored, requested, options),
+            )
         except BaseException:
             self._delete_quietly(key)
             raise
         fields = {"job_id": job.id, "tenant": tenant, "input_size_bytes": stored.size_bytes}
-        if job.id != job_id:  # an idempotent retry: the first upload's job stands
+        if job.id != job_id:  # a retry that raced the first upload: the first upload's job stands
             self._delete_quietly(key)
             log.info("upload matched job %s by request_id; copy discarded", job.id, extra={"fields": fields})
         else:
@@ -120,15 +174,60 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         self._uploads.labels("ACCEPTED").inc()
         return to_public(job)
 
-    def _admit(self, tenant: str, job_id: str, key: str, stored: storage.ObjectInfo, upload: UploadStream) -> jobs.Job:
-        """Validate options, scan, and create the job for a stored upload."""
-        options = parse_options(upload.options)
-        request_id = upload.options.request_id.strip()
-        if len(request_id) > MAX_REQUEST_ID_CHARS:
-            raise InvalidArgument("INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
+    def _job_by_request_id(self, tenant: str, request_id: str) -> jobs.Job | None:
+        """The job an earlier upload with this request_id created, asked before anything is stored."""
+        if not request_id:
+            return None
+        request = jobs.FindJobByRequestIdRequest(tenant=tenant, request_id=request_id)
+        try:
+            return self._deps.jobs.FindJobByRequestId(request, timeout=self._deps.call_timeout_seconds)
+        except grpc.RpcError as error:
+            if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise from_rpc(error, "jobs") from None
+
+    def _replay(self, existing: jobs.Job, body: UploadBody, options: jobs.CompressionOptions) -> public.Job:
+        """A retried upload (AIP-155): read the body without storing it; the same file and options get the
+        first job, anything else is a reuse of the request_id."""
+        for _chunk in body.chunks():
+            pass
+        if body.sha256 != existing.input_sha256 or options != existing.options:
+            self._uploads.labels("REQUEST_ID_REUSED").inc()
+            raise AlreadyExists(
+                "REQUEST_ID_REUSED",
+                "this request_id was used for another file or other options; send a new request_id",
+            )
+        self._uploads.labels("REPLAYED").inc()
+        log.info("upload matched job %s by request_id; nothing stored", existing.id)
+        return to_public(existing)
+
+    def _store(self, body: UploadBody, key: str) -> storage.ObjectInfo:
+        def start_put(requests: Iterator[storage.PutObjectRequest]) -> grpc.Future:
+            return self._deps.storage.PutObject.future(requests, timeout=self._deps.upload_timeout_seconds)
+
+        try:
+            stored = store_upload(body, key, start_put)
+        except ServiceError as refusal:
+            self._uploads.labels(refusal.reason).inc()
+            raise
+        except grpc.RpcError as error:
+            self._uploads.labels("STORAGE_FAILED").inc()
+            raise from_rpc(error, "storage") from None
+        self._upload_bytes.inc(stored.size_bytes)
+        return stored
+
+    def _admit(
+        self,
+        tenant: str,
+        job_id: str,
+        stored: storage.ObjectInfo,
+        requested: public.CreateJobRequest,
+        options: jobs.CompressionOptions,
+    ) -> jobs.Job:
+        """Scan a stored upload and create its job."""
         try:
             scan = self._deps.scanner.ScanObject(
-                scanner.ScanObjectRequest(key=key), timeout=self._deps.call_timeout_seconds * 4
+                scanner.ScanObjectRequest(key=stored.key), timeout=self._deps.call_timeout_seconds * 4
             )
         except grpc.RpcError as error:
             self._uploads.labels("SCAN_FAILED").inc()
@@ -155,11 +254,11 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             self._deps.jobs.CreateJob,
             jobs.CreateJobRequest(
                 tenant=tenant,
-                request_id=request_id,
+                request_id=requested.request_id.strip(),
                 job_id=job_id,
-                filename=clean_filename(upload.options.filename),
+                filename=clean_filename(requested.filename),
                 options=options,
-                input_key=key,
+                input_key=stored.key,
                 input_size_bytes=stored.size_bytes,
                 input_sha256=stored.sha256,
                 traceparent=current_traceparent(),
@@ -169,10 +268,10 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     # --- job resource ----------------------------------------------------------
 
     def GetJob(self, request: public.GetJobRequest, context: grpc.ServicerContext) -> public.Job:
-        return to_public(self._get_job(request.id, self._tenant(context)))
+        return to_public(self._get_job(request.id, self._tenant(context, Budget.READS)))
 
     def ListJobs(self, request: public.ListJobsRequest, context: grpc.ServicerContext) -> public.ListJobsResponse:
-        tenant = self._tenant(context)
+        tenant = self._tenant(context, Budget.READS)
         page = self._call_jobs(
             self._deps.jobs.ListJobs,
             jobs.ListJobsRequest(tenant=tenant, page_size=request.page_size, page_token=request.page_token),
@@ -191,11 +290,15 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         )
 
     def WatchJob(self, request: public.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[public.Job]:
-        tenant = self._tenant(context)
+        # The RateLimit headers go with the first update: once initial metadata is out, an error
+        # (no such job) can no longer set the HTTP status of a REST watch (Envoy's transcoder).
+        tenant, limit_headers = self._limited(context, Budget.READS)
         updates = self._deps.jobs.WatchJob(jobs.WatchJobRequest(id=request.id, tenant=tenant))
         context.add_callback(updates.cancel)
         try:
-            for job in updates:
+            for count, job in enumerate(updates):
+                if count == 0:
+                    context.send_initial_metadata(limit_headers)
                 yield to_public(job)
         except grpc.RpcError as error:
             if context.is_active():
@@ -204,7 +307,8 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     def GetJobResult(
         self, request: public.GetJobResultRequest, context: grpc.ServicerContext
     ) -> Iterator[httpbody_pb2.HttpBody]:
-        job = self._get_job(request.id, self._tenant(context))
+        tenant, limit_headers = self._limited(context, Budget.READS)
+        job = self._get_job(request.id, tenant)
         if job.state != jobs.JOB_STATE_SUCCEEDED:
             state = jobs.JobState.Name(job.state).removeprefix("JOB_STATE_")
             raise FailedPrecondition("JOB_NOT_SUCCEEDED", f"the job is {state}; a result exists once it has succeeded")
@@ -221,6 +325,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
                     ("content-disposition", _content_disposition(name)),
                     ("x-content-length", str(first.info.size_bytes)),
                     ("x-content-sha256", first.info.sha256),
+                    *limit_headers,
                 )
             )
             for part in parts:
@@ -228,8 +333,57 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         except grpc.RpcError as error:
             raise from_rpc(error, "storage") from None
 
+    def GetQuota(self, request: public.GetQuotaRequest, context: grpc.ServicerContext) -> public.Quota:
+        caller = self._deps.authenticator.caller_of(context)
+        tenant = self._tenant(context, Budget.READS)
+        usage = self._deps.quotas.usage(tenant)
+        windows = self._deps.rate_limiter.peek(caller.limiter_id) or ()
+        return quota_reply(tenant, usage, windows)
+
     def GetHealth(self, request: public.GetHealthRequest, context: grpc.ServicerContext) -> public.Health:
         return self._deps.health.report()
+
+
+@contextmanager
+def _limit_headers(context: grpc.ServicerContext, sent_with: Metadata = ()) -> Iterator[None]:
+    """A refusal's headers (Retry-After, RateLimit; plus `sent_with`) go out as trailing metadata with
+    its status."""
+    try:
+        yield
+    except LimitExceeded as refused:
+        context.set_trailing_metadata((*sent_with, *refused.headers))
+        raise
+
+
+def quota_reply(tenant: str, usage: QuotaUsage, windows: Iterable[WindowState]) -> public.Quota:
+    reply = public.Quota(
+        tenant=tenant,
+        files=_counter(usage.limits.files_per_day, usage.files),
+        bytes=_counter(usage.limits.bytes_per_day, usage.bytes),
+        rate_limits=[
+            public.RateLimitWindow(
+                policy=w.name,
+                quota=w.quota,
+                window_seconds=w.window_seconds,
+                remaining=w.remaining,
+                reset_seconds=w.reset_seconds,
+            )
+            for w in windows
+        ],
+    )
+    reply.reset_time.FromDatetime(usage.reset_time)
+    return reply
+
+
+def _counter(limit: int, used: int) -> public.QuotaCounter:
+    return public.QuotaCounter(limit=limit, used=used, remaining=max(0, limit - used), unlimited=not limit)
+
+
+def _request_id(requested: public.CreateJobRequest) -> str:
+    request_id = requested.request_id.strip()
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidArgument("INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
+    return request_id
 
 
 def _scan_error(error: grpc.RpcError) -> ServiceError:

@@ -6,7 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import limits
+
 from libs.settings import EnvReader, common_ports, local_address
+from services.gateway.quotas import QuotaLimits
+from services.gateway.ratelimit import Budget, Policy
 
 # What the scanner's PDF report can find, by the names REFUSE_ACTIVE_CONTENT uses.
 ACTIVE_CONTENT_KINDS = frozenset({"javascript", "launch", "embedded_files"})
@@ -22,7 +26,10 @@ class GatewaySettings:
     redis_url: str
     # tenant -> API key; empty means anonymous access as tenant "public" (development only).
     api_keys: Mapping[str, str]
-    rate_limit_per_minute: int
+    # Per API key: uploads and job changes spend `default`, polls and downloads `read` (RATE_LIMIT*).
+    rate_limits: Mapping[Budget, Policy]
+    # Per tenant and UTC day (QUOTA_FILES_PER_DAY, QUOTA_BYTES_PER_DAY; 0 = unlimited).
+    quotas: QuotaLimits
     max_upload_bytes: int
     call_timeout_seconds: float
     # Kinds of active content that get an upload refused (ACTIVE_CONTENT_REFUSED).
@@ -48,7 +55,11 @@ class GatewaySettings:
             scanner_addr=env.address("SCANNER_ADDR", local_address("scanner")),
             redis_url=env.str("REDIS_URL"),
             api_keys=api_keys,
-            rate_limit_per_minute=env.int("RATE_LIMIT_PER_MINUTE", 600, minimum=1),
+            rate_limits=_rate_limits(env),
+            quotas=QuotaLimits(
+                files_per_day=env.int("QUOTA_FILES_PER_DAY", 0, minimum=0),
+                bytes_per_day=env.int("QUOTA_BYTES_PER_DAY", 0, minimum=0),
+            ),
             max_upload_bytes=env.int("MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1),
             call_timeout_seconds=env.float("CALL_TIMEOUT_SECONDS", 30.0),
             refuse_active_content=_parse_kinds(env, env.str("REFUSE_ACTIVE_CONTENT", "launch")),
@@ -57,6 +68,44 @@ class GatewaySettings:
         )
         env.done()
         return settings
+
+
+def _rate_limits(env: EnvReader) -> dict[Budget, Policy]:
+    """RATE_LIMIT / RATE_LIMIT_BURST for uploads and changes, RATE_LIMIT_READ(_BURST) for reads.
+
+    The old RATE_LIMIT_PER_MINUTE=N still works as before: one budget of N a minute for every call,
+    no burst shaping (now a moving window). Set together with the new names it is a problem.
+    """
+    legacy = env.int("RATE_LIMIT_PER_MINUTE", 0, minimum=1)
+    new_names = ("RATE_LIMIT", "RATE_LIMIT_BURST", "RATE_LIMIT_READ", "RATE_LIMIT_READ_BURST")
+    if legacy:
+        if any(env.optional(name) for name in new_names):
+            env.problem(
+                "RATE_LIMIT_PER_MINUTE is the old setting: set RATE_LIMIT (and RATE_LIMIT_READ) instead, not both"
+            )
+        shared = Policy("default", limits.RateLimitItemPerMinute(legacy))
+        return {Budget.UPLOADS: shared, Budget.READS: shared}
+    return {
+        Budget.UPLOADS: Policy(
+            "default", _limit(env, "RATE_LIMIT", "100/hour"), env.int("RATE_LIMIT_BURST", 20, minimum=0)
+        ),
+        Budget.READS: Policy(
+            "read", _limit(env, "RATE_LIMIT_READ", "7200/hour"), env.int("RATE_LIMIT_READ_BURST", 120, minimum=0)
+        ),
+    }
+
+
+def _limit(env: EnvReader, name: str, default: str) -> limits.RateLimitItem:
+    """`100/hour`, `10/minute`, `1000 per day`: one limit in the `limits` library's notation."""
+    raw = env.str(name, default)
+    try:
+        items = limits.parse_many(raw)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        env.problem(f"{name}={raw!r} is not one rate limit like 100/hour")
+        return limits.parse(default)
+    return items[0]
 
 
 def _parse_kinds(env: EnvReader, raw: str) -> frozenset[str]:

@@ -1,12 +1,18 @@
-"""Streaming an upload from the client into storage, checking it on the way.
+"""Reading an upload from the client and streaming it into storage, checking it on the way.
 
-Chunks are forwarded as they arrive (bounded memory); the first KiB is held
-back only until we know the body is a PDF, so a disguised file never reaches
+Only the handler's thread reads the client's stream (grpcio's request iterator must not be read
+from two threads); chunks reach the PutObject call, which grpcio drives from a thread of its own,
+through a small hand-off queue. So the handler can still read the rest of the body when storage
+fails mid-way, and answer only then. Memory stays bounded: the queue holds a few chunks, and the
+first KiB is held back only until we know the body is a PDF, so a disguised file never reaches
 storage in full.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import queue
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +29,10 @@ PDF_MAGIC = b"%PDF-"
 SNIFF_BYTES = 1024
 MAX_FILENAME_CHARS = 200
 _UNSAFE_FILENAME_CHARS = re.compile(r'[\x00-\x1f\x7f"\\/;:*?<>|]+')
+# Chunks waiting for the PutObject call (each at most the gRPC message limit).
+HANDOFF_CHUNKS = 2
+# How often a hand-off blocked on a full queue looks whether the storage call has ended.
+HANDOFF_POLL_SECONDS = 0.1
 
 
 def clean_filename(raw: str) -> str:
@@ -48,73 +58,164 @@ OPTION_FIELDS = (
 
 
 @dataclass
-class UploadStream:
-    """Turns the client's CreateJob messages into PutObject messages.
+class UploadBody:
+    """The client's CreateJob messages: options first, then the body, checked, counted and hashed.
 
-    `error` is set when the body is refused, so the caller can tell a refusal
-    from a storage failure after the PutObject call ends.
+    Read from one thread only. `read_options()` reads up to the first message that carries options
+    or data; `chunks()` then yields the body; `drain()` reads and drops whatever is left.
     """
 
     messages: Iterable[public.CreateJobRequest]
-    key: str
     max_bytes: int
     # Whether the client really finished its stream (a disconnect also just ends it).
     client_finished: Callable[[], bool] = lambda: True
-    # The first message with options set, minus its file data.
+    # The options of the first message (REST clients send them as query parameters there), minus its data.
     options: public.CreateJobRequest = field(default_factory=public.CreateJobRequest)
     size: int = 0
-    error: ServiceError | None = None
-    _options_seen: bool = False
+    _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    _pending: bytes = b""
+    _options_read: bool = False
+    _ended: bool = False
 
-    def _take_options(self, message: public.CreateJobRequest) -> None:
-        # REST clients send options as query parameters on the first message only.
-        if self._options_seen:
-            return
-        if any(getattr(message, name) for name in OPTION_FIELDS):
-            self.options = public.CreateJobRequest()
-            self.options.CopyFrom(message)
-            self.options.ClearField("file")
-            self._options_seen = True
+    def __post_init__(self) -> None:
+        # One iterator for every reader below, so each message is read once.
+        self._source = iter(self.messages)
 
-    def _refuse(self, error: ServiceError) -> ServiceError:
-        self.error = error
-        return error
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
-    def requests(self) -> Iterator[storage.PutObjectRequest]:
-        yield storage.PutObjectRequest(
-            header=storage.PutObjectHeader(key=self.key, content_type="application/pdf", max_size_bytes=self.max_bytes)
-        )
+    def read_options(self) -> public.CreateJobRequest:
+        """The upload's options, from the first message that carries options or data."""
+        if self._options_read:
+            return self.options
+        self._options_read = True
+        for message in self._messages():
+            if message.file.data or any(getattr(message, name) for name in OPTION_FIELDS):
+                self.options.CopyFrom(message)
+                self.options.ClearField("file")
+                self._pending = message.file.data
+                break
+        return self.options
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body: the first KiB once it is known to be a PDF, then each chunk as it arrives.
+
+        Raises NOT_A_PDF, FILE_TOO_LARGE, EMPTY_FILE, or UPLOAD_ABORTED for a client that went away.
+        """
         head = b""
         sniffed = False
-        for message in self.messages:
-            self._take_options(message)
-            chunk = message.file.data
-            if not chunk:
-                continue
-            self.size += len(chunk)
-            if self.size > self.max_bytes:
-                raise self._refuse(
-                    ResourceExhausted("FILE_TOO_LARGE", f"the file is larger than {self.max_bytes} bytes")
-                )
+        for chunk in self._data():
             if sniffed:
-                yield storage.PutObjectRequest(chunk=chunk)
+                yield chunk
                 continue
             head += chunk
             if len(head) < SNIFF_BYTES:
                 continue
-            self._check_magic(head)
+            _check_magic(head)
             sniffed = True
-            yield storage.PutObjectRequest(chunk=head)
+            yield head
         if not self.client_finished():
-            raise self._refuse(
-                ServiceError("UPLOAD_ABORTED", "the upload was interrupted", code=grpc.StatusCode.CANCELLED)
-            )
+            raise _aborted()
         if self.size == 0:
-            raise self._refuse(InvalidArgument("EMPTY_FILE", "the request body is empty; send the PDF as the body"))
+            raise InvalidArgument("EMPTY_FILE", "the request body is empty; send the PDF as the body")
         if not sniffed:
-            self._check_magic(head)
-            yield storage.PutObjectRequest(chunk=head)
+            _check_magic(head)
+            yield head
 
-    def _check_magic(self, head: bytes) -> None:
-        if PDF_MAGIC not in head[:SNIFF_BYTES]:
-            raise self._refuse(InvalidArgument("NOT_A_PDF", "the file is not a PDF (no %PDF- header)"))
+    def drain(self) -> None:
+        """Read and drop the rest of the body, up to the size limit.
+
+        An HTTP/1.1 client that gets its answer while still sending sees a TCP reset instead of the
+        answer (Envoy closes the connection it cannot reuse): answer errors only after this.
+        """
+        with contextlib.suppress(ServiceError):
+            for message in self._messages():
+                self.size += len(message.file.data)
+                if self.size > self.max_bytes:
+                    return
+
+    def _data(self) -> Iterator[bytes]:
+        self.read_options()
+        pending, self._pending = self._pending, b""
+        if pending:
+            yield self._counted(pending)
+        for message in self._messages():
+            if message.file.data:
+                yield self._counted(message.file.data)
+
+    def _counted(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise ResourceExhausted("FILE_TOO_LARGE", f"the file is larger than {self.max_bytes} bytes")
+        self._digest.update(chunk)
+        return chunk
+
+    def _messages(self) -> Iterator[public.CreateJobRequest]:
+        if self._ended or self.size > self.max_bytes:
+            return
+        try:
+            # Not `yield from`: closing this generator early (read_options) must not close the source.
+            for message in self._source:  # noqa: UP028
+                yield message
+        except grpc.RpcError:  # grpcio's iterator raises when the client cancels
+            self._ended = True
+            raise _aborted() from None
+        self._ended = True
+
+
+def _aborted() -> ServiceError:
+    return ServiceError("UPLOAD_ABORTED", "the upload was interrupted", code=grpc.StatusCode.CANCELLED)
+
+
+def _check_magic(head: bytes) -> None:
+    if PDF_MAGIC not in head[:SNIFF_BYTES]:
+        raise InvalidArgument("NOT_A_PDF", "the file is not a PDF (no %PDF- header)")
+
+
+# Starts a PutObject call on a request iterator (the storage stub's PutObject.future, with a timeout).
+StartPut = Callable[[Iterator[storage.PutObjectRequest]], grpc.Future]
+
+
+def store_upload(body: UploadBody, key: str, start_put: StartPut) -> storage.ObjectInfo:
+    """Stream the body into storage as `key`; the object exists only if this returns.
+
+    A refusal of the body (ServiceError) cancels the call, so storage keeps nothing. When storage
+    ends the call early, reading stops and its grpc.RpcError is raised: the rest of the body is
+    left for the caller to drain.
+    """
+    handoff: queue.Queue[bytes | None] = queue.Queue(maxsize=HANDOFF_CHUNKS)
+    header = storage.PutObjectHeader(key=key, content_type="application/pdf", max_size_bytes=body.max_bytes)
+    call = start_put(_put_requests(header, handoff))
+    try:
+        for chunk in body.chunks():
+            if not _hand_over(handoff, chunk, call):
+                break
+        else:
+            _hand_over(handoff, None, call)
+        return call.result()
+    finally:
+        # Cancel first: a request iterator that ends on a call still open would commit a truncated object.
+        if not call.done():
+            call.cancel()
+        with contextlib.suppress(queue.Full):
+            handoff.put_nowait(None)  # frees grpcio's thread if it waits for a chunk that will not come
+
+
+def _put_requests(
+    header: storage.PutObjectHeader, handoff: queue.Queue[bytes | None]
+) -> Iterator[storage.PutObjectRequest]:
+    yield storage.PutObjectRequest(header=header)
+    while (chunk := handoff.get()) is not None:
+        yield storage.PutObjectRequest(chunk=chunk)
+
+
+def _hand_over(handoff: queue.Queue[bytes | None], item: bytes | None, call: grpc.Future) -> bool:
+    """Queue one chunk (None: the end) for the call; False if the call ended first."""
+    while not call.done():  # the call's own deadline bounds this wait
+        try:
+            handoff.put(item, timeout=HANDOFF_POLL_SECONDS)
+        except queue.Full:
+            continue
+        return True
+    return False

@@ -1,40 +1,57 @@
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterator
 
+import grpc
 import pytest
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 
 from libs.errors import ServiceError
-from services.gateway.uploads import UploadStream, clean_filename
+from services.gateway.tests.upload_fakes import WAIT_SECONDS, FakePut, FakeRpcError, upload_messages
+from services.gateway.uploads import UploadBody, clean_filename, store_upload
 
 
-def _messages(chunks: Iterable[bytes], **options: object) -> list[public.CreateJobRequest]:
-    messages = [public.CreateJobRequest(file={"data": chunk}) for chunk in chunks]
-    for name, value in options.items():
-        setattr(messages[0], name, value)
-    return messages
+def _body(messages: list[public.CreateJobRequest], max_bytes: int = 10**6, **kwargs: object) -> UploadBody:
+    return UploadBody(iter(messages), max_bytes, **kwargs)  # type: ignore[arg-type]
 
 
-def _drain(upload: UploadStream) -> bytes:
-    parts = list(upload.requests())
-    assert parts[0].HasField("header")
-    return b"".join(part.chunk for part in parts[1:])
+def _read(body: UploadBody) -> bytes:
+    body.read_options()
+    return b"".join(body.chunks())
 
 
 def test_pdf_streams_through_with_options() -> None:
-    body = [b"%PDF-1.7\n", b"x" * 5000, b"%%EOF\n"]
-    upload = UploadStream(_messages(body, filename="a.pdf", level="high", image_quality=40), "inputs/k.pdf", 10**6)
-    assert _drain(upload) == b"".join(body)
-    assert upload.size == sum(map(len, body))
-    assert (upload.options.filename, upload.options.level, upload.options.image_quality) == ("a.pdf", "high", 40)
+    chunks = [b"%PDF-1.7\n", b"x" * 5000, b"%%EOF\n"]
+    body = _body(upload_messages(chunks, filename="a.pdf", level="high", image_quality=40))
+    assert _read(body) == b"".join(chunks)
+    assert body.size == sum(map(len, chunks))
+    assert body.sha256 == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert (body.options.filename, body.options.level, body.options.image_quality) == ("a.pdf", "high", 40)
+    assert not body.options.HasField("file")
+
+
+def test_options_come_from_the_first_message_only() -> None:
+    messages = upload_messages([b"%PDF-1.7\n", b"y" * 2000], request_id="r1")
+    messages[1].request_id = "later"
+    body = _body(messages)
+    assert body.read_options().request_id == "r1"
+    assert _read(body) == b"%PDF-1.7\n" + b"y" * 2000  # the first message's data is not lost
+    assert body.options.request_id == "r1"
+
+
+def test_options_may_come_before_the_data() -> None:
+    messages = [public.CreateJobRequest(filename="f.pdf"), *upload_messages([b"%PDF-1.4\n" * 200])]
+    body = _body(messages)
+    assert body.read_options().filename == "f.pdf"
+    assert _read(body) == b"%PDF-1.4\n" * 200
 
 
 def test_header_may_follow_leading_junk_within_a_kib() -> None:
-    body = b"\x00" * 500 + b"%PDF-1.4\n" + b"y" * 2000
-    assert _drain(UploadStream(_messages([body]), "k", 10**6)) == body
+    data = b"\x00" * 500 + b"%PDF-1.4\n" + b"y" * 2000
+    assert _read(_body(upload_messages([data]))) == data
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("chunks", "reason"),
     [
         ([b"GIF89a" + b"z" * 990], "NOT_A_PDF"),
         ([b"<html>"], "NOT_A_PDF"),
@@ -42,20 +59,104 @@ def test_header_may_follow_leading_junk_within_a_kib() -> None:
         ([b"%PDF-1.4\n", b"a" * 2000], "FILE_TOO_LARGE"),
     ],
 )
-def test_refusals_carry_a_reason(body: list[bytes], reason: str) -> None:
-    upload = UploadStream(_messages(body), "k", 1000)
+def test_refusals_carry_a_reason(chunks: list[bytes], reason: str) -> None:
     with pytest.raises(ServiceError) as caught:
-        _drain(upload)
+        _read(_body(upload_messages(chunks), max_bytes=1000))
     assert caught.value.reason == reason
-    assert upload.error is caught.value
 
 
-def test_not_a_pdf_refused_before_its_body_is_forwarded() -> None:
-    upload = UploadStream(_messages([b"MZ" + b"\x90" * 2000, b"more" * 1000]), "k", 10**6)
-    forwarded = []
+def test_not_a_pdf_refused_before_its_body_is_passed_on() -> None:
+    body = _body(upload_messages([b"MZ" + b"\x90" * 2000, b"more" * 1000]))
+    passed_on = []
     with pytest.raises(ServiceError):
-        forwarded.extend(upload.requests())
-    assert all(not part.chunk for part in forwarded)
+        passed_on.extend(body.chunks())
+    assert passed_on == []
+
+
+def test_interrupted_upload_is_refused() -> None:
+    body = _body(upload_messages([b"%PDF-1.7\n", b"x" * 5000]), client_finished=lambda: False)
+    with pytest.raises(ServiceError) as caught:
+        _read(body)
+    assert caught.value.reason == "UPLOAD_ABORTED"
+
+
+def _cancelled_by_client() -> Iterator[public.CreateJobRequest]:
+    yield from upload_messages([b"%PDF-1.7\n" * 200])
+    raise FakeRpcError(grpc.StatusCode.CANCELLED)  # what grpcio's request iterator does
+
+
+def test_a_client_cancel_is_upload_aborted_and_drain_is_quiet() -> None:
+    body = UploadBody(_cancelled_by_client(), 10**6)
+    with pytest.raises(ServiceError) as caught:
+        _read(body)
+    assert caught.value.reason == "UPLOAD_ABORTED"
+    body.drain()  # no exception: the client is gone
+
+
+def _counted_messages(read: list[int], count: int) -> Iterator[public.CreateJobRequest]:
+    for message in upload_messages([b"%PDF-1.7\n" + b"z" * 1015] + [b"z" * 1024] * (count - 1)):
+        read.append(1)
+        yield message
+
+
+def test_drain_reads_the_rest_but_stops_past_the_limit() -> None:
+    read: list[int] = []
+    body = UploadBody(_counted_messages(read, 50), max_bytes=100 * 1024)
+    body.read_options()
+    body.drain()
+    assert len(read) == 50
+    read.clear()
+    over = UploadBody(_counted_messages(read, 10_000), max_bytes=10 * 1024)
+    over.drain()
+    assert len(read) == 11  # stops at the first KiB past 10 KiB of a 10,000-message stream
+
+
+# --- store_upload: the hand-off to the PutObject call -----------------------------------------------
+
+
+def _store(body: UploadBody, fail_after: int | None = None) -> tuple[FakePut, object]:
+    calls: list[FakePut] = []
+
+    def start_put(requests: Iterator[object]) -> FakePut:
+        calls.append(FakePut(requests, fail_after))  # type: ignore[arg-type]
+        return calls[0]
+
+    try:
+        outcome: object = store_upload(body, "inputs/k.pdf", start_put)  # type: ignore[arg-type]
+    except (ServiceError, grpc.RpcError) as error:
+        outcome = error
+    calls[0].thread.join(WAIT_SECONDS)
+    assert not calls[0].thread.is_alive(), "grpcio's request thread was left waiting"
+    return calls[0], outcome
+
+
+def test_store_streams_every_chunk_and_commits() -> None:
+    chunks = [b"%PDF-1.7\n" + b"a" * 2000] + [bytes([n]) * 3000 for n in range(20)]
+    put, stored = _store(_body(upload_messages(chunks)))
+    assert b"".join(put.chunks) == b"".join(chunks)
+    assert put.header is not None
+    assert (put.header.key, put.header.max_size_bytes) == ("inputs/k.pdf", 10**6)
+    assert put.ended_open
+    assert not put.cancelled
+    assert stored.sha256 == hashlib.sha256(b"".join(chunks)).hexdigest()  # type: ignore[attr-defined]
+
+
+def test_a_refused_body_cancels_the_call_before_its_requests_end() -> None:
+    put, refused = _store(_body(upload_messages([b"%PDF-1.7\n" + b"a" * 2000, b"b" * 100]), max_bytes=2050))
+    assert isinstance(refused, ServiceError)
+    assert refused.reason == "FILE_TOO_LARGE"
+    assert put.cancelled
+    assert not put.ended_open  # ending the requests of a live call would store a truncated object
+
+
+def test_storage_failing_mid_way_stops_reading_and_leaves_the_rest_to_drain() -> None:
+    read: list[int] = []
+    body = UploadBody(_counted_messages(read, 40), max_bytes=10**6)
+    _put, failed = _store(body, fail_after=3)
+    assert isinstance(failed, grpc.RpcError)
+    assert len(read) < 40  # the handler is free to answer, after draining
+    body.drain()
+    assert len(read) == 40
 
 
 @pytest.mark.parametrize(
@@ -71,11 +172,3 @@ def test_not_a_pdf_refused_before_its_body_is_forwarded() -> None:
 )
 def test_clean_filename(raw: str, clean: str) -> None:
     assert clean_filename(raw) == clean
-
-
-def test_interrupted_upload_is_refused() -> None:
-    body = [b"%PDF-1.7\n", b"x" * 5000]
-    upload = UploadStream(_messages(body), "k", 10**6, client_finished=lambda: False)
-    with pytest.raises(ServiceError) as caught:
-        _drain(upload)
-    assert caught.value.reason == "UPLOAD_ABORTED"

@@ -11,16 +11,18 @@ cannot contain) keeps the file for key `a` apart from the directory for key
 Writes go to a temporary file in the destination directory (same filesystem,
 so the rename is atomic), are fsynced, then renamed into place; the directory
 is fsynced too. Temporary names start with "." which keys cannot, so a stray
-temporary file never looks like an object and is swept at start-up.
+temporary file never looks like an object. A writer holds an exclusive flock on
+its temporary file until the rename; at start-up every temporary file nobody
+holds locked (its writer died) is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,8 +38,6 @@ HEADER_BYTES = 1024
 _MAGIC = b"PDFSMALLER-OBJECT 1\n"
 OBJECT_SUFFIX = "@object"
 _TMP_PREFIX = ".tmp-"
-# Temporary files older than this at start-up belong to writers that died.
-_STALE_TMP_SECONDS = 3600
 
 
 class CorruptObject(Exception):
@@ -65,8 +65,9 @@ class LocalBackend:
     def put(self, key: str, content_type: str, chunks: Iterable[bytes], max_size_bytes: int) -> ObjectMeta:
         path = self._path(key)
         tmp, handle = self._create_temporary(path.parent)
-        try:
-            with handle:
+        # The handle (and its lock) stays open until the rename: a sweeper must not take a live file.
+        with handle:
+            try:
                 handle.write(b"\0" * HEADER_BYTES)
                 size, sha256 = copy_hashed(chunks, handle, max_size_bytes)
                 meta = ObjectMeta(key=key, size_bytes=size, sha256=sha256, content_type=content_type)
@@ -74,25 +75,32 @@ class LocalBackend:
                 handle.write(_encode_header(meta))
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                raise
         _fsync_directory(path.parent)
         return meta
 
     def _create_temporary(self, directory: Path) -> tuple[Path, BinaryIO]:
-        # A concurrent delete may prune the (empty) directory between mkdir and open; try again then.
+        """A new temporary file in `directory`, open and locked for writing."""
+        # Retried when a concurrent delete prunes the (empty) directory between mkdir and open, or a
+        # sweeper removes the file between its creation and its lock.
         for attempt in range(5):
             directory.mkdir(parents=True, exist_ok=True)
             tmp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
             try:
-                return tmp, open(tmp, "xb")  # closed by the caller's `with`
+                handle = open(tmp, "xb")  # noqa: SIM115 - closed by the caller's `with`
             except FileNotFoundError:
                 if attempt == 4:
                     raise
-        raise AssertionError("unreachable")
+                continue
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if _still_linked(tmp, handle):
+                return tmp, handle
+            handle.close()
+        raise FileNotFoundError(f"could not create a temporary file in {directory}")
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -137,23 +145,23 @@ class LocalBackend:
         probe = self.root / f"{_TMP_PREFIX}ready-{uuid.uuid4().hex}"
         try:
             probe.write_bytes(b"ok")
-            probe.unlink()
+            probe.unlink(missing_ok=True)  # another replica's start-up sweep may have taken it
         except OSError:
             log.warning("storage root %s is not writable", self.root, exc_info=True)
             return False
         return True
 
     def _sweep_stale_temporaries(self) -> None:
-        cutoff = time.time() - _STALE_TMP_SECONDS
+        """Remove the temporary files of writers that died (a killed process leaves its upload's).
+
+        A live writer holds a lock on its file; the lock dies with the process, so a file nobody
+        locks is abandoned, however new. Replicas sharing the root therefore never take each other's
+        uploads in progress (flock works across hosts on NFSv4).
+        """
         for directory, _dirs, files in os.walk(self.root):
             for name in files:
-                if not name.startswith(_TMP_PREFIX):
-                    continue
-                path = Path(directory) / name
-                with contextlib.suppress(FileNotFoundError):
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
-                        log.info("removed stale temporary file %s", path)
+                if name.startswith(_TMP_PREFIX):
+                    _remove_if_abandoned(Path(directory) / name)
 
 
 def _encode_header(meta: ObjectMeta) -> bytes:
@@ -182,6 +190,29 @@ def _read_header(handle: BinaryIO, key: str, file_size: int) -> ObjectMeta:
 def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
     while chunk := handle.read(READ_CHUNK_BYTES):
         yield chunk
+
+
+def _still_linked(path: Path, handle: BinaryIO) -> bool:
+    """Whether `path` is still the file `handle` has open (a sweep may have unlinked it)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _remove_if_abandoned(path: Path) -> None:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a live writer's
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            log.info("removed abandoned temporary file %s", path)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import time
+import fcntl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,17 +70,70 @@ def test_delete_prunes_empty_directories_but_keeps_the_root(tmp_path: Path) -> N
         backend.stat("jobs/2/in.pdf")
 
 
-def test_stale_temporaries_are_swept_at_start(tmp_path: Path) -> None:
+def test_abandoned_temporaries_are_swept_at_start_however_new(tmp_path: Path) -> None:
     (tmp_path / "jobs").mkdir()
-    stale = tmp_path / "jobs" / ".tmp-dead"
-    fresh = tmp_path / "jobs" / ".tmp-writing"
-    stale.write_bytes(b"x")
-    fresh.write_bytes(b"x")
-    old = time.time() - 7200
-    os.utime(stale, (old, old))
+    abandoned = tmp_path / "jobs" / ".tmp-dead"
+    live = tmp_path / "jobs" / ".tmp-writing"
+    abandoned.write_bytes(b"x")  # just written: age does not matter, only whether a writer holds it
+    with live.open("wb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)  # what a live writer (another replica) holds
+        LocalBackend(tmp_path)
+        assert not abandoned.exists()
+        assert live.exists()
+
+
+_KILLED_WRITER = """
+import sys, time
+from services.storage.backends.local import LocalBackend
+
+def endless():
+    yield b"%PDF-1.7\\n" * 1000
+    print("writing", flush=True)
+    time.sleep(60)
+    yield b""
+
+LocalBackend(sys.argv[1]).put("inputs/slow.pdf", "application/pdf", endless(), 0)
+"""
+
+
+def test_a_killed_writers_temporary_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[3]
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == b"writing\n"
+        left = [p.name for p in (tmp_path / "inputs").iterdir()]
+        assert len(left) == 1
+        assert left[0].startswith(".tmp-")
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
     LocalBackend(tmp_path)
-    assert not stale.exists()
-    assert fresh.exists()
+    assert list((tmp_path / "inputs").iterdir()) == []
+
+
+def test_a_replica_starting_during_a_put_leaves_it_alone(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path)
+    writing, finish = threading.Event(), threading.Event()
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first "
+        writing.set()
+        assert finish.wait(timeout=10)
+        yield b"second"
+
+    results: list[object] = []
+    put = threading.Thread(target=lambda: results.append(backend.put("k", "text/plain", chunks(), 0)))
+    put.start()
+    try:
+        assert writing.wait(timeout=10)
+        LocalBackend(tmp_path)  # a second replica's start-up sweep over the same root
+    finally:
+        finish.set()
+        put.join(timeout=10)
+    assert len(results) == 1
+    assert _read(backend, "k") == b"first second"
 
 
 def test_truncated_object_is_reported_not_served(tmp_path: Path) -> None:
