@@ -69,7 +69,7 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
         self._storage_timeout = storage_timeout_seconds
         self._scans = Counter(
             "scanner_scans_total",
-            "Scans finished, by verdict (clean, infected, error).",
+            "Scans finished, by verdict (clean, infected, refused: a file the checks refuse, error).",
             ["verdict"],
             registry=registry,
         )
@@ -97,6 +97,11 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
         started = time.monotonic()
         try:
             response = self._scan(request.key)
+        except InvalidArgument:
+            # A verdict on the file (check incomplete, attachments too large): not the scanner failing,
+            # so a hostile upload does not page on-call through the error count.
+            self._scans.labels("refused").inc()
+            raise
         except Exception:
             self._scans.labels("error").inc()
             raise
