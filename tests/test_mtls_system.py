@@ -5,7 +5,7 @@ configured only through the TLS_* variables (the services pass no TLS argument:
 libs.grpc_server and libs.grpc_client read them). An upload over gRPC with a client
 certificate goes gateway -> storage, gateway -> scanner -> storage and gateway -> jobs;
 a plaintext client is refused on every port. Envoy and the compressor are not part of
-it (Envoy's upstream TLS is a separate config: docs/architecture.md, Security).
+it (Envoy to a TLS gateway is tests/test_envoy_mtls.py).
 """
 
 from __future__ import annotations

