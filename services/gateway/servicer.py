@@ -72,17 +72,22 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     # --- helpers -------------------------------------------------------------
 
-    def _tenant(self, context: grpc.ServicerContext, budget: Budget = Budget.UPLOADS, *, upload: bool = False) -> str:
+    def _tenant(self, context: grpc.ServicerContext, budget: Budget = Budget.UPLOADS) -> str:
         """Authenticate and spend one request of the caller's `budget`; the RateLimit headers go out
-        now as initial metadata. `upload`: also refuse at once when the tenant's daily quota is used up."""
+        now as initial metadata."""
         tenant, headers = self._limited(context, budget)
-        if upload:
-            # Before any initial metadata: a refusal is then trailers-only, whose metadata (Retry-After)
-            # Envoy turns into HTTP headers; trailers after initial metadata do not reach HTTP clients.
-            with _limit_headers(context, headers):
-                self._deps.quotas.ensure_room(tenant)
         context.send_initial_metadata(headers)
         return tenant
+
+    def _uploader(self, context: grpc.ServicerContext) -> tuple[str, Metadata]:
+        """The tenant and its RateLimit headers for an upload, refused at once when the tenant's daily
+        quota is used up. The headers are not sent yet: an upload answers with them, or fails with
+        them in a trailers-only status (the only trailers Envoy turns into HTTP headers), so a
+        refusal decided after the body arrived still carries Retry-After to REST clients."""
+        tenant, headers = self._limited(context, Budget.UPLOADS)
+        with _limit_headers(context, headers):
+            self._deps.quotas.ensure_room(tenant)
+        return tenant, headers
 
     def _limited(self, context: grpc.ServicerContext, budget: Budget) -> tuple[str, Metadata]:
         """The tenant and the RateLimit headers, for a call that sends its own initial metadata."""
@@ -92,11 +97,17 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         return caller.tenant, decision.headers()
 
     def _charged(
-        self, context: grpc.ServicerContext, tenant: str, size: int, job_id: str, admit: Callable[[], jobs.Job]
+        self,
+        context: grpc.ServicerContext,
+        tenant: str,
+        size: int,
+        job_id: str,
+        admit: Callable[[], jobs.Job],
+        headers: Metadata = (),
     ) -> jobs.Job:
         """Run `admit` with the upload charged to the tenant's daily quota, refunded unless it created
         the job `job_id` (refused, failed, or a retry answered with the first upload's job)."""
-        with _limit_headers(context):
+        with _limit_headers(context, headers):
             reservation = self._deps.quotas.reserve(tenant, size)
         try:
             job = admit()
@@ -136,14 +147,23 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             max_bytes=self._deps.max_upload_bytes,
             client_finished=lambda: client_stream_completed(context),
         )
+        headers: Metadata = ()
         try:
-            return self._create_job(body, context)
+            tenant, headers = self._uploader(context)
+            job = self._create_job(body, context, tenant, headers)
+        except LimitExceeded:
+            body.drain()  # its trailers, headers included, are set already
+            raise
         except Exception:
             body.drain()  # a client still sending when the error comes would see a TCP reset instead
+            context.set_trailing_metadata(headers)
             raise
+        context.send_initial_metadata(headers)
+        return job
 
-    def _create_job(self, body: UploadBody, context: grpc.ServicerContext) -> public.Job:
-        tenant = self._tenant(context, upload=True)
+    def _create_job(
+        self, body: UploadBody, context: grpc.ServicerContext, tenant: str, headers: Metadata
+    ) -> public.Job:
         requested = body.read_options()
         options = parse_options(requested)
         request_id = _request_id(requested)
@@ -161,6 +181,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
                 stored.size_bytes,
                 job_id,
                 lambda: self._admit(tenant, job_id, stored, requested, options),
+                headers,
             )
         except BaseException:
             self._delete_quietly(key)

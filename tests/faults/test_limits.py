@@ -170,6 +170,29 @@ def test_daily_quota_refused_and_shown(stack: Stack, envoy_factory: Callable[...
     figures.add("daily quota", f"1 file a day: upload 2 refused QUOTA_EXCEEDED, reset {quota['reset_time']}")
 
 
+def test_refusals_after_the_body_carry_the_headers_to_rest_clients(
+    stack: Stack, envoy_factory: Callable[..., str]
+) -> None:
+    """Refusals decided once the body is in (the bytes quota, active content) are trailers-only, so
+    Envoy hands their Retry-After and RateLimit headers to HTTP clients too."""
+    source = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
+    env = {"RATE_LIMIT": "100/minute", "RATE_LIMIT_BURST": "0", "QUOTA_BYTES_PER_DAY": str(len(source) + 1)}
+    with _edge(stack, envoy_factory, **env) as (url, key):
+        client = RestClient(url, key)
+        launch = client.upload(_pdf_with_launch_action(), filename="launch.pdf")
+        accepted = client.upload(source, filename="one.pdf")
+        crossing = client.upload(source, filename="two.pdf")
+
+    launch.assert_error(400, 3, "ACTIVE_CONTENT_REFUSED", GATEWAY_DOMAIN)
+    assert _state(launch)[:2] == ("default", 99)
+    assert accepted.status == 200, accepted.body
+    assert _state(accepted)[:2] == ("default", 98)
+    info = crossing.assert_error(429, 8, "QUOTA_EXCEEDED", GATEWAY_DOMAIN)
+    assert info["metadata"]["quota"] == "bytes"
+    assert crossing.headers["retry-after"] == info["metadata"]["retry_after_seconds"]
+    assert _state(crossing)[:2] == ("default", 97)
+
+
 def _next_boundary(*, seconds: int, lead: float) -> float:
     """The next multiple of `seconds` on the clock at least `lead` seconds away."""
     boundary = (time.time() // seconds + 1) * seconds
