@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Gauge
 
-from libs.errors import reason_of
+from libs.health import serving_problem
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +60,8 @@ class DependencyGate:
 
     def _ask(self, dependency: Dependency) -> str | None:
         """None when SERVING, else why not."""
-        request = health_pb2.HealthCheckRequest(service=dependency.service)
-        try:
-            reply = health_pb2_grpc.HealthStub(dependency.channel).Check(request, timeout=self._check_timeout)
-        except grpc.RpcError as error:
-            return f"{dependency.name} unreachable ({reason_of(error)})"
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            return f"{dependency.name} not ready ({health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)})"
-        return None
+        problem = serving_problem(dependency.channel, dependency.service, self._check_timeout)
+        return None if problem is None else f"{dependency.name} {problem}"
 
     def problem(self) -> str | None:
         """Why the worker should not lease now (None: every dependency is ready)."""

@@ -7,17 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from pdfsmaller.scanner.v1 import scanner_service_pb2 as scanner
 from pdfsmaller.scanner.v1 import scanner_service_pb2_grpc as scanner_grpc
 
+from libs.health import CHECK_TIMEOUT_SECONDS, serving_problem
+
 SERVING = public.SERVING_STATUS_SERVING
 DEGRADED = public.SERVING_STATUS_DEGRADED
 NOT_SERVING = public.SERVING_STATUS_NOT_SERVING
-CHECK_TIMEOUT_SECONDS = 2.0
 # A queued job older than this means no worker is taking jobs (or too few are).
 STALE_QUEUE_SECONDS = 120.0
 
@@ -39,17 +39,10 @@ class HealthReporter:
         self._auth_enabled = auth_enabled
 
     def _grpc_check(self, name: str) -> public.DependencyHealth:
-        channel, service = self._channels[name]
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=CHECK_TIMEOUT_SECONDS
-            )
-        except grpc.RpcError as error:
-            code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
-            return public.DependencyHealth(name=name, status=NOT_SERVING, detail=f"unreachable ({code})")
-        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+        problem = serving_problem(*self._channels[name], timeout=CHECK_TIMEOUT_SECONDS)
+        if problem is None:
             return public.DependencyHealth(name=name, status=SERVING, detail="ready")
-        return public.DependencyHealth(name=name, status=NOT_SERVING, detail="not ready")
+        return public.DependencyHealth(name=name, status=NOT_SERVING, detail=problem)
 
     def _malware_scanning(self) -> public.DependencyHealth:
         name = "malware-scanning"

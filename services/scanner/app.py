@@ -6,13 +6,13 @@ import functools
 import logging
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pdfsmaller.scanner.v1 import scanner_service_pb2, scanner_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
+from libs.health import serving_problem
 from services.scanner.clamd import ClamdClient
 from services.scanner.pdf_checks import inspect_pdf_isolated
 from services.scanner.servicer import ScannerServicer
@@ -25,13 +25,7 @@ STORAGE_SERVICE_NAME = storage_service_pb2.DESCRIPTOR.services_by_name["StorageS
 
 
 def storage_ready(channel: grpc.Channel) -> bool:
-    try:
-        answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=STORAGE_SERVICE_NAME), timeout=2
-        )
-    except grpc.RpcError:
-        return False
-    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+    return serving_problem(channel, STORAGE_SERVICE_NAME) is None
 
 
 def server_spec(settings: ScannerSettings, storage_channel: grpc.Channel | None = None) -> ServerSpec:
