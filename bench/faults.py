@@ -32,7 +32,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from PIL import Image
 
-from libs.devstack.stack import Ports, Stack
+from devtools.stack.stack import Ports, Stack
 
 TENANT = "public"
 TERMINAL = {jobs.JOB_STATE_SUCCEEDED, jobs.JOB_STATE_FAILED, jobs.JOB_STATE_CANCELLED, jobs.JOB_STATE_EXPIRED}

@@ -11,7 +11,7 @@ this script measures how fast, with the targets those tests used to assert:
 - CreateJob while Redis is down (each call tries to publish: the runs are spaced past the publish back-off): 1.5 s
 - an idle LeaseJob is woken by a queue event again after Redis restarted: 0.5 s
 
-Servers are started as the tests start them: PostgreSQL (fsync off) and Valkey from libs.devservers on ports
+Servers are started as the tests start them: PostgreSQL (fsync off) and Valkey from devtools.servers on ports
 they pick, a local-backend storage server, and the jobs app in this process on 127.0.0.1:0 with its production
 re-check interval (5 s) and one client channel. A run starts only once its waiting call is idle in the server.
 A figure PASSes when its p95 is under the target; `over` counts single runs above it (each of which would
@@ -41,8 +41,8 @@ import redis
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 
-from libs.devservers.postgres import PostgresServer
-from libs.devservers.redis import RedisServer
+from devtools.servers.postgres import PostgresServer
+from devtools.servers.redis import RedisServer
 from libs.errors import reason_of
 from services.jobs import events
 from services.jobs.app import JobsApp

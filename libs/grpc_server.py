@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # Large enough for upload/download chunks (up to 1 MiB from Envoy over HTTP/1.1).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Request metadata (headers) accepted; gRPC's default soft limit (8 KiB) refuses at random between
-# 8 and 16 KiB. Envoy answers 414/431 well below this (libs/devservers/envoy.py checks it).
+# 8 and 16 KiB. Envoy answers 414/431 well below this (deploy/envoy/render.py checks it).
 MAX_METADATA_BYTES = 64 * 1024
 
 ReadinessCheck = Callable[[], bool]
@@ -325,7 +325,7 @@ class RunningServer:
     def _port_in_use(self, what: str, address: str, setting: str) -> PortInUse:
         # Every service's settings are named after it: GATEWAY_LISTEN, GATEWAY_METRICS_PORT, ...
         error = PortInUse(what, address, f"stop the program holding it or set {self.spec.name.upper()}_{setting}")
-        # One structured line a launcher (libs.devstack) finds in the log and repeats.
+        # One structured line a launcher (devtools.stack) finds in the log and repeats.
         log.error("%s", error, extra={"fields": {"event": "port_in_use", "address": address}})
         return error
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from libs.api_client import TERMINAL_STATES
+from client.api import TERMINAL_STATES
 
 
 @dataclass

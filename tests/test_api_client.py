@@ -9,9 +9,9 @@ from pathlib import Path
 import pikepdf
 import pytest
 
-from libs.api_client import ApiClient, ApiError
-from libs.devstack.stack import Stack
-from services.compressor import cli
+from client import cli
+from client.api import ApiClient, ApiError
+from devtools.stack.stack import Stack
 from tests.plugins.stack import API_KEYS
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
 
-from libs.devservers.processes import stop_process
-from libs.devstack.stack import Stack
+from devtools.servers.processes import stop_process
+from devtools.stack.stack import Stack
 from tests.e2e_client import RestClient
 from tests.plugins.otlp import OtlpReceiver
 from tests.plugins.stack import API_KEYS, stored_objects

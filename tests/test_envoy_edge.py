@@ -44,8 +44,8 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2 as pb
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs_pb
 
-from libs.devservers.envoy import EnvoySettings, render_config
-from libs.devstack.stack import Stack
+from deploy.envoy.render import EnvoySettings, render_config
+from devtools.stack.stack import Stack
 from libs.errors import _PASS_THROUGH, ServiceError, internal_status, reason_of
 from libs.grpc_server import MAX_METADATA_BYTES, RunningServer, ServerSpec, client_stream_completed
 from libs.settings import SettingsError

@@ -24,7 +24,7 @@ import trustme
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as pb
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 
-from libs.devservers.envoy import EnvoySettings, GatewayTls, render_config, sds_files
+from deploy.envoy.render import EnvoySettings, GatewayTls, render_config, sds_files
 from libs.grpc_server import RunningServer, ServerSpec
 from libs.settings import SettingsError
 from libs.tls import TlsConfig

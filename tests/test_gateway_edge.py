@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from libs.grpc_server import RunningServer
 from services.scanner.app import server_spec as scanner_server_spec
 from services.scanner.settings import ScannerSettings

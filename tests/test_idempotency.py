@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from tests.e2e_client import RestClient
 from tests.plugins.stack import API_KEYS, stored_objects
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from libs.devservers.clamd import ClamdServer
-from libs.devservers.postgres import PostgresServer
-from libs.devservers.redis import RedisServer
-from libs.devstack.stack import PROJECT_ROOT, Ports, Stack
+from devtools.servers.clamd import ClamdServer
+from devtools.servers.postgres import PostgresServer
+from devtools.servers.redis import RedisServer
+from devtools.stack.stack import PROJECT_ROOT, Ports, Stack
 from libs.ports import PortInUse, ephemeral_range
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_make_run_says_in_one_line_which_port_is_taken_and_what_to_set(tmp_path:
     if offset < 0 or held_port - Ports().postgres + 9901 > 65535:
         pytest.skip("the held port does not fit an offset of make run's ports")
     finished = subprocess.run(
-        [sys.executable, "-m", "libs.devstack", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "devtools.stack", "--data-dir", str(tmp_path)],
         env={**os.environ, "PDFSMALLER_PORT_OFFSET": str(offset)},
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -105,7 +105,7 @@ def test_make_run_on_a_data_folder_another_make_run_uses_says_so_in_one_line(tmp
     try:
         running.start()
         finished = subprocess.run(
-            [sys.executable, "-m", "libs.devstack", "--data-dir", str(tmp_path)],
+            [sys.executable, "-m", "devtools.stack", "--data-dir", str(tmp_path)],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,

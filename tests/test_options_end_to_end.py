@@ -19,7 +19,7 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from services.compressor.tests.builders import image_pdf, photo, signed_pdf, text_pdf
 from tests.e2e_client import RestClient
 from tests.plugins.stack import API_KEYS

@@ -15,7 +15,7 @@ from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from PIL import Image
 
-from libs.devstack.stack import Ports, Stack
+from devtools.stack.stack import Ports, Stack
 from tests.e2e_client import RestClient
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ import pikepdf
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from tests.e2e_client import RestClient
 from tests.plugins.stack import API_KEYS
 

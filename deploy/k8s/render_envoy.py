@@ -1,6 +1,6 @@
 """Render the Envoy edge config for Kubernetes into deploy/k8s/base/envoy/envoy.yaml.
 
-The template (deploy/envoy/envoy.yaml) and its renderer (libs/devservers/envoy.py)
+The template (deploy/envoy/envoy.yaml) and its renderer (deploy/envoy/render.py)
 are the same ones `make run` uses; this script only fixes the in-cluster values
 (listen on all interfaces, the gateway's headless Service, the OTLP collector,
 the descriptor path inside the image) and adds one small read-only listener
@@ -11,7 +11,7 @@ because the admin API itself stays on loopback (it can stop Envoy).
     .venv/bin/python deploy/k8s/render_envoy.py --check          # exit 1 if it is stale
     .venv/bin/python deploy/k8s/render_envoy.py --set ENVOY_CORS_ORIGINS=https://app.example.com --out my.yaml
 
-`--set NAME=VALUE` takes any variable `python -m libs.devservers.envoy render`
+`--set NAME=VALUE` takes any variable `python -m deploy.envoy.render`
 reads (docs/envoy.md). With ENVOY_GATEWAY_TLS_* set (mutual TLS to the gateway) the
 SDS files the config reads are written beside --out too; they belong in the same
 ConfigMap, which the Deployment mounts at /etc/envoy. Unless `--no-validate`, the result is checked with the
@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from libs.devservers.envoy import (  # noqa: E402 - after the sys.path fix above
+from deploy.envoy.render import (  # noqa: E402 - after the sys.path fix above
     DEFAULT_DESCRIPTOR,
     EnvoySettings,
     _NoAliasDumper,

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from libs.devservers.processes import launch_on_port, listens_on
+from devtools.servers.processes import launch_on_port, listens_on
 from libs.grpc_server import RunningServer, ServerSpec
 from libs.ports import PortInUse, bind_any_port, candidate_ports, ephemeral_range
 

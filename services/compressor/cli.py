@@ -1,6 +1,9 @@
-"""`pdfsmaller` command line: run the compression engine locally, no servers needed.
+"""`pdfsmaller compress`: run the compression engine locally, no servers needed.
 
     pdfsmaller compress IN.pdf -o OUT.pdf [--level medium] [--image-quality 70] [--json]
+
+The `pdfsmaller` command itself is client/cli.py; it adds this subcommand where the engine is
+installed. `python -m services.compressor.cli compress ...` runs it without the client.
 
 Exit status: 0 on success (including "kept the original"), 1 when the engine fails (the reason code is printed),
 2 on usage errors.
@@ -16,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from libs import client_cli
 from services.compressor.engine import (
     LEVEL_NAMES,
     CompressOptions,
@@ -38,10 +40,9 @@ def _size(text: str) -> int:
     return int(float(m.group(1)) * factor)
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="pdfsmaller", description="Make PDF files smaller, verified.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compress", help="compress one PDF")
+def add_compress_command(sub: Any) -> None:
+    """Add `compress` to the `pdfsmaller` argument parser's subcommands."""
+    c = sub.add_parser("compress", help="compress one PDF on this machine (no server)")
     c.add_argument("input", type=Path)
     c.add_argument("-o", "--output", type=Path, required=True)
     c.add_argument("--level", choices=LEVEL_NAMES, default="medium")
@@ -57,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--in-process", action="store_true", help="run in this process (no child process limits)")
     c.add_argument("--cpu-seconds", type=int, default=300, help="CPU-time limit of the child process")
     c.add_argument("--memory-mb", type=int, default=1024, help="memory limit of the child process")
-    client_cli.add_commands(sub)
-    return ap
+    c.set_defaults(run=run_compress)
 
 
 def _human(report: Report, out: Path) -> str:
@@ -89,7 +89,7 @@ def _human(report: Report, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _compress(args: argparse.Namespace) -> int:
+def run_compress(args: argparse.Namespace) -> int:
     options = CompressOptions(
         level=args.level,
         image_quality=args.image_quality,
@@ -121,10 +121,10 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "compress":
-        return _compress(args)
-    return client_cli.run(args)
+    ap = argparse.ArgumentParser(prog="pdfsmaller", description="Make PDF files smaller, verified.")
+    add_compress_command(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(argv)
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from tests.e2e_client import RestClient
 from tests.plugins.stack import API_KEYS, stored_objects
 

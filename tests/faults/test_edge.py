@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 
-from libs.devservers.envoy import EnvoySettings
+from deploy.envoy.render import EnvoySettings
 from libs.grpc_server import RunningServer, ServerSpec
 from services.gateway.auth import API_KEY_HEADER
 from tests.plugins.figures import Figures

@@ -23,7 +23,7 @@ import redis
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from services.gateway.ratelimit import Budget, LimitExceeded, Policy, RateLimiter
 from tests.e2e_client import Reply, RestClient
 from tests.plugins.figures import Figures

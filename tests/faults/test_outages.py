@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench.faults import OutageFigures, fault_stack, run_outage
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from tests.plugins.figures import Figures
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from libs.grpc_server import RunningServer
 from services.scanner.app import server_spec as scanner_server_spec
 from services.scanner.settings import ScannerSettings

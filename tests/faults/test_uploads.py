@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from libs.devstack.stack import Stack
+from devtools.stack.stack import Stack
 from tests.e2e_client import RestClient
 from tests.plugins.figures import Figures
 from tests.plugins.stack import API_KEYS, stored_objects

@@ -1,7 +1,7 @@
 """Session fixture `clamd_addr`: a real clamd on a random loopback port.
 
 Uses TEST_CLAMD_ADDR (host:port) when set; otherwise starts Debian's clamd
-through libs.devservers.clamd with the small EICAR test database only (fast
+through devtools.servers.clamd with the small EICAR test database only (fast
 and deterministic: the official database takes ~1 GiB and tens of seconds).
 Skips loudly only when clamd is not installed.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.devservers.clamd import ClamdServer
+from devtools.servers.clamd import ClamdServer
 
 
 @pytest.fixture(scope="session")

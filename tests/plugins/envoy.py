@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from libs.devservers.envoy import EnvoyServer, EnvoySettings
+from devtools.servers.envoy import EnvoyServer, EnvoySettings
 
 EnvoyServerFactory = Callable[..., EnvoyServer]
 

@@ -1,7 +1,7 @@
 """PostgreSQL for the tests.
 
 `postgres_url` (session): `TEST_DATABASE_URL` if set, else a private server
-(libs.devservers.postgres, fsync off) on a random loopback port in a temporary
+(devtools.servers.postgres, fsync off) on a random loopback port in a temporary
 directory, stopped when the session ends.
 
 `fresh_database_url` (per test): a new, empty database on that server, dropped
@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from libs.devservers.postgres import PostgresServer
+from devtools.servers.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")

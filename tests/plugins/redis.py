@@ -1,7 +1,7 @@
 """Valkey (Redis) for the tests.
 
 `redis_url` (session): `TEST_REDIS_URL` if set, else a private valkey-server
-(libs.devservers.redis, no persistence) on a random loopback port in a
+(devtools.servers.redis, no persistence) on a random loopback port in a
 temporary directory, stopped when the session ends. Pub/sub channels are
 server-wide, so tests that publish use unique channel names or ids.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from libs.devservers.redis import RedisServer
+from devtools.servers.redis import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.devstack.stack import Ports, Stack
+from devtools.stack.stack import Ports, Stack
 from libs.grpc_server import RunningServer
 from services.gateway.app import build_server_spec
 from services.gateway.settings import GatewaySettings

@@ -15,8 +15,8 @@ import pytest
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 
-from libs.devservers.postgres import PostgresServer
-from libs.devservers.redis import RedisServer
+from devtools.servers.postgres import PostgresServer
+from devtools.servers.redis import RedisServer
 from libs.errors import reason_of
 from services.jobs.db import migrate
 from services.jobs.outages import DatabaseOutages

@@ -7,7 +7,7 @@ import zlib
 
 import pikepdf
 
-from libs.devservers.clamd import eicar_bytes
+from devtools.servers.clamd import eicar_bytes
 
 
 def _save(pdf: pikepdf.Pdf) -> bytes:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from libs.devservers.clamd import NDB_SIGNATURE_NAME, eicar_bytes
+from devtools.servers.clamd import NDB_SIGNATURE_NAME, eicar_bytes
 from services.scanner.clamd import ClamdClient, ClamdError, ScanResult, parse_address, parse_scan_reply
 
 

@@ -1,4 +1,4 @@
-"""libs.devservers.clamd: a private clamd that starts, detects EICAR and always stops."""
+"""devtools.servers.clamd: a private clamd that starts, detects EICAR and always stops."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.devservers.clamd import TEST_SIGNATURES_MARKER, ClamdServer, eicar_bytes, ping
+from devtools.servers.clamd import TEST_SIGNATURES_MARKER, ClamdServer, eicar_bytes, ping
 from services.scanner.clamd import ClamdClient
 
 pytestmark = pytest.mark.integration

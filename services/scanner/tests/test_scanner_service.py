@@ -14,7 +14,7 @@ from pdfsmaller.scanner.v1 import scanner_service_pb2 as pb
 from pdfsmaller.scanner.v1 import scanner_service_pb2_grpc as pb_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc
 
-from libs.devservers.clamd import eicar_bytes
+from devtools.servers.clamd import eicar_bytes
 from libs.errors import reason_of
 from libs.grpc_client import open_channel
 from libs.grpc_server import RunningServer

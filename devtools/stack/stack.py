@@ -23,11 +23,11 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from libs.devservers.clamd import ClamdServer
-from libs.devservers.envoy import EnvoyServer, EnvoySettings
-from libs.devservers.postgres import PostgresServer
-from libs.devservers.processes import log_tail, stop_process
-from libs.devservers.redis import RedisServer
+from devtools.servers.clamd import ClamdServer
+from devtools.servers.envoy import EnvoyServer, EnvoySettings
+from devtools.servers.postgres import PostgresServer
+from devtools.servers.processes import log_tail, stop_process
+from devtools.servers.redis import RedisServer
 from libs.ports import PortInUse
 from libs.settings import DEVELOPMENT, LOCAL_GRPC_PORTS, LOCAL_METRICS_PORTS, EnvReader, SettingsError
 

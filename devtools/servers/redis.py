@@ -23,7 +23,7 @@ from types import TracebackType
 
 import redis
 
-from libs.devservers.processes import launch_on_port, listens_on, log_tail, stop_process
+from devtools.servers.processes import launch_on_port, listens_on, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """`pdfsmaller upload | status | download`: the service from the command line.
 
+With the engine installed (a development checkout), `pdfsmaller compress` also runs it
+locally (services/compressor/cli.py); the client itself needs nothing but the standard library.
+
 The server and key come from --server / --api-key or PDFSMALLER_URL /
 PDFSMALLER_API_KEY. Failures exit non-zero and print the stable reason code.
 """
@@ -10,10 +13,11 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from libs.api_client import ApiClient, ApiError
+from client.api import ApiClient, ApiError
 
 LEVELS = ("lossless", "low", "medium", "high", "maximum")
 COMMANDS = ("upload", "status", "download")
@@ -47,6 +51,8 @@ def add_commands(sub: Any) -> None:
     download = sub.add_parser("download", parents=[common], help="download a job's result")
     download.add_argument("job_id")
     download.add_argument("-o", "--output", type=Path, required=True)
+    for command in (upload, status, download):
+        command.set_defaults(run=run)
 
 
 def _show(job: dict[str, Any], as_json: bool) -> None:
@@ -98,3 +104,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     _show(job, args.json)
     return 0 if job["state"] not in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED") else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `pdfsmaller` console script."""
+    parser = argparse.ArgumentParser(prog="pdfsmaller", description="Make PDF files smaller, verified.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    try:
+        from services.compressor.cli import add_compress_command
+    except ImportError:  # a client-only install: no local engine
+        pass
+    else:
+        add_compress_command(sub)
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

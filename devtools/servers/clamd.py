@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from libs.devservers.processes import launch_on_port, listens_on, log_tail, stop_process
+from devtools.servers.processes import launch_on_port, listens_on, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class ClamdServer:
         self.config_path.write_text(
             "\n".join(
                 [
-                    "# Written by libs/devservers/clamd.py; regenerated on every start.",
+                    "# Written by devtools/servers/clamd.py; regenerated on every start.",
                     f"TCPAddr {self.host}",
                     f"TCPSocket {self.port}",
                     "Foreground yes",

@@ -8,10 +8,10 @@ import sys
 import threading
 from pathlib import Path
 
-from libs.devservers.clamd import ClamdServerError
-from libs.devservers.postgres import PostgresError
-from libs.devservers.redis import RedisServerError
-from libs.devstack.stack import PORT_OFFSET_SETTING, PROJECT_ROOT, Ports, Stack
+from devtools.servers.clamd import ClamdServerError
+from devtools.servers.postgres import PostgresError
+from devtools.servers.redis import RedisServerError
+from devtools.stack.stack import PORT_OFFSET_SETTING, PROJECT_ROOT, Ports, Stack
 from libs.ports import PortInUse
 from libs.settings import SettingsError
 

@@ -35,7 +35,7 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
-from libs.devservers.processes import launch_on_port, listens_on, log_tail, stop_process
+from devtools.servers.processes import launch_on_port, listens_on, log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
