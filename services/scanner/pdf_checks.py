@@ -21,22 +21,19 @@ gives an incomplete report too.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
-import resource
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pikepdf
 
+from libs import sandbox
+from libs.pdf_header import file_has_pdf_header
+
 log = logging.getLogger(__name__)
 
-# The PDF spec lets the header appear anywhere in the first 1024 bytes.
-HEADER_WINDOW = 1024
 # Bounds the walk over hostile files with millions of tiny objects.
 MAX_NODES = 3_000_000
 # Decoded attachment bytes written out for clamd; a larger total is a bomb, not a document.
@@ -48,6 +45,9 @@ UNEXPECTED = "unexpected error"
 # What pikepdf raises for damaged or hostile data.
 _PDF_ERRORS = (pikepdf.PdfError, ValueError, RuntimeError)
 _PROBLEM_CHARS = 300
+# The isolated check's result type when inspect_pdf raised AttachmentsTooLargeError.
+ATTACHMENTS_TOO_LARGE = "attachments-too-large"
+_NO_REPORT = "the check's process gave no readable report"
 
 
 class IncompleteCheckPolicy(enum.Enum):
@@ -103,11 +103,6 @@ class AttachmentsTooLargeError(Exception):
     """Decoded attachments exceed MAX_ATTACHMENT_BYTES: they cannot all be scanned."""
 
 
-def has_pdf_header(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return b"%PDF-" in handle.read(HEADER_WINDOW)
-
-
 def inspect_pdf(path: Path, attachments_dir: Path | None = None) -> PdfReport:
     """The structure report; with `attachments_dir`, every embedded file is also written there decoded.
 
@@ -115,7 +110,7 @@ def inspect_pdf(path: Path, attachments_dir: Path | None = None) -> PdfReport:
     subtypes), so the scanner hands it the decoded bytes of each one. Raises only
     AttachmentsTooLargeError; every other failure is an incomplete report.
     """
-    if not has_pdf_header(path):
+    if not file_has_pdf_header(path):
         return PdfReport()
     try:
         pdf = pikepdf.open(path)
@@ -248,15 +243,20 @@ def _embedded_file_streams(pdf: pikepdf.Pdf) -> list[pikepdf.Stream]:
     """Streams typed /EmbeddedFile, and those a file specification's /EF names (/Type is optional there)."""
     found: dict[tuple[int, int], pikepdf.Stream] = {}
     for obj in pdf.objects:
-        if isinstance(obj, pikepdf.Stream) and _entries(obj).get("/Type") == pikepdf.Name.EmbeddedFile:
-            found[obj.objgen] = obj
-        elif isinstance(obj, pikepdf.Dictionary):
-            files = _entries(obj).get("/EF")
-            if isinstance(files, pikepdf.Dictionary):
-                for value in _entries(files).values():
-                    if isinstance(value, pikepdf.Stream):
-                        found[value.objgen] = value
+        for stream in _embedded_streams_of(obj):
+            found[stream.objgen] = stream
     return list(found.values())
+
+
+def _embedded_streams_of(obj: pikepdf.Object) -> list[pikepdf.Stream]:
+    if isinstance(obj, pikepdf.Stream) and _entries(obj).get("/Type") == pikepdf.Name.EmbeddedFile:
+        return [obj]
+    if not isinstance(obj, pikepdf.Dictionary):
+        return []
+    files = _entries(obj).get("/EF")
+    if not isinstance(files, pikepdf.Dictionary):
+        return []
+    return [value for value in _entries(files).values() if isinstance(value, pikepdf.Stream)]
 
 
 def _extract_attachments(pdf: pikepdf.Pdf, out_dir: Path) -> None:
@@ -285,34 +285,40 @@ def inspect_pdf_isolated(
     timeout: float = 60.0,
     memory_bytes: int = 1024 * 1024 * 1024,
 ) -> PdfReport:
-    """`inspect_pdf` in a child interpreter with a memory limit and a timeout.
+    """`inspect_pdf` in a child interpreter (libs/sandbox.py) with a memory limit and a timeout.
 
     A child that does not finish gives an incomplete report. Raises
     AttachmentsTooLargeError when the attachments could not all be written out.
     """
-    command = [sys.executable, "-m", "services.scanner.pdf_checks", str(path), str(memory_bytes)]
-    if attachments_dir is not None:
-        command.append(str(attachments_dir))
-    try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False, env=_child_env())
-    except subprocess.TimeoutExpired:
+    job = {"path": str(path), "attachments_dir": str(attachments_dir) if attachments_dir is not None else None}
+    limits = sandbox.ChildLimits(wall_seconds=timeout, memory_bytes=memory_bytes)
+    outcome = sandbox.run_child("services.scanner.check_child", job, limits, env=_child_env())
+    return _report_from_outcome(outcome, timeout)
+
+
+def _report_from_outcome(outcome: sandbox.Outcome, timeout: float) -> PdfReport:
+    """The child's report; any way the child failed gives an incomplete one."""
+    if outcome.ending is sandbox.Ending.WALL_TIMEOUT:
         return unfinished(f"the check timed out after {timeout:g} s")
-    if done.returncode == _EXIT_ATTACHMENTS_TOO_LARGE:
-        raise AttachmentsTooLargeError("attachments decode to more than the scanner will unpack")
-    if done.returncode != 0:
-        log.warning(
-            "PDF structure check failed (exit %d): %s", done.returncode, done.stderr[-2000:].decode(errors="replace")
-        )
-        how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exited {done.returncode}"
+    if outcome.ending is sandbox.Ending.UNREADABLE_OUTPUT:
+        return unfinished(_NO_REPORT)
+    if outcome.returncode != 0:
+        code = outcome.returncode if outcome.returncode is not None else -1
+        log.warning("PDF structure check failed (exit %d): %s", code, outcome.stderr_tail[-2000:])
+        how = f"killed by signal {-code}" if code < 0 else f"exited {code}"
         return unfinished(f"the check's process {how} (memory limit or crash)")
-    return _parse_child_report(done.stdout)
+    return _report_from_result(outcome.result)
 
 
-def _parse_child_report(stdout: bytes) -> PdfReport:
+def _report_from_result(result: dict[str, Any] | None) -> PdfReport:
+    if result is None:
+        return unfinished(_NO_REPORT)
+    if result.get("type") == ATTACHMENTS_TOO_LARGE:
+        raise AttachmentsTooLargeError("attachments decode to more than the scanner will unpack")
     try:
-        return PdfReport(**json.loads(stdout))
-    except (ValueError, TypeError):
-        return unfinished("the check's process gave no readable report")
+        return PdfReport(**result["report"])
+    except (KeyError, TypeError):
+        return unfinished(_NO_REPORT)
 
 
 def _child_env() -> dict[str, str]:
@@ -320,22 +326,3 @@ def _child_env() -> dict[str, str]:
     # The child must import this package the same way the parent did.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     return env
-
-
-_EXIT_ATTACHMENTS_TOO_LARGE = 3
-
-
-def _main(argv: list[str]) -> int:
-    path, memory_bytes = Path(argv[0]), int(argv[1])
-    attachments_dir = Path(argv[2]) if len(argv) > 2 else None
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    try:
-        report = inspect_pdf(path, attachments_dir)
-    except AttachmentsTooLargeError:
-        return _EXIT_ATTACHMENTS_TOO_LARGE
-    sys.stdout.write(json.dumps(asdict(report)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -5,7 +5,7 @@ report = compress_isolated(Path("in.pdf"), Path("out.pdf"), CompressOptions(leve
 """
 
 from .errors import EngineError
-from .isolation import compress_isolated
+from .isolation import compress_isolated, compress_isolated_json
 from .options import LEVEL_NAMES, LEVELS, CompressOptions, Limits
 from .pipeline import compress
 from .report import Report, TechniqueSaving, Verification
@@ -21,4 +21,5 @@ __all__ = [
     "Verification",
     "compress",
     "compress_isolated",
+    "compress_isolated_json",
 ]

@@ -9,12 +9,15 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 
 from . import codecs
+
+if TYPE_CHECKING:
+    from .fontusage import FontUsage
 
 log = logging.getLogger(__name__)
 logging.getLogger("fontTools").setLevel(logging.ERROR)
@@ -55,7 +58,6 @@ def _rewrite(
     widths, so nothing in the PDF that refers to glyph ids or widths changes. Only the glyphs kept are ever
     decompiled. ``by_gid``: the PDF addresses glyphs by id (CID fonts), so glyph names are not needed either."""
     from fontTools.ttLib import TTFont
-    from fontTools.ttLib.tables._g_l_y_f import Glyph
 
     font = TTFont(io.BytesIO(data), recalcBBoxes=False, recalcTimestamp=False)
     if "glyf" not in font or "loca" not in font:
@@ -67,60 +69,97 @@ def _rewrite(
     order = font.getGlyphOrder()
     live = set(order)
     if keep is not None:
-        wanted = (keep(font) | {order[0]}) & live
-        stack = list(wanted)
-        while stack:
-            g = glyf[stack.pop()]
-            if g.isComposite():
-                for comp in g.components:
-                    if comp.glyphName in live and comp.glyphName not in wanted:
-                        wanted.add(comp.glyphName)
-                        stack.append(comp.glyphName)
-        # Glyphs after the last one kept are never addressed: the font ends there. Emptied glyphs get zero metrics
-        # (the PDF's /W or /Widths give the advances), which lets hmtx/vmtx store them compactly.
-        last = max(order.index(n) for n in wanted)
-        for name in order[last + 1 :]:
-            glyf.glyphs.pop(name, None)
-            for tag in ("hmtx", "vmtx"):
-                if tag in font:
-                    font[tag].metrics.pop(name, None)
-        order = order[: last + 1]
-        font.setGlyphOrder(order)
-        glyf.glyphOrder = order
-        for name in order:
-            if name not in wanted:
-                glyf.glyphs[name] = Glyph()
-                for tag in ("hmtx", "vmtx"):
-                    if tag in font and name in font[tag].metrics:
-                        font[tag].metrics[name] = (0, 0)
-        live = wanted
-        if "cmap" in font:
-            for table in font["cmap"].tables:
-                table.cmap = {c: g for c, g in table.cmap.items() if g in wanted}
-        windows = "cmap" in font and any(t.platformID == 3 for t in font["cmap"].tables)
-        if by_gid and "post" in font and (windows or not needs_windows_cmap):
-            font["post"].formatType = 3.0  # no glyph names (a CJK font carries tens of thousands)
-        if "name" in font:
-            font["name"].names = [n for n in font["name"].names if 1 <= n.nameID <= 6]
+        live = _subset_glyphs(font, glyf, order, keep, by_gid=by_gid, needs_windows_cmap=needs_windows_cmap)
     for name in live:
         glyf[name].removeHinting()
-    if "maxp" in font:
-        maxp = font["maxp"]
-        for attr in (
-            "maxSizeOfInstructions",
-            "maxFunctionDefs",
-            "maxInstructionDefs",
-            "maxStackElements",
-            "maxTwilightPoints",
-            "maxStorage",
-        ):
-            if hasattr(maxp, attr):
-                setattr(maxp, attr, 0)
-        if hasattr(maxp, "maxZones"):
-            maxp.maxZones = 1
+    _clear_hinting_limits(font)
     out = io.BytesIO()
     font.save(out, reorderTables=True)
     return out.getvalue()
+
+
+def _subset_glyphs(
+    font: Any, glyf: Any, order: list[str], keep: Callable[[Any], set[str]], *, by_gid: bool, needs_windows_cmap: bool
+) -> set[str]:
+    """Keep only what keep(font) returns (with .notdef and the components of what is kept); the glyphs kept."""
+    live = set(order)
+    wanted = _with_components(glyf, (keep(font) | {order[0]}) & live, live)
+    order = _end_after_last_kept(font, glyf, order, wanted)
+    for name in order:
+        if name not in wanted:
+            _empty_glyph(font, glyf, name)
+    _prune_cmap_and_names(font, wanted, by_gid=by_gid, needs_windows_cmap=needs_windows_cmap)
+    return wanted
+
+
+def _with_components(glyf: Any, wanted: set[str], live: set[str]) -> set[str]:
+    """``wanted`` and, transitively, every glyph its composite glyphs are built from (each visited once)."""
+    stack = list(wanted)
+    while stack:
+        for name in _components(glyf[stack.pop()]):
+            if name in live and name not in wanted:
+                wanted.add(name)
+                stack.append(name)
+    return wanted
+
+
+def _components(glyph: Any) -> list[str]:
+    return [comp.glyphName for comp in glyph.components] if glyph.isComposite() else []
+
+
+def _end_after_last_kept(font: Any, glyf: Any, order: list[str], wanted: set[str]) -> list[str]:
+    """Glyphs after the last one kept are never addressed: the font ends there. The new glyph order."""
+    last = max(order.index(n) for n in wanted)
+    for name in order[last + 1 :]:
+        glyf.glyphs.pop(name, None)
+        for tag in ("hmtx", "vmtx"):
+            if tag in font:
+                font[tag].metrics.pop(name, None)
+    order = order[: last + 1]
+    font.setGlyphOrder(order)
+    glyf.glyphOrder = order
+    return order
+
+
+def _empty_glyph(font: Any, glyf: Any, name: str) -> None:
+    """An empty outline with zero metrics (the PDF's /W or /Widths give the advances), which lets hmtx/vmtx store
+    it compactly."""
+    from fontTools.ttLib.tables._g_l_y_f import Glyph
+
+    glyf.glyphs[name] = Glyph()
+    for tag in ("hmtx", "vmtx"):
+        if tag in font and name in font[tag].metrics:
+            font[tag].metrics[name] = (0, 0)
+
+
+def _prune_cmap_and_names(font: Any, wanted: set[str], *, by_gid: bool, needs_windows_cmap: bool) -> None:
+    if "cmap" in font:
+        for table in font["cmap"].tables:
+            table.cmap = {c: g for c, g in table.cmap.items() if g in wanted}
+    windows = "cmap" in font and any(t.platformID == 3 for t in font["cmap"].tables)
+    if by_gid and "post" in font and (windows or not needs_windows_cmap):
+        font["post"].formatType = 3.0  # no glyph names (a CJK font carries tens of thousands)
+    if "name" in font:
+        font["name"].names = [n for n in font["name"].names if 1 <= n.nameID <= 6]
+
+
+def _clear_hinting_limits(font: Any) -> None:
+    """maxp's hinting limits, for a font whose hinting programs are gone."""
+    if "maxp" not in font:
+        return
+    maxp = font["maxp"]
+    for attr in (
+        "maxSizeOfInstructions",
+        "maxFunctionDefs",
+        "maxInstructionDefs",
+        "maxStackElements",
+        "maxTwilightPoints",
+        "maxStorage",
+    ):
+        if hasattr(maxp, attr):
+            setattr(maxp, attr, 0)
+    if hasattr(maxp, "maxZones"):
+        maxp.maxZones = 1
 
 
 def optimize_fonts(pdf: pikepdf.Pdf) -> FontResult:
@@ -166,43 +205,56 @@ def _name_text(obj: pikepdf.Object | None) -> str:
 def _differences(font: Dictionary) -> dict[int, str]:
     enc = font.get("/Encoding")
     out: dict[int, str] = {}
-    if isinstance(enc, Dictionary) and isinstance(enc.get("/Differences"), Array):
-        code = 0
-        for item in enc.Differences:
-            if isinstance(item, int):
-                code = item
-            elif isinstance(item, Name):
-                out[code] = _name_text(item)
-                code += 1
+    if not (isinstance(enc, Dictionary) and isinstance(enc.get("/Differences"), Array)):
+        return out
+    code = 0
+    for item in enc.Differences:
+        if isinstance(item, int):
+            code = item
+        elif isinstance(item, Name):
+            out[code] = _name_text(item)
+            code += 1
     return out
 
 
 def _simple_glyphs(tt: object, codes: set[int], diffs: dict[int, str]) -> set[str]:
     """Every glyph any usual reader could pick for these codes (union of the routes: symbolic (3,0) cmap,
     Mac (1,0) cmap, Unicode cmap through WinAnsi/MacRoman/Differences, glyph names)."""
-    from fontTools.agl import toUnicode
-
     order = set(tt.getGlyphOrder())  # type: ignore[attr-defined]
     names = {".notdef"}
     tables = tt["cmap"].tables if "cmap" in tt else []  # type: ignore[operator,index]
     for c in codes:
-        uni: set[int] = {c}
-        for codec in ("cp1252", "mac_roman"):
-            with contextlib.suppress(UnicodeDecodeError, TypeError):
-                uni.add(ord(bytes([c]).decode(codec)))
-        if c in diffs:
-            if diffs[c] in order:
-                names.add(diffs[c])
-            u = toUnicode(diffs[c])
-            if len(u) == 1:
-                uni.add(ord(u))
-        for t in tables:
-            keys = {c, 0xF000 + c, 0xF100 + c, 0xF200 + c} if (t.platformID, t.platEncID) == (3, 0) else uni | {c}
-            for k in keys:
-                g = t.cmap.get(k)
-                if g is not None:
-                    names.add(g)
+        uni = _unicodes_of(c, diffs)
+        if c in diffs and diffs[c] in order:
+            names.add(diffs[c])
+        names.update(_cmap_glyphs(tables, c, uni))
     return names
+
+
+def _unicodes_of(code: int, diffs: dict[int, str]) -> set[int]:
+    """The code itself, what it means in WinAnsi and MacRoman, and the character its /Differences name stands for."""
+    from fontTools.agl import toUnicode
+
+    uni: set[int] = {code}
+    for codec in ("cp1252", "mac_roman"):
+        with contextlib.suppress(UnicodeDecodeError, TypeError):
+            uni.add(ord(bytes([code]).decode(codec)))
+    if code in diffs:
+        u = toUnicode(diffs[code])
+        if len(u) == 1:
+            uni.add(ord(u))
+    return uni
+
+
+def _cmap_glyphs(tables: list[Any], code: int, uni: set[int]) -> set[str]:
+    """The glyphs the font's cmaps give: a symbolic (3,0) cmap by the code (in the 0xF000 pages too), any other
+    by the code's characters."""
+    found: set[str] = set()
+    symbolic_keys = {code, 0xF000 + code, 0xF100 + code, 0xF200 + code}
+    for t in tables:
+        keys = symbolic_keys if (t.platformID, t.platEncID) == (3, 0) else uni | {code}
+        found.update(g for k in keys if (g := t.cmap.get(k)) is not None)
+    return found
 
 
 def _cid_glyphs(tt: object, shown: set[bytes], cid_to_gid: bytes | None) -> set[str]:
@@ -227,80 +279,123 @@ def subset_fonts(pdf: pikepdf.Pdf, result: FontResult) -> None:
     usage = find_font_usage(pdf)
     if not usage.complete:
         return
-    protected: set[tuple[int, int]] = set()
-    acro = pdf.Root.get("/AcroForm")
-    if isinstance(acro, Dictionary):
-        dr = acro.get("/DR")
-        fonts = dr.get("/Font") if isinstance(dr, Dictionary) else None
-        if isinstance(fonts, Dictionary):
-            protected.update(f.objgen for _, f in fonts.items() if isinstance(f, Dictionary) and f.is_indirect)
-    users: dict[tuple[int, int], list[tuple[Dictionary, Dictionary, bool]]] = {}
-    files: dict[tuple[int, int], Stream] = {}
-    for obj in pdf.objects:
-        if isinstance(obj, Stream) or not isinstance(obj, Dictionary) or obj.get("/Type") != Name.Font:
-            continue
-        st = obj.get("/Subtype")
-        if st == Name.TrueType:
-            desc, simple = obj.get("/FontDescriptor"), True
-        elif st == Name.Type0 and obj.get("/Encoding") in (Name("/Identity-H"), Name("/Identity-V")):
-            kids = obj.get("/DescendantFonts")
-            kid = kids[0] if isinstance(kids, Array) and len(kids) else None
-            if not isinstance(kid, Dictionary) or kid.get("/Subtype") != Name.CIDFontType2:
-                continue
-            desc, simple = kid.get("/FontDescriptor"), False
-        else:
-            continue
-        if not isinstance(desc, Dictionary):
-            continue
-        ff = desc.get("/FontFile2")
-        if isinstance(ff, Stream) and ff.is_indirect:
-            users.setdefault(ff.objgen, []).append((obj, desc, simple))
-            files[ff.objgen] = ff
+    protected = _form_fonts(pdf)
+    users, files = _embedded_truetype(pdf)
     for key, fonts_using in users.items():
-        ff = files[key]
         if any(f.objgen in protected or f.objgen in usage.unknown for f, _, _ in fonts_using):
             continue
         if len({s for _, _, s in fonts_using}) != 1:
             continue
-        simple = fonts_using[0][2]
-        shown: set[bytes] = set()
-        codes: set[int] = set()
-        diffs: dict[int, str] = {}
-        for f, _, _ in fonts_using:
-            for s in usage.shown.get(f.objgen, set()):
-                shown.add(s)
-                codes.update(s)
-            diffs.update(_differences(f))
-        cid_to_gid: bytes | None = None
-        if not simple:
-            kid = fonts_using[0][0].DescendantFonts[0]
-            m = kid.get("/CIDToGIDMap")
-            if isinstance(m, Stream):
-                cid_to_gid = m.read_bytes()
-            elif m is not None and m != Name.Identity:
-                continue
-        try:
-            raw_len = len(ff.read_raw_bytes())
-            data = ff.read_bytes()
-            if len(data) > _MAX_FONT_BYTES:
-                continue
-            keep: Callable[[Any], set[str]]
-            if simple:
-                # Without a cmap, codes cannot be traced to glyphs: keep every glyph.
-                def keep(tt: Any, codes: set[int] = codes, diffs: dict[int, str] = diffs) -> set[str]:
-                    return _simple_glyphs(tt, codes, diffs) if "cmap" in tt else set(tt.getGlyphOrder())
-            else:
-
-                def keep(tt: Any, shown: set[bytes] = shown, cid_to_gid: bytes | None = cid_to_gid) -> set[str]:
-                    return _cid_glyphs(tt, shown, cid_to_gid)
-
-            # Glyph names matter only to a simple font whose /Differences name glyphs (or that has no Windows cmap).
-            new = _rewrite(data, keep, by_gid=not simple or not diffs, needs_windows_cmap=simple)
-        except Exception as exc:  # noqa: BLE001 - leave any font fontTools cannot handle as it is
-            log.debug("font %s not subset: %s", key, exc)
-            continue
-        saved = _store_if_smaller(ff, new, raw_len)
+        saved = _subset_program(files[key], fonts_using, usage)
         if saved:
             result.subset += 1
             result.bytes_saved += saved
             result.changed.add(key)
+
+
+# A font dictionary using a font program, its font descriptor, and whether it is a simple (not CID-keyed) font.
+_FontUser = tuple[Dictionary, Dictionary, bool]
+_ObjId = tuple[int, int]
+
+
+def _form_fonts(pdf: pikepdf.Pdf) -> set[_ObjId]:
+    """The fonts of the interactive form's default resources (/AcroForm /DR /Font)."""
+    acro = pdf.Root.get("/AcroForm")
+    if not isinstance(acro, Dictionary):
+        return set()
+    dr = acro.get("/DR")
+    fonts = dr.get("/Font") if isinstance(dr, Dictionary) else None
+    if not isinstance(fonts, Dictionary):
+        return set()
+    return {f.objgen for _, f in fonts.items() if isinstance(f, Dictionary) and f.is_indirect}
+
+
+def _embedded_truetype(pdf: pikepdf.Pdf) -> tuple[dict[_ObjId, list[_FontUser]], dict[_ObjId, Stream]]:
+    """Every embedded TrueType program (/FontFile2) by object id, with the fonts that use it."""
+    users: dict[_ObjId, list[_FontUser]] = {}
+    files: dict[_ObjId, Stream] = {}
+    for obj in pdf.objects:
+        user = _truetype_user(obj)
+        ff = user[1].get("/FontFile2") if user is not None else None
+        if user is not None and isinstance(ff, Stream) and ff.is_indirect:
+            users.setdefault(ff.objgen, []).append(user)
+            files[ff.objgen] = ff
+    return users, files
+
+
+def _truetype_user(obj: pikepdf.Object) -> _FontUser | None:
+    """A TrueType font (simple, or CID-keyed with Identity encoding) with its font descriptor; None for any other
+    object."""
+    if isinstance(obj, Stream) or not isinstance(obj, Dictionary) or obj.get("/Type") != Name.Font:
+        return None
+    st = obj.get("/Subtype")
+    if st == Name.TrueType:
+        desc, simple = obj.get("/FontDescriptor"), True
+    elif st == Name.Type0 and obj.get("/Encoding") in (Name("/Identity-H"), Name("/Identity-V")):
+        kids = obj.get("/DescendantFonts")
+        kid = kids[0] if isinstance(kids, Array) and len(kids) else None
+        if not isinstance(kid, Dictionary) or kid.get("/Subtype") != Name.CIDFontType2:
+            return None
+        desc, simple = kid.get("/FontDescriptor"), False
+    else:
+        return None
+    return (obj, desc, simple) if isinstance(desc, Dictionary) else None
+
+
+@dataclass(frozen=True)
+class _SubsetPlan:
+    keep: Callable[[Any], set[str]]  # the glyphs to keep, given the parsed font
+    by_gid: bool  # glyph names are not needed (see _rewrite)
+    simple: bool
+
+
+def _subset_program(ff: Stream, fonts_using: list[_FontUser], usage: FontUsage) -> int:
+    """Subset one font program to the glyphs its fonts show; the bytes saved (0: left as it was)."""
+    plan = _subset_plan(fonts_using, usage)
+    if plan is None:
+        return 0
+    try:
+        raw_len = len(ff.read_raw_bytes())
+        data = ff.read_bytes()
+        if len(data) > _MAX_FONT_BYTES:
+            return 0
+        new = _rewrite(data, plan.keep, by_gid=plan.by_gid, needs_windows_cmap=plan.simple)
+    except Exception as exc:  # noqa: BLE001 - leave any font fontTools cannot handle as it is
+        log.debug("font %s not subset: %s", ff.objgen, exc)
+        return 0
+    return _store_if_smaller(ff, new, raw_len)
+
+
+def _subset_plan(fonts_using: list[_FontUser], usage: FontUsage) -> _SubsetPlan | None:
+    """Which glyphs the fonts using one program show; None when a CIDToGIDMap cannot be followed."""
+    simple = fonts_using[0][2]
+    shown, codes, diffs = _shown_by(fonts_using, usage)
+    if simple:
+        # Without a cmap, codes cannot be traced to glyphs: keep every glyph.
+        def keep_simple(tt: Any) -> set[str]:
+            return _simple_glyphs(tt, codes, diffs) if "cmap" in tt else set(tt.getGlyphOrder())
+
+        # Glyph names matter only to a simple font whose /Differences name glyphs (or that has no Windows cmap).
+        return _SubsetPlan(keep_simple, by_gid=not diffs, simple=True)
+    m = fonts_using[0][0].DescendantFonts[0].get("/CIDToGIDMap")
+    if m is not None and not isinstance(m, Stream) and m != Name.Identity:
+        return None
+    cid_to_gid = m.read_bytes() if isinstance(m, Stream) else None
+
+    def keep_cids(tt: Any) -> set[str]:
+        return _cid_glyphs(tt, shown, cid_to_gid)
+
+    return _SubsetPlan(keep_cids, by_gid=True, simple=False)
+
+
+def _shown_by(fonts_using: list[_FontUser], usage: FontUsage) -> tuple[set[bytes], set[int], dict[int, str]]:
+    """The strings the fonts show, the codes in them, and the fonts' /Differences."""
+    shown: set[bytes] = set()
+    codes: set[int] = set()
+    diffs: dict[int, str] = {}
+    for f, _, _ in fonts_using:
+        shown.update(usage.shown.get(f.objgen, set()))
+        diffs.update(_differences(f))
+    for s in shown:
+        codes.update(s)
+    return shown, codes, diffs

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pikepdf
 
+from libs.pdf_header import file_has_pdf_header
+
 from .errors import ENCRYPTED_PDF, MALFORMED_PDF, NOT_A_PDF, EngineError
 
 log = logging.getLogger(__name__)
 
 # A PDF header may be preceded by junk; readers accept it within the first 1 KiB.
-HEADER_WINDOW = 1024
 
 
 @dataclass
@@ -28,9 +29,7 @@ class OpenedPdf:
 
 
 def check_header(path: Path) -> None:
-    with path.open("rb") as f:
-        head = f.read(HEADER_WINDOW)
-    if b"%PDF-" not in head:
+    if not file_has_pdf_header(path):
         raise EngineError(NOT_A_PDF, "The file is not a PDF document.")
 
 

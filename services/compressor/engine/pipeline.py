@@ -26,7 +26,7 @@ from .options import LEVEL_NAMES, LEVELS, CompressOptions, LevelProfile, Limits
 from .placements import find_placements
 from .report import Report, TechniqueSaving, Verification
 from .safety import check_bombs, drop_usage_rights, is_signed
-from .verify import Gate, Reference, choose_pages, verify
+from .verify import Gate, Outcome, Reference, choose_pages, verify
 
 log = logging.getLogger(__name__)
 
@@ -208,62 +208,96 @@ class _Run:
         pdf = self._open()
         try:
             techniques = self._structural(pdf, attempt.profile)
-            opt: ImageOptimizer | None = None
-            if attempt.images:
-                opt = ImageOptimizer(pdf, _image_settings(attempt, self.options), self.limits.max_image_pixels)
-                placements = find_placements(pdf)
-                span = (hi - lo) * 0.6
-                opt.run(placements, lambda f: self.step(lo + int(span * f)))
+            opt = self._optimize_images(pdf, attempt, lo, hi) if attempt.images else None
             path = self._save(pdf, attempt.name)
             self.step(lo + int((hi - lo) * 0.7))
-            settings = _image_settings(attempt, self.options)
-            for round_ in range(_REVERT_ROUNDS + 1):
-                size = path.stat().st_size
-                changes = opt.changes if opt is not None else []
-                weights: dict[int, int] = {}
-                for ch in changes:
-                    for p in ch.pages:
-                        weights[p] = weights.get(p, 0) + ch.saved
-                pages = choose_pages(self.opened.pages, weights)
-                outcome = verify(
-                    self.ref, path, gate, pages, deep_syntax=self.streams_repaired, password=self.output_password
-                )
-                v = outcome.verification
-                self.report.candidates.append(
-                    {
-                        "name": attempt.name if round_ == 0 else f"{attempt.name}-retry{round_}",
-                        "size": size,
-                        "passed": v.passed,
-                        "failures": list(v.failures),
-                        "ssim_min": v.ssim_min,
-                        "images_changed": len(changes),
-                    }
-                )
-                if v.passed or opt is None or not changes or not outcome.bad_pages:
-                    break
-                if set(v.failures) - _VISUAL_FAILURES or round_ == _REVERT_ROUNDS:
-                    break
-                suspects = [ch for ch in changes if ch.pages & outcome.bad_pages]
-                if not suspects:
-                    break
-                if round_ == 0 and settings.jpeg_quality is not None and settings.jpeg_quality < 90:
-                    # First retry: the same images at a clearly higher quality and a gentler per-image gate.
-                    settings = replace(
-                        settings,
-                        jpeg_quality=min(92, settings.jpeg_quality + 15),
-                        image_ssim_min=min(0.98, settings.image_ssim_min + 0.03),
-                        quantize=False,
-                    )
-                    opt.redo(suspects, settings)
-                else:
-                    opt.undo(suspects)  # then: the originals on the pages that still fail
-                path = self._save(pdf, f"{attempt.name}-r{round_ + 1}")
+            path, size, v = self._verify_with_retries(pdf, path, attempt, gate, opt)
             changes = opt.changes if opt is not None else []
             techniques = techniques + _technique_totals(changes)
             self.step(hi)
             return Candidate(attempt.name, path, size, v, techniques, attempt)
         finally:
             pdf.close()
+
+    def _optimize_images(self, pdf: pikepdf.Pdf, attempt: Attempt, lo: int, hi: int) -> ImageOptimizer:
+        opt = ImageOptimizer(pdf, _image_settings(attempt, self.options), self.limits.max_image_pixels)
+        placements = find_placements(pdf)
+        span = (hi - lo) * 0.6
+        opt.run(placements, lambda f: self.step(lo + int(span * f)))
+        return opt
+
+    def _verify_with_retries(
+        self, pdf: pikepdf.Pdf, path: Path, attempt: Attempt, gate: Gate, opt: ImageOptimizer | None
+    ) -> tuple[Path, int, Verification]:
+        """Verify the saved candidate; while only the visual gate fails, on pages whose images changed, redo those
+        images (first at a higher quality, then as they were), save and verify again. The last file verified."""
+        settings = _image_settings(attempt, self.options)
+        for round_ in range(_REVERT_ROUNDS + 1):
+            size = path.stat().st_size
+            name = attempt.name if round_ == 0 else f"{attempt.name}-retry{round_}"
+            outcome = self._verify_and_record(path, gate, opt, name, size)
+            suspects = _retry_suspects(outcome, opt, round_)
+            if opt is None or not suspects:
+                break
+            settings = _retry_images(opt, suspects, settings, round_)
+            path = self._save(pdf, f"{attempt.name}-r{round_ + 1}")
+        return path, size, outcome.verification
+
+    def _verify_and_record(self, path: Path, gate: Gate, opt: ImageOptimizer | None, name: str, size: int) -> Outcome:
+        """Verify on the pages chosen (spread, and those whose images changed most); the try goes in the report."""
+        changes = opt.changes if opt is not None else []
+        pages = choose_pages(self.opened.pages, _page_weights(changes))
+        outcome = verify(self.ref, path, gate, pages, deep_syntax=self.streams_repaired, password=self.output_password)
+        v = outcome.verification
+        self.report.candidates.append(
+            {
+                "name": name,
+                "size": size,
+                "passed": v.passed,
+                "failures": list(v.failures),
+                "ssim_min": v.ssim_min,
+                "images_changed": len(changes),
+            }
+        )
+        return outcome
+
+
+def _page_weights(changes: list[ImageChange]) -> dict[int, int]:
+    """Bytes saved by image changes, per page."""
+    weights: dict[int, int] = {}
+    for ch in changes:
+        for p in ch.pages:
+            weights[p] = weights.get(p, 0) + ch.saved
+    return weights
+
+
+def _retry_suspects(outcome: Outcome, opt: ImageOptimizer | None, round_: int) -> list[ImageChange]:
+    """The image changes on pages that failed only the visual gate, when another round is left; else none."""
+    v = outcome.verification
+    changes = opt.changes if opt is not None else []
+    if v.passed or opt is None or not changes or not outcome.bad_pages:
+        return []
+    if set(v.failures) - _VISUAL_FAILURES or round_ == _REVERT_ROUNDS:
+        return []
+    return [ch for ch in changes if ch.pages & outcome.bad_pages]
+
+
+def _retry_images(
+    opt: ImageOptimizer, suspects: list[ImageChange], settings: ImageSettings, round_: int
+) -> ImageSettings:
+    """First retry: the same images at a clearly higher quality and a gentler per-image gate; then the originals
+    on the pages that still fail. The settings now in force."""
+    if round_ == 0 and settings.jpeg_quality is not None and settings.jpeg_quality < 90:
+        settings = replace(
+            settings,
+            jpeg_quality=min(92, settings.jpeg_quality + 15),
+            image_ssim_min=min(0.98, settings.image_ssim_min + 0.03),
+            quantize=False,
+        )
+        opt.redo(suspects, settings)
+    else:
+        opt.undo(suspects)
+    return settings
 
 
 # What the PDF libraries raise on damaged data: while the input is being read, it means the file is damaged.
@@ -335,62 +369,87 @@ def compress(
         if progress is not None:
             progress(max(0, min(100, pct)))
 
-    try:
-        in_size = input_path.stat().st_size
-    except OSError:
-        raise EngineError(IO_ERROR, "The input file cannot be read.") from None
-    report = Report(
-        input_size_bytes=in_size,
-        level=options.level,
-        options=options.public_dict(),
-        target_size_bytes=options.target_size_bytes,
-    )
-    phases = report.seconds_by_phase
+    report = _new_report(input_path, options)
     step(0)
     with tempfile.TemporaryDirectory(prefix="pdfsmaller-") as td:
-        work = Path(td)
-        t = time.monotonic()
-        with _reading_input():
-            opened, ref = _open_and_check(input_path, options, limits, work, report)
-        source = work / "repaired.pdf" if (work / "repaired.pdf").exists() else input_path
-        password = options.password if source == input_path else None
-        if options.max_image_dpi is not None and not options.profile.lossy:
-            report.warnings.append("max_image_dpi ignored: the lossless level never resamples images")
-        phases["open"] = round(time.monotonic() - t, 3)
-        step(10)
-        try:
-            run = _Run(opened, source, password, options, limits, work, ref, step, report)
-            best = _search(run, options, in_size, phases)
-            if best is not None:
-                _write_output(best.path, output_path)
-                report.output_size_bytes = best.size
-                report.verification = best.verification
-                report.techniques = best.techniques
-                if best.attempt is not None and best.attempt.name != options.level:
-                    report.warnings.append(f"settings used: {best.attempt.name}")
-                with pikepdf.open(best.path, password=options.password or "") as out:
-                    report.bytes_by_kind_after = bytes_by_kind(out, best.size)
-                _add_structural_saving(report)
-            else:
-                _write_output(input_path, output_path)
-                report.output_size_bytes = in_size
-                report.kept_original = True
-                report.bytes_by_kind_after = dict(report.bytes_by_kind_before)
-                verified = [c for c in report.candidates if c["passed"]]
-                if verified:
-                    report.kept_original_reason = "NOT_SMALLER"
-                    report.kept_original_detail = "No verified candidate was smaller than the input."
-                else:
-                    report.kept_original_reason = "VERIFICATION_FAILED"
-                    fails = sorted({f for c in report.candidates for f in c["failures"]})
-                    report.kept_original_detail = "Every candidate failed verification: " + ", ".join(fails)
-        finally:
-            ref.close()
+        _compress_in(Path(td), input_path, output_path, options, limits, step, report)
     if options.target_size_bytes is not None:
         report.target_met = report.output_size_bytes <= options.target_size_bytes
     report.seconds = round(time.monotonic() - t0, 3)
     step(100)
     return report
+
+
+def _new_report(input_path: Path, options: CompressOptions) -> Report:
+    try:
+        in_size = input_path.stat().st_size
+    except OSError:
+        raise EngineError(IO_ERROR, "The input file cannot be read.") from None
+    return Report(
+        input_size_bytes=in_size,
+        level=options.level,
+        options=options.public_dict(),
+        target_size_bytes=options.target_size_bytes,
+    )
+
+
+def _compress_in(
+    work: Path,
+    input_path: Path,
+    output_path: Path,
+    options: CompressOptions,
+    limits: Limits,
+    step: Callable[[int], None],
+    report: Report,
+) -> None:
+    """Open and check the input, search for the best candidate in ``work``, write the output, fill the report."""
+    phases = report.seconds_by_phase
+    t = time.monotonic()
+    with _reading_input():
+        opened, ref = _open_and_check(input_path, options, limits, work, report)
+    source = work / "repaired.pdf" if (work / "repaired.pdf").exists() else input_path
+    password = options.password if source == input_path else None
+    if options.max_image_dpi is not None and not options.profile.lossy:
+        report.warnings.append("max_image_dpi ignored: the lossless level never resamples images")
+    phases["open"] = round(time.monotonic() - t, 3)
+    step(10)
+    try:
+        run = _Run(opened, source, password, options, limits, work, ref, step, report)
+        best = _search(run, options, report.input_size_bytes, phases)
+        if best is not None:
+            _deliver(best, output_path, options, report)
+        else:
+            _keep_original(input_path, output_path, report)
+    finally:
+        ref.close()
+
+
+def _deliver(best: Candidate, output_path: Path, options: CompressOptions, report: Report) -> None:
+    _write_output(best.path, output_path)
+    report.output_size_bytes = best.size
+    report.verification = best.verification
+    report.techniques = best.techniques
+    if best.attempt is not None and best.attempt.name != options.level:
+        report.warnings.append(f"settings used: {best.attempt.name}")
+    with pikepdf.open(best.path, password=options.password or "") as out:
+        report.bytes_by_kind_after = bytes_by_kind(out, best.size)
+    _add_structural_saving(report)
+
+
+def _keep_original(input_path: Path, output_path: Path, report: Report) -> None:
+    """The input's own bytes as the output, with why no candidate was used."""
+    _write_output(input_path, output_path)
+    report.output_size_bytes = report.input_size_bytes
+    report.kept_original = True
+    report.bytes_by_kind_after = dict(report.bytes_by_kind_before)
+    verified = [c for c in report.candidates if c["passed"]]
+    if verified:
+        report.kept_original_reason = "NOT_SMALLER"
+        report.kept_original_detail = "No verified candidate was smaller than the input."
+    else:
+        report.kept_original_reason = "VERIFICATION_FAILED"
+        fails = sorted({f for c in report.candidates for f in c["failures"]})
+        report.kept_original_detail = "Every candidate failed verification: " + ", ".join(fails)
 
 
 def _add_structural_saving(report: Report) -> None:

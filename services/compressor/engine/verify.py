@@ -98,61 +98,84 @@ def _link_target(doc: pdfium.PdfDocument, annot: Any) -> str:
 
 
 def read_structure(doc: pdfium.PdfDocument) -> Structure:
+    """What a reader sees besides the pixels: page sizes, words, links, form fields, outline, attachments."""
     s = Structure()
-    n = len(doc)
-    s.sizes = [None] * n
+    s.sizes = [None] * len(doc)
     form = doc.formenv.raw if getattr(doc, "formenv", None) else None
-    for i in range(n):
-        try:
-            page = doc[i]
-        except pdfium.PdfiumError:
-            s.unloadable.append(i)
-            continue
-        try:
-            w, h = page.get_size()
-            s.sizes[i] = (w, h)
-            tp = page.get_textpage()  # text in the same pass: each page is loaded once
-            s.words.extend(_words(tp.get_text_range()))
-            tp.close()
-            for j in range(pdfium_c.FPDFPage_GetAnnotCount(page)):
-                annot = pdfium_c.FPDFPage_GetAnnot(page, j)
-                if not annot:
-                    continue
-                try:
-                    subtype = pdfium_c.FPDFAnnot_GetSubtype(annot)
-                    if subtype == pdfium_c.FPDF_ANNOT_LINK:
-                        s.links.append((i, _link_target(doc, annot)))
-                    elif subtype == pdfium_c.FPDF_ANNOT_WIDGET:
-                        s.widgets += 1
-                        if form:
-                            name = _utf16(pdfium_c.FPDFAnnot_GetFormFieldName, form, annot)
-                            value = _utf16(pdfium_c.FPDFAnnot_GetFormFieldValue, form, annot)
-                            ftype = pdfium_c.FPDFAnnot_GetFormFieldType(form, annot)
-                            checked = bool(pdfium_c.FPDFAnnot_IsChecked(form, annot)) if ftype in (2, 3) else None
-                            s.fields.setdefault(name, []).append((ftype, value, checked))
-                finally:
-                    pdfium_c.FPDFPage_CloseAnnot(annot)
-        finally:
-            page.close()
+    for i in range(len(doc)):
+        _read_page(doc, i, form, s)
     for v in s.fields.values():
         v.sort(key=repr)
-    try:
-        for k, item in enumerate(doc.get_toc(max_depth=64)):
-            if k > 100_000:
-                break
-            target = None
-            dest = pdfium_c.FPDFBookmark_GetDest(doc, item.raw)
-            if dest:
-                target = _dest_page(doc, dest)
-            else:
-                action = pdfium_c.FPDFBookmark_GetAction(item.raw)
-                if action and pdfium_c.FPDFAction_GetType(action) == pdfium_c.PDFACTION_GOTO:
-                    target = _dest_page(doc, pdfium_c.FPDFAction_GetDest(doc, action))
-            s.outline.append((unicodedata.normalize("NFKC", item.get_title()), target))
-    except pdfium.PdfiumError:
-        pass
+    with contextlib.suppress(pdfium.PdfiumError):
+        _read_outline(doc, s.outline)
     s.attachments = max(0, doc.count_attachments())
     return s
+
+
+def _read_page(doc: pdfium.PdfDocument, i: int, form: Any, s: Structure) -> None:
+    """Size, words and annotations of page ``i`` (each page is loaded once); an unloadable page is recorded."""
+    try:
+        page = doc[i]
+    except pdfium.PdfiumError:
+        s.unloadable.append(i)
+        return
+    try:
+        w, h = page.get_size()
+        s.sizes[i] = (w, h)
+        tp = page.get_textpage()
+        s.words.extend(_words(tp.get_text_range()))
+        tp.close()
+        for j in range(pdfium_c.FPDFPage_GetAnnotCount(page)):
+            annot = pdfium_c.FPDFPage_GetAnnot(page, j)
+            if annot:
+                _read_annotation(doc, i, form, annot, s)
+    finally:
+        page.close()
+
+
+def _read_annotation(doc: pdfium.PdfDocument, i: int, form: Any, annot: Any, s: Structure) -> None:
+    """A link's target or a widget's form field (then closes the annotation)."""
+    try:
+        subtype = pdfium_c.FPDFAnnot_GetSubtype(annot)
+        if subtype == pdfium_c.FPDF_ANNOT_LINK:
+            s.links.append((i, _link_target(doc, annot)))
+        elif subtype == pdfium_c.FPDF_ANNOT_WIDGET:
+            s.widgets += 1
+            if form:
+                _read_field(form, annot, s)
+    finally:
+        pdfium_c.FPDFPage_CloseAnnot(annot)
+
+
+def _read_field(form: Any, annot: Any, s: Structure) -> None:
+    name = _utf16(pdfium_c.FPDFAnnot_GetFormFieldName, form, annot)
+    value = _utf16(pdfium_c.FPDFAnnot_GetFormFieldValue, form, annot)
+    ftype = pdfium_c.FPDFAnnot_GetFormFieldType(form, annot)
+    checked = bool(pdfium_c.FPDFAnnot_IsChecked(form, annot)) if ftype in (2, 3) else None
+    s.fields.setdefault(name, []).append((ftype, value, checked))
+
+
+# The outline walk stops after this index: a bound on hostile outlines.
+_MAX_OUTLINE_ITEMS = 100_000
+
+
+def _read_outline(doc: pdfium.PdfDocument, outline: list[tuple[str, int | None]]) -> None:
+    """Appends (title, target page) per bookmark; a PdfiumError midway leaves what was read so far."""
+    for k, item in enumerate(doc.get_toc(max_depth=64)):
+        if k > _MAX_OUTLINE_ITEMS:
+            break
+        target = _bookmark_page(doc, item.raw)
+        outline.append((unicodedata.normalize("NFKC", item.get_title()), target))
+
+
+def _bookmark_page(doc: pdfium.PdfDocument, bookmark: Any) -> int | None:
+    dest = pdfium_c.FPDFBookmark_GetDest(doc, bookmark)
+    if dest:
+        return _dest_page(doc, dest)
+    action = pdfium_c.FPDFBookmark_GetAction(bookmark)
+    if action and pdfium_c.FPDFAction_GetType(action) == pdfium_c.PDFACTION_GOTO:
+        return _dest_page(doc, pdfium_c.FPDFAction_GetDest(doc, action))
+    return None
 
 
 # Control characters count as spaces; format characters (soft hyphen, zero-width, bidi marks) are dropped.
@@ -269,116 +292,166 @@ def verify(
     t0 = time.monotonic()
     v = Verification(pages_in=ref.pages, ssim_threshold=gate.ssim_min, render_dpi=RENDER_DPI)
     bad: set[int] = set()
-    fail = v.failures.append
-
-    # Opens cleanly, page counts agree (three independent readers).
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with pikepdf.open(candidate, password=password or "") as out:
-                v.pages_out = len(out.pages)
-                # Decode every stream before reading the warnings: qpdf reports truncated Flate data only as a
-                # warning, while decoding it.
-                undecodable = undecodable_streams(out)
-                if (
-                    undecodable
-                    or out.get_warnings()
-                    or (deep_syntax and any(_syntax_error(str(m)) for m in out.check_pdf_syntax()))
-                ):
-                    fail("opens")
-    except pikepdf.PdfError:
-        fail("opens")
-        v.seconds = round(time.monotonic() - t0, 3)
-        return Outcome(v, bad)
-    v.pages_second_parser = count_pages_pypdf(candidate, password)
-    try:
-        doc = _open(candidate, password)
-    except pdfium.PdfiumError:
-        fail("opens")
+    doc = _open_candidate(candidate, password, deep_syntax, v)
+    if doc is None:
         v.seconds = round(time.monotonic() - t0, 3)
         return Outcome(v, bad)
     try:
-        if not (v.pages_out == ref.pages == v.pages_second_parser == len(doc)):
-            fail("pages")
-            return Outcome(v, bad)
-        st = read_structure(doc)
-        si = ref.structure
-        if set(st.unloadable) - set(si.unloadable):
-            fail("opens")
-        for sa, sb in zip(si.sizes, st.sizes, strict=False):
-            if sa and sb and (abs(sa[0] - sb[0]) > GEOMETRY_TOLERANCE_PT or abs(sa[1] - sb[1]) > GEOMETRY_TOLERANCE_PT):
-                fail("geometry")
-                break
-
-        # Visual.
-        v.pages_compared = [p + 1 for p in pages]
-        worst = 1.0
-        identical = True
-        chroma_max = 0.0
-        ratios: list[float] = []
-        for p in pages:
-            a = ref.render(p)
-            if a is None:
-                continue  # the input page itself does not render; nothing to compare
-            b = render(doc, p)
-            if b is None or b.shape != a.shape:
-                fail("render")
-                bad.add(p)
-                worst = 0.0
-                continue
-            if np.array_equal(a, b):
-                continue
-            identical = False
-            s = page_ssim(a, b)
-            if s < worst:
-                worst, v.ssim_min_page = s, p + 1
-            page_bad = s < gate.ssim_min
-            if gate.check_colour:
-                diff, ratio = chroma_compare(a, b)
-                chroma_max = max(chroma_max, diff)
-                if ratio is not None:
-                    ratios.append(ratio)
-                lo, hi = gate.chroma_ratio
-                if diff > gate.chroma_diff_max or (ratio is not None and not lo <= ratio <= hi):
-                    page_bad = True
-            if page_bad:
-                bad.add(p)
-        v.ssim_min = round(worst, 5)
-        v.identical_renders = identical
-        v.chroma_diff_max = round(chroma_max, 3)
-        v.chroma_ratio_min = round(min(ratios), 4) if ratios else None
-        v.chroma_ratio_max = round(max(ratios), 4) if ratios else None
-        if gate.identical and not identical:
-            fail("identical")
-        if worst < gate.ssim_min:
-            fail("ssim")
-        if gate.check_colour and bad and "ssim" not in v.failures:
-            fail("color")
-
-        # Text.
-        v.text_words_in = len(ref.words)
-        if ref.words:
-            out_words = st.words
-            ca, cb = collections.Counter(ref.words), collections.Counter(out_words)
-            recall = sum(min(c, cb[w]) for w, c in ca.items()) / len(ref.words)
-            v.text_recall = round(recall, 5)
-            if recall < TEXT_RECALL_MIN:
-                fail("text")
-
-        # Forms, links, outlines, attachments.
-        v.fields_in, v.fields_out = len(si.fields), len(st.fields)
-        v.links_in, v.links_out = len(si.links), len(st.links)
-        v.outlines_in, v.outlines_out = len(si.outline), len(st.outline)
-        if any(k not in st.fields or st.fields[k] != val for k, val in si.fields.items()) or st.widgets < si.widgets:
-            fail("fields")
-        if _multiset_loss(si.links, st.links):
-            fail("links")
-        if _multiset_loss(si.outline, st.outline):
-            fail("outlines")
-        if st.attachments < si.attachments:
-            fail("attachments")
+        if v.pages_out == ref.pages == v.pages_second_parser == len(doc):
+            st = read_structure(doc)
+            _check_geometry(ref.structure, st, v)
+            bad = _check_renders(ref, doc, gate, pages, v)
+            _check_text(ref.words, st.words, v)
+            _check_interactive(ref.structure, st, v)
+        else:
+            v.failures.append("pages")
     finally:
         doc.close()
         v.passed = not v.failures
         v.seconds = round(time.monotonic() - t0, 3)
     return Outcome(v, bad)
+
+
+def _open_candidate(
+    candidate: Path, password: str | None, deep_syntax: bool, v: Verification
+) -> pdfium.PdfDocument | None:
+    """The candidate as PDFium reads it, after qpdf and pypdf counted its pages (three independent readers);
+    None, with the failure "opens", when qpdf or PDFium cannot open it."""
+    if not _opens_with_qpdf(candidate, password, deep_syntax, v):
+        return None
+    v.pages_second_parser = count_pages_pypdf(candidate, password)
+    try:
+        return _open(candidate, password)
+    except pdfium.PdfiumError:
+        v.failures.append("opens")
+        return None
+
+
+def _opens_with_qpdf(candidate: Path, password: str | None, deep_syntax: bool, v: Verification) -> bool:
+    """Counts the pages; "opens" fails on warnings or undecodable streams. False when qpdf cannot open it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _check_with_qpdf(candidate, password, deep_syntax, v)
+    except pikepdf.PdfError:
+        v.failures.append("opens")
+        return False
+    return True
+
+
+def _check_with_qpdf(candidate: Path, password: str | None, deep_syntax: bool, v: Verification) -> None:
+    with pikepdf.open(candidate, password=password or "") as out:
+        v.pages_out = len(out.pages)
+        # Decode every stream before reading the warnings: qpdf reports truncated Flate data only as a warning,
+        # while decoding it.
+        undecodable = undecodable_streams(out)
+        if (
+            undecodable
+            or out.get_warnings()
+            or (deep_syntax and any(_syntax_error(str(m)) for m in out.check_pdf_syntax()))
+        ):
+            v.failures.append("opens")
+
+
+def _check_geometry(si: Structure, st: Structure, v: Verification) -> None:
+    """Pages that no longer load, and page sizes that changed."""
+    if set(st.unloadable) - set(si.unloadable):
+        v.failures.append("opens")
+    if any(sa and sb and _size_changed(sa, sb) for sa, sb in zip(si.sizes, st.sizes, strict=False)):
+        v.failures.append("geometry")
+
+
+def _size_changed(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return abs(a[0] - b[0]) > GEOMETRY_TOLERANCE_PT or abs(a[1] - b[1]) > GEOMETRY_TOLERANCE_PT
+
+
+@dataclass
+class _VisualTally:
+    """What the rendered pages showed so far."""
+
+    worst: float = 1.0
+    identical: bool = True
+    chroma_max: float = 0.0
+    ratios: list[float] = field(default_factory=list)
+    bad: set[int] = field(default_factory=set)
+
+
+def _check_renders(ref: Reference, doc: pdfium.PdfDocument, gate: Gate, pages: list[int], v: Verification) -> set[int]:
+    """Renders ``pages`` of both and applies the visual gate; the pages that failed it."""
+    v.pages_compared = [p + 1 for p in pages]
+    tally = _VisualTally()
+    for p in pages:
+        _compare_page(ref, doc, gate, p, tally, v)
+    v.ssim_min = round(tally.worst, 5)
+    v.identical_renders = tally.identical
+    v.chroma_diff_max = round(tally.chroma_max, 3)
+    v.chroma_ratio_min = round(min(tally.ratios), 4) if tally.ratios else None
+    v.chroma_ratio_max = round(max(tally.ratios), 4) if tally.ratios else None
+    if gate.identical and not tally.identical:
+        v.failures.append("identical")
+    if tally.worst < gate.ssim_min:
+        v.failures.append("ssim")
+    if gate.check_colour and tally.bad and "ssim" not in v.failures:
+        v.failures.append("color")
+    return tally.bad
+
+
+def _compare_page(
+    ref: Reference, doc: pdfium.PdfDocument, gate: Gate, p: int, tally: _VisualTally, v: Verification
+) -> None:
+    a = ref.render(p)
+    if a is None:
+        return  # the input page itself does not render; nothing to compare
+    b = render(doc, p)
+    if b is None or b.shape != a.shape:
+        v.failures.append("render")
+        tally.bad.add(p)
+        tally.worst = 0.0
+        return
+    if np.array_equal(a, b):
+        return
+    tally.identical = False
+    s = page_ssim(a, b)
+    if s < tally.worst:
+        tally.worst, v.ssim_min_page = s, p + 1
+    page_bad = s < gate.ssim_min
+    if gate.check_colour and _colour_changed(a, b, gate, tally):
+        page_bad = True
+    if page_bad:
+        tally.bad.add(p)
+
+
+def _colour_changed(a: np.ndarray, b: np.ndarray, gate: Gate, tally: _VisualTally) -> bool:
+    diff, ratio = chroma_compare(a, b)
+    tally.chroma_max = max(tally.chroma_max, diff)
+    if ratio is not None:
+        tally.ratios.append(ratio)
+    lo, hi = gate.chroma_ratio
+    return diff > gate.chroma_diff_max or (ratio is not None and not lo <= ratio <= hi)
+
+
+def _check_text(words_in: list[str], words_out: list[str], v: Verification) -> None:
+    """Share of the input's words (as a multiset) the candidate still has."""
+    v.text_words_in = len(words_in)
+    if not words_in:
+        return
+    ca, cb = collections.Counter(words_in), collections.Counter(words_out)
+    recall = sum(min(c, cb[w]) for w, c in ca.items()) / len(words_in)
+    v.text_recall = round(recall, 5)
+    if recall < TEXT_RECALL_MIN:
+        v.failures.append("text")
+
+
+def _check_interactive(si: Structure, st: Structure, v: Verification) -> None:
+    """Form fields (names, values, states), links, outline entries and attachments: none may be lost."""
+    v.fields_in, v.fields_out = len(si.fields), len(st.fields)
+    v.links_in, v.links_out = len(si.links), len(st.links)
+    v.outlines_in, v.outlines_out = len(si.outline), len(st.outline)
+    if any(k not in st.fields or st.fields[k] != val for k, val in si.fields.items()) or st.widgets < si.widgets:
+        v.failures.append("fields")
+    if _multiset_loss(si.links, st.links):
+        v.failures.append("links")
+    if _multiset_loss(si.outline, st.outline):
+        v.failures.append("outlines")
+    if st.attachments < si.attachments:
+        v.failures.append("attachments")

@@ -11,6 +11,7 @@ from typing import Any
 import pikepdf
 import pytest
 
+from libs import sandbox
 from services.scanner import pdf_checks
 from services.scanner.pdf_checks import (
     AttachmentsTooLargeError,
@@ -121,8 +122,17 @@ def test_isolated_child_out_of_memory_is_incomplete(tmp_path: Path) -> None:
 
 
 def test_unreadable_child_output_is_incomplete() -> None:
-    assert pdf_checks._parse_child_report(b'{"is_pdf": tru').incomplete
-    assert pdf_checks._parse_child_report(b'{"no_such_field": 1}').incomplete
+    garbled = sandbox.Outcome(sandbox.Ending.UNREADABLE_OUTPUT, None, -9, "", "not a JSON object: b'{\"is_pdf\": tru'")
+    unknown_field = sandbox.Outcome(sandbox.Ending.FINISHED, {"type": "report", "report": {"no_such_field": 1}}, 0, "")
+    no_result = sandbox.Outcome(sandbox.Ending.EXITED, None, 0, "")
+    for outcome in (garbled, unknown_field, no_result):
+        assert pdf_checks._report_from_outcome(outcome, timeout=60).incomplete
+
+
+def test_isolated_child_with_too_many_attachment_bytes_raises() -> None:
+    outcome = sandbox.Outcome(sandbox.Ending.FINISHED, {"type": pdf_checks.ATTACHMENTS_TOO_LARGE}, 0, "")
+    with pytest.raises(AttachmentsTooLargeError):
+        pdf_checks._report_from_outcome(outcome, timeout=60)
 
 
 def test_attachments_are_written_out_decoded(tmp_path: Path) -> None:
