@@ -1,7 +1,8 @@
 """`pdfsmaller upload | status | download`: the service from the command line.
 
 With the engine installed (a development checkout), `pdfsmaller compress` also runs it
-locally (services/compressor/cli.py); the client itself needs nothing but the standard library.
+locally (services/compressor/cli.py); the client itself needs nothing but the standard library
+(libs/compression.py, which defines the options' flags, loads nothing else).
 
 The server and key come from --server / --api-key or PDFSMALLER_URL /
 PDFSMALLER_API_KEY. Failures exit non-zero and print the stable reason code.
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from client.api import ApiClient, ApiError
+from libs import compression
 
-LEVELS = ("lossless", "low", "medium", "high", "maximum")
 COMMANDS = ("upload", "status", "download")
 
 
@@ -32,14 +33,7 @@ def add_commands(sub: Any) -> None:
 
     upload = sub.add_parser("upload", parents=[common], help="upload a PDF to the service and create a job")
     upload.add_argument("input", type=Path)
-    upload.add_argument("--level", choices=LEVELS, default="medium")
-    upload.add_argument("--image-quality", type=int, default=0, metavar="Q")
-    upload.add_argument("--max-image-dpi", type=int, default=0, metavar="DPI")
-    upload.add_argument("--grayscale", action="store_true")
-    upload.add_argument("--remove-metadata", action="store_true")
-    upload.add_argument("--linearize", action="store_true")
-    upload.add_argument("--target-size-bytes", type=int, default=0, metavar="BYTES")
-    upload.add_argument("--allow-signature-break", action="store_true")
+    compression.add_flags(upload)
     upload.add_argument("--request-id", default="", help="retrying with the same id returns the same job")
     upload.add_argument("--wait", action="store_true", help="wait until the job is finished")
     upload.add_argument("-o", "--output", type=Path, help="wait, then download the result here")
@@ -74,18 +68,7 @@ def run(args: argparse.Namespace) -> int:
     client = ApiClient(args.server, args.api_key)
     try:
         if args.command == "upload":
-            job = client.upload(
-                args.input,
-                level=args.level,
-                image_quality=args.image_quality,
-                max_image_dpi=args.max_image_dpi,
-                grayscale=args.grayscale,
-                remove_metadata=args.remove_metadata,
-                linearize=args.linearize,
-                target_size_bytes=args.target_size_bytes,
-                allow_signature_break=args.allow_signature_break,
-                request_id=args.request_id,
-            )
+            job = client.upload(args.input, **compression.flag_values(args), request_id=args.request_id)
             if args.wait or args.output:
                 job = client.wait(job["id"])
             if args.output and job["state"] == "JOB_STATE_SUCCEEDED":

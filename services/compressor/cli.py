@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from libs import compression
 from services.compressor.engine import (
-    LEVEL_NAMES,
     CompressOptions,
     EngineError,
     Limits,
@@ -29,31 +28,14 @@ from services.compressor.engine import (
     compress_isolated,
 )
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
-
-
-def _size(text: str) -> int:
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 500000, 800K, 1.5M)")
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
-    return int(float(m.group(1)) * factor)
-
 
 def add_compress_command(sub: Any) -> None:
     """Add `compress` to the `pdfsmaller` argument parser's subcommands."""
     c = sub.add_parser("compress", help="compress one PDF on this machine (no server)")
     c.add_argument("input", type=Path)
     c.add_argument("-o", "--output", type=Path, required=True)
-    c.add_argument("--level", choices=LEVEL_NAMES, default="medium")
-    c.add_argument("--image-quality", type=int, metavar="Q", help="JPEG quality 1-100 (overrides the level's)")
-    c.add_argument("--max-image-dpi", type=float, metavar="DPI", help="downsample images displayed above this")
-    c.add_argument("--grayscale", action="store_true", help="convert images to grayscale")
-    c.add_argument("--remove-metadata", action="store_true", help="drop XMP metadata and the Info dictionary")
-    c.add_argument("--linearize", action="store_true", help="fast web view")
-    c.add_argument("--target-size", type=_size, metavar="SIZE", help="try harder levels until the output fits")
+    compression.add_flags(c)
     c.add_argument("--password", help="password that opens the input")
-    c.add_argument("--allow-signature-break", action="store_true", help="compress signed PDFs too")
     c.add_argument("--json", action="store_true", help="print the report as one JSON object")
     c.add_argument("--in-process", action="store_true", help="run in this process (no child process limits)")
     c.add_argument("--cpu-seconds", type=int, default=300, help="CPU-time limit of the child process")
@@ -90,17 +72,8 @@ def _human(report: Report, out: Path) -> str:
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    options = CompressOptions(
-        level=args.level,
-        image_quality=args.image_quality,
-        max_image_dpi=args.max_image_dpi,
-        grayscale=args.grayscale,
-        remove_metadata=args.remove_metadata,
-        linearize=args.linearize,
-        target_size_bytes=args.target_size,
-        password=args.password,
-        allow_signature_break=args.allow_signature_break,
-    )
+    # A flag left out (or 0) is "not set", as in the API: the level decides.
+    options = CompressOptions(**compression.engine_kwargs(compression.flag_values(args)), password=args.password)
     try:
         if not args.input.is_file():
             raise EngineError("IO_ERROR", "The input file does not exist.")

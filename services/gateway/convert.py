@@ -5,40 +5,12 @@ from __future__ import annotations
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 
-from libs.errors import InvalidArgument
-
-LEVELS: dict[str, int] = {
-    "lossless": jobs.COMPRESSION_LEVEL_LOSSLESS,
-    "low": jobs.COMPRESSION_LEVEL_LOW,
-    "medium": jobs.COMPRESSION_LEVEL_MEDIUM,
-    "high": jobs.COMPRESSION_LEVEL_HIGH,
-    "maximum": jobs.COMPRESSION_LEVEL_MAXIMUM,
-}
-LEVEL_NAMES = {value: name for name, value in LEVELS.items()}
-DEFAULT_LEVEL = "medium"
+from libs import compression
 
 
 def parse_options(request: public.CreateJobRequest) -> jobs.CompressionOptions:
-    """The job's compression options from the upload's, validated."""
-    name = (request.level or DEFAULT_LEVEL).strip().lower()
-    if name not in LEVELS:
-        raise InvalidArgument("INVALID_LEVEL", f"level must be one of {', '.join(LEVELS)}")
-    if not 0 <= request.image_quality <= 100:
-        raise InvalidArgument("INVALID_IMAGE_QUALITY", "image_quality must be 1-100 (0 for the level's default)")
-    if request.max_image_dpi and not 10 <= request.max_image_dpi <= 2400:
-        raise InvalidArgument("INVALID_MAX_IMAGE_DPI", "max_image_dpi must be 10-2400 (0 for the level's)")
-    if request.target_size_bytes < 0:
-        raise InvalidArgument("INVALID_TARGET_SIZE", "target_size_bytes must not be negative")
-    return jobs.CompressionOptions(
-        level=LEVELS[name],  # type: ignore[arg-type]
-        image_quality=request.image_quality,
-        max_image_dpi=request.max_image_dpi,
-        grayscale=request.grayscale,
-        remove_metadata=request.remove_metadata,
-        linearize=request.linearize,
-        target_size_bytes=request.target_size_bytes,
-        allow_signature_break=request.allow_signature_break,
-    )
+    """The job's compression options from the upload's, validated (libs/compression.py)."""
+    return compression.options_from_public(request)
 
 
 def to_public(job: jobs.Job) -> public.Job:
@@ -47,14 +19,7 @@ def to_public(job: jobs.Job) -> public.Job:
         id=job.id,
         state=int(job.state),  # type: ignore[arg-type]  # the two JobState enums share their numbers
         filename=job.filename,
-        level=LEVEL_NAMES.get(job.options.level, DEFAULT_LEVEL),
-        image_quality=job.options.image_quality,
-        max_image_dpi=job.options.max_image_dpi,
-        grayscale=job.options.grayscale,
-        remove_metadata=job.options.remove_metadata,
-        linearize=job.options.linearize,
-        target_size_bytes=job.options.target_size_bytes,
-        allow_signature_break=job.options.allow_signature_break,
+        **compression.values_of(job.options),
         input_size_bytes=job.input_size_bytes,
         input_sha256=job.input_sha256,
         output_size_bytes=job.output_size_bytes,

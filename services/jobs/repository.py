@@ -71,7 +71,7 @@ class JobRecord:
     request_id: str
     state: str
     filename: str
-    level: str
+    level: str  # the level's name, as libs/compression.py spells it ('medium'; migration 0005)
     image_quality: int
     input_key: str
     input_size_bytes: int

@@ -23,6 +23,7 @@ from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 
+from libs import compression
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.jobs.events import QUEUE, JobEvents
 from services.jobs.metrics import JobsMetrics
@@ -62,18 +63,23 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+# Options with a column of their own (the level by its name, as libs/compression.py spells it); the others are
+# kept in `options` as the proto3 JSON of CompressionOptions.
+_OPTION_COLUMNS = ("level", "image_quality")
+
+
 def _options_to_proto(job: JobRecord) -> pb.CompressionOptions:
     options = json_format.ParseDict(job.options, pb.CompressionOptions(), ignore_unknown_fields=True)
-    options.level = pb.CompressionLevel.Value(f"COMPRESSION_LEVEL_{job.level}")
+    options.level = compression.level_number(job.level)
     options.image_quality = job.image_quality
     return options
 
 
 def _extra_options(options: pb.CompressionOptions) -> dict[str, Any]:
-    """The options kept in the `options` column: all but level and image_quality (own columns)."""
+    """The options kept in the `options` column: all but those with their own column."""
     extra = json_format.MessageToDict(options, preserving_proto_field_name=True)
-    extra.pop("level", None)
-    extra.pop("image_quality", None)
+    for name in _OPTION_COLUMNS:
+        extra.pop(name, None)
     return extra
 
 
@@ -198,24 +204,16 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             raise InvalidArgument("INPUT_KEY_REQUIRED", "input_key is required")
         if len(request.request_id) > _MAX_TEXT or len(request.filename) > _MAX_TEXT:
             raise InvalidArgument("FIELD_TOO_LONG", f"request_id and filename are limited to {_MAX_TEXT} characters")
-        if not 0 <= request.options.image_quality <= 100:
-            raise InvalidArgument("INVALID_IMAGE_QUALITY", "image_quality must be 1-100 (0: the level's default)")
         if request.input_size_bytes < 0:
             raise InvalidArgument("INVALID_INPUT_SIZE", "input_size_bytes must not be negative")
-        if request.options.max_image_dpi and not 10 <= request.options.max_image_dpi <= 2400:
-            raise InvalidArgument("INVALID_MAX_IMAGE_DPI", "max_image_dpi must be 10-2400 (0: the level's)")
-        if request.options.target_size_bytes < 0:
-            raise InvalidArgument("INVALID_TARGET_SIZE", "target_size_bytes must not be negative")
-        try:
-            level = pb.CompressionLevel.Name(request.options.level).removeprefix("COMPRESSION_LEVEL_")
-        except ValueError:
-            raise InvalidArgument("INVALID_LEVEL", "unknown compression level") from None
+        # Level UNSPECIFIED is stored as the default level's name: the same request as naming it.
+        values = compression.checked_values(request.options)
         new = NewJob(
             id=job_id,
             tenant=request.tenant,
             request_id=request.request_id,
             filename=request.filename,
-            level=level,
+            level=values["level"],
             image_quality=request.options.image_quality,
             input_key=request.input_key,
             input_size_bytes=request.input_size_bytes,

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from libs import compression
+
 from .errors import INVALID_OPTIONS, EngineError
 
-LEVEL_NAMES = ("lossless", "low", "medium", "high", "maximum")
-DEFAULT_LEVEL = "medium"
+# The levels and the options are defined in libs/compression.py; the profiles below are the engine's own
+# (libs/tests/test_compression.py checks they name the same levels).
+LEVEL_NAMES = compression.LEVEL_NAMES
+DEFAULT_LEVEL = compression.DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -61,15 +65,14 @@ class CompressOptions:
     allow_signature_break: bool = False
 
     def validate(self) -> None:
+        """Every option within the definition's range; here None, not 0, means "not set"."""
         problems = []
         if self.level not in LEVELS:
             problems.append(f"level must be one of {', '.join(LEVEL_NAMES)}")
-        if self.image_quality is not None and not 1 <= int(self.image_quality) <= 100:
-            problems.append("image_quality must be 1..100")
-        if self.max_image_dpi is not None and not 10 <= float(self.max_image_dpi) <= 2400:
-            problems.append("max_image_dpi must be 10..2400")
-        if self.target_size_bytes is not None and int(self.target_size_bytes) <= 0:
-            problems.append("target_size_bytes must be positive")
+        for option in compression.OPTIONS:
+            value = getattr(self, option.name)
+            if option.ranged and value is not None and not option.in_range(float(value)):
+                problems.append(f"{option.name} must be {option.bounds}")
         if problems:
             raise EngineError(INVALID_OPTIONS, "; ".join(problems))
 

@@ -2,11 +2,12 @@ from unittest import mock
 
 import pytest
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
+from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 
 from libs.errors import InvalidArgument, Unauthenticated
 from libs.settings import SettingsError
 from services.gateway.auth import ANONYMOUS_TENANT, Authenticator
-from services.gateway.convert import download_name, parse_options
+from services.gateway.convert import download_name, parse_options, to_public
 from services.gateway.settings import GatewaySettings
 
 
@@ -39,15 +40,25 @@ def test_options_validation() -> None:
     assert parse_options(_options()).level == parse_options(_options(level="medium")).level
     parsed = parse_options(_options(level="HIGH", image_quality=50, grayscale=True, target_size_bytes=10_000))
     assert (parsed.image_quality, parsed.grayscale, parsed.target_size_bytes) == (50, True, 10_000)
-    for fields, reason in [
-        ({"level": "ultra"}, "INVALID_LEVEL"),
-        ({"image_quality": 101}, "INVALID_IMAGE_QUALITY"),
-        ({"max_image_dpi": 5}, "INVALID_MAX_IMAGE_DPI"),
-        ({"target_size_bytes": -1}, "INVALID_TARGET_SIZE"),
+    # The public API's reason codes and messages (docs/api.md), unchanged since they were first published.
+    for fields, reason, message in [
+        ({"level": "ultra"}, "INVALID_LEVEL", "level must be one of lossless, low, medium, high, maximum"),
+        ({"level": " "}, "INVALID_LEVEL", "level must be one of lossless, low, medium, high, maximum"),
+        ({"image_quality": 101}, "INVALID_IMAGE_QUALITY", "image_quality must be 1-100 (0 for the level's default)"),
+        ({"max_image_dpi": 5}, "INVALID_MAX_IMAGE_DPI", "max_image_dpi must be 10-2400 (0 for the level's)"),
+        ({"target_size_bytes": -1}, "INVALID_TARGET_SIZE", "target_size_bytes must not be negative"),
     ]:
         with pytest.raises(InvalidArgument) as caught:
             parse_options(_options(**fields))
-        assert caught.value.reason == reason
+        assert (caught.value.reason, caught.value.message) == (reason, message)
+
+
+def test_a_job_shows_its_options_as_uploaded() -> None:
+    options = parse_options(_options(level="Low", max_image_dpi=96, linearize=True, allow_signature_break=True))
+    shown = to_public(jobs.Job(id="j", options=options))
+    assert (shown.level, shown.max_image_dpi, shown.linearize, shown.allow_signature_break) == ("low", 96, True, True)
+    assert (shown.image_quality, shown.grayscale, shown.target_size_bytes) == (0, False, 0)
+    assert to_public(jobs.Job(id="j")).level == "medium"  # UNSPECIFIED reads as the default
 
 
 def test_download_name() -> None:

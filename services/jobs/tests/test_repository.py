@@ -9,8 +9,10 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from libs import compression
 from services.jobs.db import apply_migrations, load_migrations, pending_migrations
 from services.jobs.outages import Outage
 from services.jobs.repository import (
@@ -34,7 +36,7 @@ def new_job(tenant: str = "t1", request_id: str = "", job_id: uuid.UUID | None =
         tenant=tenant,
         request_id=request_id,
         filename="a.pdf",
-        level="MEDIUM",
+        level="medium",
         image_quality=70,
         input_key=f"jobs/{job_id}/input.pdf",
         input_size_bytes=1234,
@@ -81,6 +83,7 @@ def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -> None
             (2, "0002_job_options.sql"),
             (3, "0003_purge_index.sql"),
             (4, "0004_retry_backoff.sql"),
+            (5, "0005_level_names.sql"),
         ]
 
 
@@ -126,7 +129,7 @@ def test_a_reused_request_id_with_another_input_or_options_is_refused(repo: JobR
     first, _ = repo.create(new_job(request_id="req-1"))
     changes = {
         "input": {"input_sha256": "cd" * 32},
-        "level": {"level": "HIGH"},
+        "level": {"level": "high"},
         "quality": {"image_quality": 20},
         "options": {"options": {"grayscale": False}},
     }
@@ -458,3 +461,54 @@ def test_lease_query_uses_the_queue_index(pool: ConnectionPool) -> None:
             " ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1"
         ).fetchall()
     assert "jobs_queue" in " ".join(line[0] for line in plan)
+
+
+def _insert_old_style(conn: psycopg.Connection, request_id: str, level: str | None) -> uuid.UUID:
+    """A row as the jobs service wrote it before migration 0005 (None: the column's default level)."""
+    job = new_job(request_id=request_id)
+    conn.execute(
+        "INSERT INTO jobs (id, tenant, request_id, state, image_quality, input_key, input_sha256, options, expire_at)"
+        " VALUES (%s, %s, %s, 'QUEUED', %s, %s, %s, %s, now() + interval '1 day')",
+        (job.id, job.tenant, job.request_id, job.image_quality, job.input_key, job.input_sha256, Jsonb(job.options)),
+    )
+    if level is not None:
+        conn.execute("UPDATE jobs SET level = %s WHERE id = %s", (level, job.id))
+    return job.id
+
+
+def test_migration_0005_renames_old_levels_and_keeps_request_ids(fresh_database_url: str) -> None:
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        apply_migrations(conn, load_migrations()[:4])
+        old = {
+            "MEDIUM": _insert_old_style(conn, "r-medium", "MEDIUM"),
+            "HIGH": _insert_old_style(conn, "r-high", "HIGH"),
+            "UNSPECIFIED": _insert_old_style(conn, "r-unspecified", "UNSPECIFIED"),
+            "column default": _insert_old_style(conn, "r-default", None),
+        }
+        assert apply_migrations(conn) == ["0005_level_names.sql"]
+        old["default after 0005"] = _insert_old_style(conn, "r-after", None)
+    with ConnectionPool(fresh_database_url, min_size=1, max_size=2) as pool:
+        repo = JobRepository(pool, retention_hours=168)
+        levels = {spelling: repo.get(job_id, "t1") for spelling, job_id in old.items()}
+        assert {spelling: job.level for spelling, job in levels.items() if job} == {
+            "MEDIUM": "medium",
+            "HIGH": "high",
+            "UNSPECIFIED": "medium",
+            "column default": "medium",
+            "default after 0005": "medium",
+        }
+        # A retry naming the level as the service now spells it is the same request as the old row's.
+        for request_id, level in [("r-medium", "medium"), ("r-high", "high"), ("r-unspecified", "medium")]:
+            again, created = repo.create(replace(new_job(request_id=request_id), level=level))
+            assert (again.request_id, created) == (request_id, False)
+        with pytest.raises(RequestIdReused):
+            repo.create(replace(new_job(request_id="r-high"), level="medium"))
+
+
+def test_only_the_defined_level_names_are_stored(repo: JobRepository) -> None:
+    assert [repo.create(replace(new_job(), level=name))[0].level for name in compression.LEVEL_NAMES] == list(
+        compression.LEVEL_NAMES
+    )
+    for spelling in ("MEDIUM", "UNSPECIFIED", "ultra"):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            repo.create(replace(new_job(), level=spelling))
