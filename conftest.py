@@ -32,6 +32,8 @@ SERVER_FIXTURES = frozenset(
         "stack",
         "envoy_factory",
         "envoy_server_factory",
+        "storage_server",
+        "service_starter",
     }
 )
 

@@ -3,7 +3,8 @@
 One place builds the server the same way for all services: error mapping
 interceptor (typed `ServiceError` -> google.rpc.Status + ErrorInfo), request
 metrics, OpenTelemetry spans, gRPC health with liveness/readiness meaning,
-reflection for grpcurl, a Prometheus /metrics endpoint and graceful SIGTERM.
+reflection for grpcurl, a Prometheus /metrics endpoint and a graceful stop (the
+process around it, signals included, is libs.service).
 Request bytes that do not parse (e.g. a string field that is not UTF-8) get
 INVALID_ARGUMENT `INVALID_REQUEST_ENCODING`, not grpc's generic INTERNAL. With
 TLS configured (libs.tls) the port requires client certificates.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +48,8 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
 
 ReadinessCheck = Callable[[], bool]
+# Longest wait, when stopping, for a readiness check in progress.
+READINESS_JOIN_SECONDS = 10.0
 # How long a finished client stream is watched for a late cancel (see client_stream_completed).
 CANCEL_SETTLE_SECONDS = 0.05
 
@@ -57,8 +59,11 @@ def client_stream_completed(context: grpc.ServicerContext, settle_seconds: float
 
     grpcio ends the request iterator the same way for a client's half-close and
     for a cancel (disconnect); the cancel only shows in is_active() once grpc's
-    polling thread has handled the next event, a moment later. Uploads call this
-    before committing so a dropped upload is discarded instead of kept truncated.
+    polling thread has handled the next event, a moment later. A timing guard, not
+    a proof, and it costs every caller `settle_seconds`: prefer a contract that
+    says where the stream ends (storage's PutObject finish message, a declared
+    length). The gateway calls it only for an upload of unknown length (chunked
+    HTTP/1.1, gRPC clients), so such a dropped upload is not stored truncated.
     """
     deadline = time.monotonic() + settle_seconds
     while context.is_active():
@@ -276,6 +281,8 @@ class RunningServer:
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self._stopping = threading.Event()
+        # The last readiness answer (None: not checked yet), so only its changes are logged.
+        self._ready: bool | None = None
         self._readiness_thread = threading.Thread(target=self._watch_readiness, name="readiness", daemon=True)
 
     @property
@@ -369,11 +376,20 @@ class RunningServer:
         os.replace(partial, path)  # readers see the whole file or none
 
     def _check_ready(self) -> bool:
+        """The readiness check's answer; a check that raises means not ready. Logged once per change,
+        not at every interval, so a dependency that stays down leaves one line, not a traceback per check."""
+        error: Exception | None = None
         try:
-            return bool(self.spec.readiness())
-        except Exception:
-            log.warning("%s readiness check failed", self.spec.name, exc_info=True)
-            return False
+            ready = bool(self.spec.readiness())
+        except Exception as raised:  # noqa: BLE001 - a failing check means not ready; logged below on change
+            ready, error = False, raised
+        if ready != self._ready:
+            if ready:
+                log.info("%s ready", self.spec.name)
+            else:
+                log.warning("%s not ready", self.spec.name, exc_info=error)
+        self._ready = ready
+        return ready
 
     def _set_ready(self, ready: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -391,6 +407,10 @@ class RunningServer:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(self.spec.grace_seconds if grace is None else grace).wait()
+        # A check in progress finishes before the caller closes what it uses (grpcio crashes on a stub
+        # made on a closed channel); each check is bounded by its own timeouts.
+        if self._readiness_thread.is_alive():
+            self._readiness_thread.join(READINESS_JOIN_SECONDS)
         if self.health_server is not None:
             self.health_server.stop(0).wait()
         if self._metrics_server is not None:
@@ -399,20 +419,3 @@ class RunningServer:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
-
-
-def serve_until_signal(spec: ServerSpec, on_stop: Callable[[], None] | None = None) -> None:
-    """Run the server until SIGTERM or SIGINT, then shut down gracefully."""
-    running = RunningServer(spec).start()
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("%s received signal %d, shutting down", spec.name, signum)
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    stop_requested.wait()
-    running.stop()
-    if on_stop is not None:
-        on_stop()

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from libs.tls import read_tls
 
+# Accepted LOG_LEVEL values: the logging module's level names.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class SettingsError(Exception):
     """One or more environment variables are missing or malformed."""
@@ -102,6 +105,14 @@ class EnvReader:
         value = self.str(name, default)
         if value and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
             self._problems.append(f"{name}={value!r} is not host:port")
+        return value
+
+    def log_level(self) -> builtins.str:
+        """LOG_LEVEL, one of Python's level names (checked here: a bad one would fail at logging set-up)."""
+        value = self.str("LOG_LEVEL", "INFO").strip().upper()
+        if value not in LOG_LEVELS:
+            self._problems.append(f"LOG_LEVEL={value!r} is not one of {', '.join(LOG_LEVELS)}")
+            return "INFO"
         return value
 
     def problem(self, message: builtins.str) -> None:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from devtools.stack.stack import Stack
-from libs.grpc_server import RunningServer
-from services.scanner.app import server_spec as scanner_server_spec
+from services.scanner.app import build as build_scanner
 from services.scanner.settings import ScannerSettings
 from tests.e2e_client import Reply, RestClient
 from tests.plugins.stack import gateway_beside, stored_objects
@@ -94,7 +93,7 @@ def _scanner_without_clamd(stack: Stack, clamd_addr: str) -> Iterator[str]:
             "CLAMD_TIMEOUT_SECONDS": "10",
         }
     )
-    scanner = RunningServer(scanner_server_spec(settings)).start()
+    scanner = build_scanner(settings).start()
     try:
         yield scanner.address
     finally:

@@ -23,15 +23,14 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
 
 from libs.grpc_client import open_channel
-from libs.grpc_server import RunningServer
 from libs.tls import TlsConfig
-from services.gateway.app import build_server_spec as gateway_spec
+from services.gateway.app import build as build_gateway
 from services.gateway.settings import GatewaySettings
-from services.jobs.app import JobsApp
+from services.jobs.app import build as build_jobs
 from services.jobs.settings import JobsSettings
-from services.scanner.app import server_spec as scanner_spec
+from services.scanner.app import build as build_scanner
 from services.scanner.settings import ScannerSettings
-from services.storage.app import server_spec as storage_spec
+from services.storage.app import build as build_storage
 from services.storage.settings import StorageSettings
 
 pytestmark = pytest.mark.integration
@@ -67,17 +66,17 @@ def services_in_mtls(
     monkeypatch.setenv("TLS_CA_FILE", str(service.ca_file))
     addresses: dict[str, str] = {}
     with ExitStack() as running:
-        storage = RunningServer(
-            storage_spec(StorageSettings.from_env({**_local("STORAGE"), "STORAGE_DIR": str(tmp_path / "objects")}))
+        storage = build_storage(
+            StorageSettings.from_env({**_local("STORAGE"), "STORAGE_DIR": str(tmp_path / "objects")})
         ).start()
         running.callback(storage.stop, 0)
         addresses["storage"] = storage.address
-        scanner = RunningServer(
-            scanner_spec(ScannerSettings.from_env({**_local("SCANNER"), "STORAGE_ADDR": storage.address}))
+        scanner = build_scanner(
+            ScannerSettings.from_env({**_local("SCANNER"), "STORAGE_ADDR": storage.address})
         ).start()
         running.callback(scanner.stop, 0)
         addresses["scanner"] = scanner.address
-        jobs = JobsApp(
+        jobs = build_jobs(
             JobsSettings.from_env(
                 {
                     **_local("JOBS"),
@@ -85,22 +84,19 @@ def services_in_mtls(
                     "REDIS_URL": redis_url,
                     "STORAGE_ADDR": storage.address,
                 }
-            ),
-            metrics_port=None,
-        )
+            )
+        ).start()
         running.callback(jobs.stop, 0)
-        addresses["jobs"] = jobs.start().address
-        gateway = RunningServer(
-            gateway_spec(
-                GatewaySettings.from_env(
-                    {
-                        **_local("GATEWAY"),
-                        "JOBS_ADDR": addresses["jobs"],
-                        "STORAGE_ADDR": storage.address,
-                        "SCANNER_ADDR": scanner.address,
-                        "REDIS_URL": redis_url,
-                    }
-                )
+        addresses["jobs"] = jobs.address
+        gateway = build_gateway(
+            GatewaySettings.from_env(
+                {
+                    **_local("GATEWAY"),
+                    "JOBS_ADDR": addresses["jobs"],
+                    "STORAGE_ADDR": storage.address,
+                    "SCANNER_ADDR": scanner.address,
+                    "REDIS_URL": redis_url,
+                }
             )
         ).start()
         running.callback(gateway.stop, 0)

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import IO
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools.servers.clamd import ClamdServer
 from devtools.servers.envoy import EnvoyServer, EnvoySettings
 from devtools.servers.postgres import PostgresServer
 from devtools.servers.processes import log_tail, stop_process
 from devtools.servers.redis import RedisServer
+from libs.health import serving_problem
 from libs.ports import PortInUse
 from libs.settings import DEVELOPMENT, LOCAL_GRPC_PORTS, LOCAL_METRICS_PORTS, EnvReader, SettingsError
 
@@ -136,25 +136,39 @@ class Stack:
     def _start(self, timeout: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
+        base_env = self._service_env(*self._start_data_servers())
+        for name, health_name in SERVICES:
+            self.services.append(self._service_process(name, health_name, base_env))
+            self.start_service(name, timeout)
+        self._start_envoy()
+
+    def _start_data_servers(self) -> tuple[str, str, str]:
+        """PostgreSQL, Valkey and clamd (when installed); their addresses ("" for no clamd)."""
         self.postgres = PostgresServer(self.data_dir / "postgres", self.ports.postgres, durable=self.durable)
         database_url = self.postgres.start()
         self.redis = RedisServer(self.data_dir / "valkey", self.ports.redis, persist=self.durable)
         redis_url = self.redis.start()
-        clamd_addr = ""
-        if self.with_clamd and ClamdServer.available():
-            self.clamd = ClamdServer(self.data_dir / "clamd", self.ports.clamd)
-            clamd_addr = self.clamd.start()
-            if self.clamd.test_signatures_only:
-                self.notes.append(
-                    "clamd runs with TEST signatures only (no official database in /var/lib/clamav): "
-                    "it detects the EICAR test file, not real malware. Run freshclam for the real database."
-                )
-        else:
+        return database_url, redis_url, self._start_clamd()
+
+    def _start_clamd(self) -> str:
+        if not (self.with_clamd and ClamdServer.available()):
             self.notes.append(
                 "clamd is not installed: uploads get PDF structure checks only (DEGRADED in /v1/health). "
                 "Install Debian's clamav-daemon to scan for malware."
             )
-        base_env = {
+            return ""
+        self.clamd = ClamdServer(self.data_dir / "clamd", self.ports.clamd)
+        clamd_addr = self.clamd.start()
+        if self.clamd.test_signatures_only:
+            self.notes.append(
+                "clamd runs with TEST signatures only (no official database in /var/lib/clamav): "
+                "it detects the EICAR test file, not real malware. Run freshclam for the real database."
+            )
+        return clamd_addr
+
+    def _service_env(self, database_url: str, redis_url: str, clamd_addr: str) -> dict[str, str]:
+        """The environment every service process shares."""
+        env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             # The embedded system is the development mode whatever the shell says (tests override it).
@@ -164,30 +178,32 @@ class Stack:
             "STORAGE_BACKEND": "local",
             "STORAGE_DIR": str(self.data_dir / "objects"),
             "WORK_DIR": str(self.data_dir / "work"),
-            **({"CLAMD_ADDR": clamd_addr} if clamd_addr else {}),
         }
-        if not clamd_addr:
-            base_env.pop("CLAMD_ADDR", None)
-        for name, health_name in SERVICES:
-            upper = name.upper()
-            # Addresses of the services started so far, as each one reported it.
-            known = {f"{s.name.upper()}_ADDR": s.address for s in self.services}
-            service = ServiceProcess(
-                name,
-                f"services.{name}",
-                f"127.0.0.1:{self.ports.grpc(name)}",
-                health_name,
-                env={
-                    **base_env,
-                    **known,
-                    **self.extra_env,
-                    f"{upper}_LISTEN": f"127.0.0.1:{self.ports.grpc(name)}",
-                    f"{upper}_METRICS_PORT": str(self.ports.metrics(name)),
-                    f"{upper}_ADDRESS_FILE": str(self.data_dir / "run" / f"{name}.json"),
-                },
-            )
-            self.services.append(service)
-            self.start_service(name, timeout)
+        env.pop("CLAMD_ADDR", None)  # only the stack's own clamd, never one from the shell
+        if clamd_addr:
+            env["CLAMD_ADDR"] = clamd_addr
+        return env
+
+    def _service_process(self, name: str, health_name: str, base_env: Mapping[str, str]) -> ServiceProcess:
+        """One service, told where the services started before it listen (as each reported it)."""
+        upper = name.upper()
+        known = {f"{s.name.upper()}_ADDR": s.address for s in self.services}
+        return ServiceProcess(
+            name,
+            f"services.{name}",
+            f"127.0.0.1:{self.ports.grpc(name)}",
+            health_name,
+            env={
+                **base_env,
+                **known,
+                **self.extra_env,
+                f"{upper}_LISTEN": f"127.0.0.1:{self.ports.grpc(name)}",
+                f"{upper}_METRICS_PORT": str(self.ports.metrics(name)),
+                f"{upper}_ADDRESS_FILE": str(self.data_dir / "run" / f"{name}.json"),
+            },
+        )
+
+    def _start_envoy(self) -> None:
         self.envoy = EnvoyServer(
             self.data_dir / "envoy",
             EnvoySettings.from_env(
@@ -276,20 +292,13 @@ class Stack:
 
     def _wait_ready(self, service: ServiceProcess, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        request = health_pb2.HealthCheckRequest(service=service.health_name)
         with grpc.insecure_channel(service.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
+            while (problem := serving_problem(channel, service.health_name, timeout=1)) is not None:
                 assert service.process is not None
                 if service.process.poll() is not None:
                     raise RuntimeError(f"{service.name} exited with {service.process.returncode}; see its log")
-                try:
-                    if stub.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{service.name} not ready after {timeout:.0f}s; see its log")
+                    raise RuntimeError(f"{service.name} {problem} after {timeout:.0f}s; see its log")
                 time.sleep(0.1)
 
     def check_alive(self) -> None:

@@ -26,3 +26,17 @@ def test_defaults_and_values() -> None:
     assert env.int("N", 1, minimum=10) == 1
     with pytest.raises(SettingsError, match="below the minimum"):
         env.done()
+
+
+@pytest.mark.parametrize(("raw", "level"), [("", "INFO"), ("debug", "DEBUG"), (" Warning ", "WARNING")])
+def test_log_level_takes_logging_names_in_any_case(raw: str, level: str) -> None:
+    env = EnvReader({"LOG_LEVEL": raw} if raw else {})
+    assert env.log_level() == level
+    env.done()
+
+
+def test_a_bad_log_level_is_a_settings_problem_not_a_crash_at_logging_set_up() -> None:
+    env = EnvReader({"LOG_LEVEL": "LOUD"})
+    assert env.log_level() == "INFO"
+    with pytest.raises(SettingsError, match="LOG_LEVEL='LOUD' is not one of DEBUG, INFO"):
+        env.done()

@@ -2,45 +2,66 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass, field
+import time
+from collections.abc import Sequence
 
+import grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from libs.grpc_client import open_channel
-from libs.grpc_server import RunningServer, ServerSpec
-from services.compressor.engine import Limits, compress_isolated
+from libs.grpc_server import ServerSpec
+from libs.service import Service
+from services.compressor.engine import Limits, compress_isolated_json
 from services.compressor.readiness import Dependency, DependencyGate
 from services.compressor.settings import CompressorSettings
 from services.compressor.worker import Worker, WorkerConfig
 
+log = logging.getLogger(__name__)
+
 HEALTH_NAME = "pdfsmaller.compressor.v1.Worker"
+# A stop lets the jobs in hand finish this long (their leases expire and they are retried otherwise).
+GRACE_SECONDS = 30.0
 
 
-@dataclass
-class CompressorProcess:
-    server: RunningServer
-    workers: list[threading.Thread]
-    stop: threading.Event = field(default_factory=threading.Event)
+class WorkerThreads:
+    """The worker's lease loops, one thread each: stopping ends leasing at once, jobs in hand finish.
 
-    def start(self) -> CompressorProcess:
-        self.server.start()
-        for thread in self.workers:
+    Also closes the workers' channels at the end (after the server, whose readiness uses them too),
+    unless a thread is still busy past the grace: grpcio crashes on a stub made on a closed channel,
+    so those are left to the process exit.
+    """
+
+    def __init__(self, worker: Worker, count: int, channels: Sequence[grpc.Channel]) -> None:
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=worker.run, args=(self._stop,), name=f"worker-{n}") for n in range(count)
+        ]
+        self._channels = channels
+
+    def start(self) -> None:
+        for thread in self._threads:
             thread.start()
-        return self
 
-    def shutdown(self, grace: float = 30.0) -> None:
-        """Stop leasing; jobs in hand finish (or their leases expire and they are retried)."""
-        self.stop.set()
-        self.server.health.enter_graceful_shutdown()
-        for thread in self.workers:
-            thread.join(grace)
-        self.server.stop(0)
+    def stop(self, grace: float) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        busy = sum(thread.is_alive() for thread in self._threads)
+        if busy:
+            log.warning("%d worker(s) still busy after the grace period; their leases will expire", busy)
+            return
+        for channel in self._channels:
+            channel.close()
 
 
-def build(settings: CompressorSettings) -> CompressorProcess:
+def build(settings: CompressorSettings) -> Service:
     jobs_channel = open_channel(settings.jobs_addr)
     storage_channel = open_channel(settings.storage_addr)
     registry = CollectorRegistry()
@@ -57,11 +78,12 @@ def build(settings: CompressorSettings) -> CompressorProcess:
         listen=settings.listen,
         address_file=settings.address_file,
         metrics_port=settings.metrics_port,
-        register=lambda server: None,
+        register=lambda server: None,  # serves health and metrics only
         service_names=[],
         health_names=[HEALTH_NAME],
         readiness=gate.ready,
         registry=registry,
+        grace_seconds=GRACE_SECONDS,
     )
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     worker = Worker(
@@ -76,13 +98,9 @@ def build(settings: CompressorSettings) -> CompressorProcess:
         ),
         jobs_service_pb2_grpc.JobsServiceStub(jobs_channel),
         storage_service_pb2_grpc.StorageServiceStub(storage_channel),
-        compress_isolated,
-        spec.registry,
+        compress_isolated_json,
+        registry,
         gate=gate,
     )
-    process = CompressorProcess(server=RunningServer(spec), workers=[])
-    process.workers = [
-        threading.Thread(target=worker.run, args=(process.stop,), name=f"worker-{n}")
-        for n in range(settings.concurrency)
-    ]
-    return process
+    threads = WorkerThreads(worker, settings.concurrency, [jobs_channel, storage_channel])
+    return Service(spec, background=[threads], resources=[threads])

@@ -59,8 +59,11 @@ class DependencyGate:
         )
 
     def _ask(self, dependency: Dependency) -> str | None:
-        """None when SERVING, else why not."""
-        problem = serving_problem(dependency.channel, dependency.service, self._check_timeout)
+        """None when SERVING, else why not. Never raises: a check that fails is a problem like any other."""
+        try:
+            problem = serving_problem(dependency.channel, dependency.service, self._check_timeout)
+        except Exception as error:  # noqa: BLE001 - e.g. a closed channel (ValueError); logged by problem()
+            problem = f"cannot be checked ({type(error).__name__})"
         return None if problem is None else f"{dependency.name} {problem}"
 
     def problem(self) -> str | None:

@@ -30,6 +30,7 @@ class CompressorSettings:
     finish_retry_seconds: float = 600.0
     # Written with the bound ports once serving (COMPRESSOR_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CompressorSettings:
@@ -50,6 +51,7 @@ class CompressorSettings:
             work_dir=Path(env.str("WORK_DIR", tempfile.gettempdir())),
             call_timeout_seconds=env.float("CALL_TIMEOUT_SECONDS", 30.0),
             finish_retry_seconds=env.float("FINISH_RETRY_SECONDS", 600.0),
+            log_level=env.log_level(),
         )
         if settings.finish_retry_seconds < 0:
             env.problem(f"FINISH_RETRY_SECONDS={settings.finish_retry_seconds} must not be negative")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import grpc
 import redis
 from pdfsmaller.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2, jobs_service_pb2_grpc
 from pdfsmaller.scanner.v1 import scanner_service_pb2, scanner_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
+from libs.service import Service
 from services.gateway.auth import Authenticator
 from services.gateway.health import HealthReporter
 from services.gateway.quotas import Quotas
@@ -18,28 +21,59 @@ from services.gateway.servicer import Dependencies, GatewayServicer
 from services.gateway.settings import GatewaySettings
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+JOBS_SERVICE_NAME = jobs_service_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
+STORAGE_SERVICE_NAME = storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+SCANNER_SERVICE_NAME = scanner_service_pb2.DESCRIPTOR.services_by_name["ScannerService"].full_name
 
 
-def build_server_spec(settings: GatewaySettings) -> ServerSpec:
+def build(settings: GatewaySettings) -> Service:
     jobs_channel = open_channel(settings.jobs_addr)
     storage_channel = open_channel(settings.storage_addr)
     scanner_channel = open_channel(settings.scanner_addr)
     redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    deps = _dependencies(settings, jobs_channel, storage_channel, scanner_channel, redis_client)
+    registry = CollectorRegistry()
+    servicer = GatewayServicer(deps, registry)
+
+    def register(server: grpc.Server) -> None:
+        gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+
+    spec = ServerSpec(
+        name="gateway",
+        listen=settings.listen,
+        address_file=settings.address_file,
+        metrics_port=settings.metrics_port,
+        register=register,
+        service_names=[SERVICE_NAME],
+        readiness=deps.health.ready,
+        max_workers=settings.max_workers,
+        registry=registry,
+    )
+    return Service(spec, resources=[jobs_channel, storage_channel, scanner_channel, redis_client])
+
+
+def _dependencies(
+    settings: GatewaySettings,
+    jobs_channel: grpc.Channel,
+    storage_channel: grpc.Channel,
+    scanner_channel: grpc.Channel,
+    redis_client: redis.Redis,
+) -> Dependencies:
     authenticator = Authenticator(settings.api_keys)
     scanner_stub = scanner_service_pb2_grpc.ScannerServiceStub(scanner_channel)
     jobs_stub = jobs_service_pb2_grpc.JobsServiceStub(jobs_channel)
     health = HealthReporter(
         channels={
-            "jobs": (jobs_channel, jobs_service_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name),
-            "storage": (storage_channel, storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name),
-            "scanner": (scanner_channel, scanner_service_pb2.DESCRIPTOR.services_by_name["ScannerService"].full_name),
+            "jobs": (jobs_channel, JOBS_SERVICE_NAME),
+            "storage": (storage_channel, STORAGE_SERVICE_NAME),
+            "scanner": (scanner_channel, SCANNER_SERVICE_NAME),
         },
         scanner_stub=scanner_stub,
         jobs_stub=jobs_stub,
         redis_client=redis_client,
         auth_enabled=authenticator.enabled,
     )
-    deps = Dependencies(
+    return Dependencies(
         jobs=jobs_stub,
         storage=storage_service_pb2_grpc.StorageServiceStub(storage_channel),
         scanner=scanner_stub,
@@ -52,16 +86,3 @@ def build_server_spec(settings: GatewaySettings) -> ServerSpec:
         refuse_active_content=settings.refuse_active_content,
         upload_timeout_seconds=settings.upload_timeout_seconds,
     )
-    spec = ServerSpec(
-        name="gateway",
-        listen=settings.listen,
-        address_file=settings.address_file,
-        metrics_port=settings.metrics_port,
-        register=lambda server: None,
-        service_names=[SERVICE_NAME],
-        readiness=health.ready,
-        max_workers=settings.max_workers,
-    )
-    servicer = GatewayServicer(deps, spec.registry)
-    spec.register = lambda server: gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
-    return spec

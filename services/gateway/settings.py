@@ -39,6 +39,7 @@ class GatewaySettings:
     upload_timeout_seconds: float
     # Written with the bound ports once serving (GATEWAY_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -65,6 +66,7 @@ class GatewaySettings:
             refuse_active_content=_parse_kinds(env, env.str("REFUSE_ACTIVE_CONTENT", "launch")),
             max_workers=env.int("GATEWAY_MAX_WORKERS", 256, minimum=4),
             upload_timeout_seconds=env.float("UPLOAD_TIMEOUT_SECONDS", 3600.0),
+            log_level=env.log_level(),
         )
         env.done()
         return settings

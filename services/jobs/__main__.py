@@ -1,17 +1,8 @@
-"""`python -m services.jobs`: the jobs service (job state, work queue, events, retention)."""
+"""Run the jobs service (job state, work queue, events, retention): `python -m services.jobs`."""
 
-from libs.logs import setup_logging
-from libs.telemetry import init_telemetry
-from services.jobs.app import JobsApp
+from libs.service import run
+from services.jobs.app import build
 from services.jobs.settings import JobsSettings
 
-
-def main() -> None:
-    settings = JobsSettings.from_env()
-    setup_logging("jobs")
-    init_telemetry("jobs")
-    JobsApp(settings).serve_until_signal()
-
-
 if __name__ == "__main__":
-    main()
+    run("jobs", JobsSettings.from_env, build)

@@ -40,6 +40,7 @@ class JobsSettings:
     # After a database outage, leases that lapsed meanwhile are held this long (workers renew or finish
     # once they can reach us), then requeued without using an attempt.
     outage_lease_grace_seconds: float = 60.0
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> JobsSettings:
@@ -62,6 +63,7 @@ class JobsSettings:
             retry_backoff_cap_seconds=env.float("RETRY_BACKOFF_CAP_SECONDS", 300.0),
             max_outage_retries=env.int("MAX_OUTAGE_RETRIES", 100, minimum=0),
             outage_lease_grace_seconds=env.float("OUTAGE_LEASE_GRACE_SECONDS", 60.0),
+            log_level=env.log_level(),
         )
         for name, value in (
             ("RETRY_BACKOFF_BASE_SECONDS", settings.retry_backoff_base_seconds),

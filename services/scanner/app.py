@@ -1,4 +1,4 @@
-"""Wiring: settings -> storage channel, clamd client, PDF inspector -> servicer -> server spec."""
+"""Wiring: settings -> storage channel, clamd client, PDF inspector -> servicer -> service."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
 from libs.health import serving_problem
+from libs.service import Service
 from services.scanner.clamd import ClamdClient
 from services.scanner.pdf_checks import inspect_pdf_isolated
 from services.scanner.servicer import ScannerServicer
@@ -28,7 +29,9 @@ def storage_ready(channel: grpc.Channel) -> bool:
     return serving_problem(channel, STORAGE_SERVICE_NAME) is None
 
 
-def server_spec(settings: ScannerSettings, storage_channel: grpc.Channel | None = None) -> ServerSpec:
+def build(settings: ScannerSettings, storage_channel: grpc.Channel | None = None) -> Service:
+    """`storage_channel` defaults to a traced channel to STORAGE_ADDR, closed with the service; one
+    passed in stays the caller's."""
     channel = storage_channel if storage_channel is not None else open_channel(settings.storage_addr)
     clamd = ClamdClient(settings.clamd_addr, settings.clamd_timeout_seconds) if settings.clamd_addr else None
     if clamd is None:
@@ -53,7 +56,7 @@ def server_spec(settings: ScannerSettings, storage_channel: grpc.Channel | None 
         # Configured clamd must answer: the scanner refuses every upload while it is down.
         return (clamd is None or clamd.ping()) and storage_ready(channel)
 
-    return ServerSpec(
+    spec = ServerSpec(
         name="scanner",
         listen=settings.listen,
         address_file=settings.address_file,
@@ -63,3 +66,4 @@ def server_spec(settings: ScannerSettings, storage_channel: grpc.Channel | None 
         metrics_port=settings.metrics_port,
         registry=registry,
     )
+    return Service(spec, resources=[channel] if storage_channel is None else [])

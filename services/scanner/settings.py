@@ -49,7 +49,7 @@ class ScannerSettings:
         pdf_timeout = env.float("PDF_CHECK_TIMEOUT_SECONDS", 60.0)
         pdf_memory_mib = env.int("PDF_CHECK_MEMORY_MIB", 1024, minimum=64)
         incomplete_check = _incomplete_check_policy(env)
-        log_level = env.str("LOG_LEVEL", "INFO")
+        log_level = env.log_level()
         env.done()
         return cls(
             listen=listen,

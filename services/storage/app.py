@@ -1,4 +1,4 @@
-"""Wiring: settings -> backend -> servicer -> server spec (used by __main__ and by tests)."""
+"""Wiring: settings -> backend -> servicer -> service (used by __main__ and by tests)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import grpc
 from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from libs.grpc_server import RunningServer, ServerSpec
+from libs.grpc_server import ServerSpec
+from libs.service import Service
 from services.storage.backends import Backend
 from services.storage.backends.local import LocalBackend
 from services.storage.backends.s3 import S3Backend
@@ -25,7 +26,8 @@ def build_backend(settings: StorageSettings) -> Backend:
     return LocalBackend(settings.directory)
 
 
-def server_spec(settings: StorageSettings, backend: Backend | None = None) -> ServerSpec:
+def build(settings: StorageSettings, backend: Backend | None = None) -> Service:
+    """`backend` defaults to the one the settings name (tests pass one with their own spool folder)."""
     backend = backend if backend is not None else build_backend(settings)
     registry = CollectorRegistry()
     servicer = StorageServicer(backend, registry)
@@ -33,7 +35,7 @@ def server_spec(settings: StorageSettings, backend: Backend | None = None) -> Se
     def register(server: grpc.Server) -> None:
         storage_service_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
 
-    return ServerSpec(
+    spec = ServerSpec(
         name="storage",
         listen=settings.listen,
         address_file=settings.address_file,
@@ -43,12 +45,9 @@ def server_spec(settings: StorageSettings, backend: Backend | None = None) -> Se
         metrics_port=settings.metrics_port,
         registry=registry,
     )
+    return Service(spec)
 
 
-def start_storage(directory: str, listen: str = "127.0.0.1:0") -> RunningServer:
-    """A local-backend storage server on a free port, for other services' tests and dev stacks.
-
-    Stop it with `.stop()`; its address is `.address`.
-    """
-    settings = StorageSettings(listen=listen, metrics_port=0, backend="local", directory=directory, s3=None)
-    return RunningServer(server_spec(settings)).start()
+def local_settings(directory: str, listen: str = "127.0.0.1:0") -> StorageSettings:
+    """A local-backend storage on a free loopback port: for other services' tests and benchmarks."""
+    return StorageSettings(listen=listen, metrics_port=0, backend="local", directory=directory, s3=None)

@@ -35,7 +35,7 @@ class StorageSettings:
             env.problem(f"STORAGE_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
         directory = env.str("STORAGE_DIR", ".data/objects")
         s3 = _s3_config(env) if backend == "s3" else None
-        log_level = env.str("LOG_LEVEL", "INFO")
+        log_level = env.log_level()
         env.done()
         return cls(
             listen=listen,

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from devtools.stack.stack import Stack
-from libs.grpc_server import RunningServer
-from services.scanner.app import server_spec as scanner_server_spec
+from services.scanner.app import build as build_scanner
 from services.scanner.settings import ScannerSettings
 from services.scanner.tests import pdfs
 from tests.e2e_client import Reply, RestClient
@@ -77,7 +76,7 @@ def _scanner_assuming_content(stack: Stack) -> Iterator[str]:
             "SCANNER_INCOMPLETE_CHECK": "assume-present",
         }
     )
-    scanner = RunningServer(scanner_server_spec(settings)).start()
+    scanner = build_scanner(settings).start()
     try:
         yield scanner.address
     finally:

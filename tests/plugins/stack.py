@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from devtools.stack.stack import Ports, Stack
-from libs.grpc_server import RunningServer
-from services.gateway.app import build_server_spec
+from libs.service import RunningService
+from services.gateway.app import build as build_gateway
 from services.gateway.settings import GatewaySettings
 from tests.plugins.otlp import OtlpReceiver
+from tests.plugins.services import in_process, loopback_env
 
 # Keys the end-to-end tests use; two tenants to check isolation.
 API_KEYS = {"acme": "acme-key-0123456789abcdef", "globex": "globex-key-0123456789abcdef"}
@@ -53,14 +54,13 @@ def stored_objects(stack: Stack) -> set[str]:
 
 
 @contextmanager
-def gateway_beside(stack: Stack, **env: str) -> Iterator[RunningServer]:
+def gateway_beside(stack: Stack, **env: str) -> Iterator[RunningService]:
     """A real gateway in this process (port 0, read back) on the stack's jobs, storage, scanner and
     Redis, configured by `env` on top: for tests that need the gateway with other settings."""
     assert stack.redis is not None
     settings = GatewaySettings.from_env(
         {
-            "GATEWAY_LISTEN": "127.0.0.1:0",
-            "GATEWAY_METRICS_PORT": "0",
+            **loopback_env("gateway"),
             "JOBS_ADDR": stack.service("jobs").address,
             "STORAGE_ADDR": stack.service("storage").address,
             "SCANNER_ADDR": stack.service("scanner").address,
@@ -68,8 +68,5 @@ def gateway_beside(stack: Stack, **env: str) -> Iterator[RunningServer]:
             **env,
         }
     )
-    gateway = RunningServer(build_server_spec(settings)).start()
-    try:
+    with in_process(build_gateway, settings) as gateway:
         yield gateway
-    finally:
-        gateway.stop(grace=0)

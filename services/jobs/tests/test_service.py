@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import psycopg
@@ -17,14 +16,17 @@ from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2 as spb
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as spb_grpc
+from prometheus_client import CollectorRegistry
 
 from libs.errors import reason_of
-from libs.grpc_server import RunningServer
-from services.jobs.app import JobsApp
+from libs.service import RunningService
+from services.jobs.app import JobsService, build
+from services.jobs.events import JobEvents
 from services.jobs.outages import DatabaseOutages
 from services.jobs.settings import JobsSettings
+from services.jobs.sweeper import Sweeper
 from services.jobs.tests.conftest import ParkedCalls
-from services.storage.app import start_storage
+from services.storage.tests.helpers import put_requests
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +42,35 @@ LONG_WAIT = 60
 
 
 @dataclass
+class JobsUnderTest:
+    """The jobs service from its own `build()`, started, with the parts tests drive directly."""
+
+    service: JobsService
+    running: RunningService
+    outages: DatabaseOutages
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.service.spec.registry
+
+    @property
+    def events(self) -> JobEvents:
+        return self.service.events
+
+    @property
+    def sweeper(self) -> Sweeper:
+        return self.service.sweeper
+
+    def ready(self) -> bool:
+        return bool(self.service.spec.readiness())
+
+    def stop(self, grace: float | None = None) -> None:
+        self.running.stop(grace)
+
+
+@dataclass
 class Service:
-    app: JobsApp
+    app: JobsUnderTest
     stub: pb_grpc.JobsServiceStub
     storage: spb_grpc.StorageServiceStub
     database_url: str
@@ -54,15 +83,6 @@ class Service:
         return self.app.registry.get_sample_value(name, labels or {}) or 0.0
 
 
-@pytest.fixture
-def storage_server(tmp_path: Path) -> Iterator[RunningServer]:
-    server = start_storage(str(tmp_path / "objects"))
-    try:
-        yield server
-    finally:
-        server.stop(0)
-
-
 def start_service(
     database_url: str,
     redis_url: str,
@@ -70,7 +90,7 @@ def start_service(
     *,
     wait_recheck_seconds: float = RECHECK_SECONDS,
     outages: DatabaseOutages | None = None,
-) -> tuple[JobsApp, grpc.Channel]:
+) -> tuple[JobsUnderTest, grpc.Channel]:
     settings = JobsSettings(
         listen="127.0.0.1:0",
         metrics_port=0,
@@ -86,13 +106,15 @@ def start_service(
         wait_recheck_seconds=wait_recheck_seconds,
     )
     # A channel prefix per test: pub/sub channels are shared by the whole Valkey server.
-    app = JobsApp(settings, event_prefix=f"test-{uuid.uuid4().hex}", metrics_port=None, outages=outages)
-    running = app.start()
-    return app, grpc.insecure_channel(running.address)
+    outages = outages if outages is not None else DatabaseOutages()
+    service = build(settings, event_prefix=f"test-{uuid.uuid4().hex}", outages=outages)
+    service.spec.metrics_port = None
+    app = JobsUnderTest(service, service.start(), outages)
+    return app, grpc.insecure_channel(app.running.address)
 
 
 @pytest.fixture
-def service(fresh_database_url: str, redis_url: str, storage_server: RunningServer) -> Iterator[Service]:
+def service(fresh_database_url: str, redis_url: str, storage_server: RunningService) -> Iterator[Service]:
     app, channel = start_service(fresh_database_url, redis_url, storage_server.address)
     storage_channel = grpc.insecure_channel(storage_server.address)
     try:
@@ -123,8 +145,7 @@ def create(service: Service, tenant: str = "t1", **fields: object) -> pb.Job:
 
 
 def put_object(service: Service, key: str, data: bytes = b"%PDF-1.7 test") -> None:
-    parts = [spb.PutObjectRequest(header=spb.PutObjectHeader(key=key)), spb.PutObjectRequest(chunk=data)]
-    service.storage.PutObject(iter(parts), timeout=5)
+    service.storage.PutObject(put_requests(key, [data]), timeout=5)
 
 
 def object_exists(service: Service, key: str) -> bool:
