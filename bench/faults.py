@@ -116,6 +116,8 @@ class Client:
         key = f"inputs/{job_id}.pdf"
         parts = [storage.PutObjectRequest(header=storage.PutObjectHeader(key=key, content_type="application/pdf"))]
         parts.append(storage.PutObjectRequest(chunk=pdf))
+        finish = storage.PutObjectFinish(size_bytes=len(pdf), sha256=hashlib.sha256(pdf).hexdigest())
+        parts.append(storage.PutObjectRequest(finish=finish))  # storage commits only on a matching finish
         self.storage.PutObject(iter(parts), timeout=30)
         self.jobs.CreateJob(
             jobs.CreateJobRequest(

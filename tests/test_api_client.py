@@ -60,5 +60,5 @@ def test_cli_upload_wait_download_and_status(stack: Stack, tmp_path: Path, capsy
     assert cli.main(["status", "00000000-0000-4000-8000-000000000000", *server]) == 1
     assert "JOB_NOT_FOUND" in capsys.readouterr().err
     encrypted = DATA / "samplefiles__libreoffice-writer-password.pdf"
-    assert cli.main(["upload", str(encrypted), "--wait", *server]) == 1  # the job failed: non-zero
-    assert "ENCRYPTED_PDF" in capsys.readouterr().out
+    assert cli.main(["upload", str(encrypted), "--wait", *server]) == 1  # refused at upload: non-zero
+    assert "ENCRYPTED_PDF" in capsys.readouterr().err

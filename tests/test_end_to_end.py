@@ -96,14 +96,14 @@ def test_upload_compress_download(acme: RestClient) -> None:
         ("truncated__pdfcpu_golang_first60pct.pdf", "MALFORMED_PDF"),
     ],
 )
-def test_bad_pdfs_fail_their_job_with_a_reason(acme: RestClient, filename: str, reason: str) -> None:
-    created = acme.upload((DATA / filename).read_bytes(), filename=filename)
-    assert created.status == 200, created.body
-    done = acme.wait(created.json()["id"])
-    assert done["state"] == "JOB_STATE_FAILED"
-    assert done["error"]["reason"] == reason
-    unavailable = acme.request("GET", f"/v1/jobs/{done['id']}/result")
-    assert (unavailable.status, unavailable.reason()) == (400, "JOB_NOT_SUCCEEDED")
+def test_pdfs_no_job_could_open_are_refused_at_upload_with_the_jobs_reason(
+    stack: Stack, acme: RestClient, filename: str, reason: str
+) -> None:
+    """The scanner's opening check says what the job would have failed with; nothing is queued or kept."""
+    before = stored_objects(stack)
+    refused = acme.upload((DATA / filename).read_bytes(), filename=filename)
+    assert (refused.status, refused.reason()) == (400, reason), refused.body
+    assert stored_objects(stack) == before
 
 
 def test_malware_is_refused_and_nothing_is_kept(stack: Stack, acme: RestClient) -> None:

@@ -47,12 +47,13 @@ from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs_pb
 from deploy.envoy.render import EnvoySettings, render_config
 from devtools.stack.stack import Stack
 from libs.errors import _PASS_THROUGH, ServiceError, internal_status, reason_of
-from libs.grpc_server import MAX_METADATA_BYTES, RunningServer, ServerSpec, client_stream_completed
+from libs.grpc_server import MAX_METADATA_BYTES, RunningServer, ServerSpec
 from libs.settings import SettingsError
 from services.gateway.auth import API_KEY_HEADER
 from services.gateway.convert import download_name, parse_options, to_public
 from services.gateway.servicer import GatewayServicer, _content_disposition
-from services.gateway.uploads import UploadBody, clean_filename
+from services.gateway.uploads import BODY_LENGTH_HEADER, clean_filename, upload_body
+from services.scanner.tests import opening_pdfs
 from tests.e2e_client import Reply, RestClient, http_call
 from tests.plugins.otlp import OtlpReceiver
 from tests.plugins.stack import gateway_beside
@@ -233,11 +234,7 @@ class FakeGateway(pb_grpc.GatewayServiceServicer):
                 yield message
 
         # The real upload checks (PDF magic, empty body, options from the first message).
-        stream = UploadBody(
-            recorded(),
-            max_bytes=MAX_UPLOAD_BYTES,
-            client_finished=lambda: client_stream_completed(context),
-        )
+        stream = upload_body(recorded(), context, MAX_UPLOAD_BYTES)
         for _ in stream.chunks():
             pass
         return self.job(
@@ -443,6 +440,29 @@ def test_real_gateway_errors_through_envoy(real_edge: str) -> None:
     assert_status_json(level, 400, 3, "INVALID_LEVEL", GATEWAY_DOMAIN)
 
 
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (opening_pdfs.user_password, "ENCRYPTED_PDF"),
+        (opening_pdfs.unreadable, "MALFORMED_PDF"),
+        (opening_pdfs.broken_xref_stream, ""),  # qpdf cannot open it, the compressor repairs it
+        (opening_pdfs.owner_password_only, ""),
+    ],
+)
+def test_real_gateway_refuses_at_once_what_the_compressor_cannot_open(
+    real_edge: str, build: Callable[[], bytes], reason: str
+) -> None:
+    """The reason the job would have failed with (services/scanner/tests/test_scanner_service.py runs the
+    engine on the same files), as a 400 before any job exists; the others become jobs that succeed."""
+    reply = call(real_edge, "POST", "/v1/jobs?filename=o.pdf", build(), {"content-type": "application/pdf"})
+    if reason:
+        assert_status_json(reply, 400, 3, reason, GATEWAY_DOMAIN)
+        return
+    assert reply.status == 200, reply.body
+    done = RestClient(f"http://{real_edge}", "").wait(reply.json()["id"])
+    assert done["state"] == "JOB_STATE_SUCCEEDED", done
+
+
 def test_real_job_is_snake_case_json_with_zero_values(real_edge: str) -> None:
     """What a job looks like through the transcoder, from the real gateway: proto field names,
     zero values printed, int64 as strings, enums as names."""
@@ -558,6 +578,29 @@ def test_upload_reaches_servicer_whole_with_query_options(edge: str, servicer: F
     assert upload.data == data
     assert upload.messages[0]["filename"] == "report.pdf"
     assert upload.messages[0]["content_type"] == "application/pdf"
+
+
+def test_rest_upload_declares_its_content_length_to_the_gateway(edge: str, servicer: FakeGateway) -> None:
+    """The transcoder drops content-length; the edge passes it on as BODY_LENGTH_HEADER, so the
+    gateway knows when a body is complete. A client's own copy of the header never gets through."""
+    data = b"%PDF-1.7\n" + bytes(range(256)) * 400
+    forged = {"content-type": "application/pdf", BODY_LENGTH_HEADER: "5"}
+    reply = call(edge, "POST", "/v1/jobs?filename=a.pdf", body=data, headers=forged)
+    assert reply.status == 200, reply.body
+    assert servicer.metadata[BODY_LENGTH_HEADER] == str(len(data))
+    assert "content-length" not in servicer.metadata
+    reply = call(edge, "POST", "/v1/jobs?filename=a.pdf", body=iter([data]), headers=forged)  # chunked
+    assert reply.status == 200, reply.body
+    assert BODY_LENGTH_HEADER not in servicer.metadata
+    assert servicer.uploads[-1].data == data
+
+
+def test_grpc_upload_through_envoy_declares_no_length(channel: grpc.Channel, servicer: FakeGateway) -> None:
+    # A gRPC body is framed messages, not the file: its length must never pass for the file's.
+    request = pb.CreateJobRequest(filename="g.pdf", file=httpbody_pb2.HttpBody(data=b"%PDF-1.7\n" * 200))
+    metadata = [(BODY_LENGTH_HEADER, "7")]
+    pb_grpc.GatewayServiceStub(channel).CreateJob(iter([request]), metadata=metadata, timeout=5)
+    assert BODY_LENGTH_HEADER not in servicer.metadata
 
 
 def test_chunked_upload_query_options_arrive_on_first_message_only(edge: str, servicer: FakeGateway) -> None:

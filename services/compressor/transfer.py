@@ -33,10 +33,18 @@ def download(stub: storage_grpc.StorageServiceStub, key: str, path: Path, expect
 
 
 def upload(stub: storage_grpc.StorageServiceStub, key: str, path: Path, timeout: float) -> storage.ObjectInfo:
+    """Store the file as `key`. The last message carries the size and sha256 of what was sent: storage
+    commits only then, so a worker that dies or gives up mid-way leaves nothing."""
+
     def requests() -> Iterator[storage.PutObjectRequest]:
         yield storage.PutObjectRequest(header=storage.PutObjectHeader(key=key, content_type="application/pdf"))
+        digest = hashlib.sha256()
+        size = 0
         with path.open("rb") as source:
             while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
                 yield storage.PutObjectRequest(chunk=chunk)
+        yield storage.PutObjectRequest(finish=storage.PutObjectFinish(size_bytes=size, sha256=digest.hexdigest()))
 
     return stub.PutObject(requests(), timeout=timeout)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
@@ -30,25 +31,20 @@ from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from libs import compression
 from libs.errors import ServiceError, reason_of
 from libs.telemetry import traceparent_context
 from services.compressor import transfer
-from services.compressor.engine import CompressOptions, EngineError, Limits, Report
+from services.compressor.engine import CompressOptions, EngineError, Limits
 from services.compressor.heartbeat import Heartbeat
 from services.compressor.readiness import DependencyGate
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("pdfsmaller.compressor")
 
-Engine = Callable[..., Report]
+# The isolated engine: writes the output, returns its report as a JSON object (stored with the job as is).
+Engine = Callable[..., dict[str, Any]]
 
-LEVEL_NAMES = {
-    jobs.COMPRESSION_LEVEL_LOSSLESS: "lossless",
-    jobs.COMPRESSION_LEVEL_LOW: "low",
-    jobs.COMPRESSION_LEVEL_MEDIUM: "medium",
-    jobs.COMPRESSION_LEVEL_HIGH: "high",
-    jobs.COMPRESSION_LEVEL_MAXIMUM: "maximum",
-}
 # Engine failures worth another attempt on another worker; the rest are facts about the file.
 RETRYABLE_ENGINE_REASONS = {"ENGINE_CRASHED"}
 # Storage answers that mean "storage is away", not "this job is wrong".
@@ -218,16 +214,7 @@ class Worker:
         except grpc.RpcError as error:
             raise _storage_failure(error, "the input could not be read") from error
         heartbeat.progress(5)
-        options = CompressOptions(
-            level=LEVEL_NAMES.get(job.options.level, "medium"),
-            image_quality=job.options.image_quality or None,
-            max_image_dpi=job.options.max_image_dpi or None,
-            grayscale=job.options.grayscale,
-            remove_metadata=job.options.remove_metadata,
-            linearize=job.options.linearize,
-            target_size_bytes=job.options.target_size_bytes or None,
-            allow_signature_break=job.options.allow_signature_break,
-        )
+        options = CompressOptions(**compression.engine_kwargs(compression.values_of(job.options)))
         try:
             report = self._engine(source, result, options, limits=self._config.limits, progress=heartbeat.progress)
         except EngineError as error:
@@ -246,7 +233,7 @@ class Worker:
         self._metrics.input_bytes.inc(job.input_size_bytes)
         self._metrics.output_bytes.inc(stored.size_bytes)
         report_struct = struct_pb2.Struct()
-        report_struct.update(report.to_dict())
+        report_struct.update(report)
         return jobs.CompleteJobRequest(
             id=job.id,
             output_key=output_key,

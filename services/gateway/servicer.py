@@ -33,14 +33,13 @@ from libs.errors import (
     error_info,
     from_rpc,
 )
-from libs.grpc_server import client_stream_completed
 from libs.telemetry import current_traceparent
 from services.gateway.auth import Authenticator
 from services.gateway.convert import download_name, parse_options, to_public
 from services.gateway.health import HealthReporter
 from services.gateway.quotas import Quotas, QuotaUsage
 from services.gateway.ratelimit import Budget, LimitExceeded, Metadata, RateLimiter, WindowState
-from services.gateway.uploads import UploadBody, clean_filename, store_upload
+from services.gateway.uploads import UploadBody, clean_filename, store_upload, upload_body
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +141,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     def CreateJob(
         self, request_iterator: Iterable[public.CreateJobRequest], context: grpc.ServicerContext
     ) -> public.Job:
-        body = UploadBody(
-            messages=request_iterator,
-            max_bytes=self._deps.max_upload_bytes,
-            client_finished=lambda: client_stream_completed(context),
-        )
+        body = upload_body(request_iterator, context, self._deps.max_upload_bytes)
         headers: Metadata = ()
         try:
             tenant, headers = self._uploader(context)
@@ -246,31 +241,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         options: jobs.CompressionOptions,
     ) -> jobs.Job:
         """Scan a stored upload and create its job."""
-        try:
-            scan = self._deps.scanner.ScanObject(
-                scanner.ScanObjectRequest(key=stored.key), timeout=self._deps.call_timeout_seconds * 4
-            )
-        except grpc.RpcError as error:
-            self._uploads.labels("SCAN_FAILED").inc()
-            raise _scan_error(error) from None
-        if scan.verdict == scanner.VERDICT_INFECTED:
-            self._uploads.labels("MALWARE_DETECTED").inc()
-            log.warning("upload refused: malware %s", scan.signature, extra={"fields": {"tenant": tenant}})
-            raise InvalidArgument(
-                "MALWARE_DETECTED", "the file contains malware and was refused", metadata={"signature": scan.signature}
-            )
-        found = active_content(scan.pdf) & self._deps.refuse_active_content
-        if found:
-            self._uploads.labels("ACTIVE_CONTENT_REFUSED").inc()
-            raise InvalidArgument(
-                "ACTIVE_CONTENT_REFUSED",
-                f"the PDF carries active content this service refuses: {', '.join(sorted(found))}",
-                metadata={"kinds": ",".join(sorted(found))},
-            )
-        if scan.verdict != scanner.VERDICT_CLEAN:
-            raise ServiceError(
-                "SCAN_INCONCLUSIVE", "the malware scan gave no verdict", code=grpc.StatusCode.UNAVAILABLE
-            )
+        self._check_scan(self._scan(stored.key), tenant)
         return self._call_jobs(
             self._deps.jobs.CreateJob,
             jobs.CreateJobRequest(
@@ -285,6 +256,41 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
                 traceparent=current_traceparent(),
             ),
         )
+
+    def _scan(self, key: str) -> scanner.ScanObjectResponse:
+        try:
+            return self._deps.scanner.ScanObject(
+                scanner.ScanObjectRequest(key=key), timeout=self._deps.call_timeout_seconds * 4
+            )
+        except grpc.RpcError as error:
+            self._uploads.labels("SCAN_FAILED").inc()
+            raise _scan_error(error) from None
+
+    def _check_scan(self, scan: scanner.ScanObjectResponse, tenant: str) -> None:
+        """Refuse the upload for what the scan found: malware, a file the compressor would fail at once (with
+        the job's reason), active content the operator refuses, or no verdict."""
+        if scan.verdict == scanner.VERDICT_INFECTED:
+            self._uploads.labels("MALWARE_DETECTED").inc()
+            log.warning("upload refused: malware %s", scan.signature, extra={"fields": {"tenant": tenant}})
+            raise InvalidArgument(
+                "MALWARE_DETECTED", "the file contains malware and was refused", metadata={"signature": scan.signature}
+            )
+        refusal = opening_refusal(scan.pdf)
+        if refusal is not None:
+            self._uploads.labels(refusal.reason).inc()
+            raise refusal
+        found = active_content(scan.pdf) & self._deps.refuse_active_content
+        if found:
+            self._uploads.labels("ACTIVE_CONTENT_REFUSED").inc()
+            raise InvalidArgument(
+                "ACTIVE_CONTENT_REFUSED",
+                f"the PDF carries active content this service refuses: {', '.join(sorted(found))}",
+                metadata={"kinds": ",".join(sorted(found))},
+            )
+        if scan.verdict != scanner.VERDICT_CLEAN:
+            raise ServiceError(
+                "SCAN_INCONCLUSIVE", "the malware scan gave no verdict", code=grpc.StatusCode.UNAVAILABLE
+            )
 
     # --- job resource ----------------------------------------------------------
 
@@ -423,6 +429,20 @@ def _scan_error(error: grpc.RpcError) -> ServiceError:
             metadata={"dependency": "malware-scanning"},
         )
     return from_rpc(error, "scanner")
+
+
+def opening_refusal(report: scanner.PdfReport) -> InvalidArgument | None:
+    """The refusal of a file the compressor would fail at once (the scanner asked its opening code), with the
+    reason the job would have failed with."""
+    if report.opening_failure == "ENCRYPTED_PDF":
+        return InvalidArgument(
+            "ENCRYPTED_PDF", "the PDF needs a password to open; only PDFs that open without one can be compressed"
+        )
+    if report.opening_failure == "MALFORMED_PDF":
+        return InvalidArgument("MALFORMED_PDF", "the PDF is damaged and could not be repaired")
+    if report.opening_failure == "NOT_A_PDF":  # the first KiB was checked already: only a scanner's own finding
+        return InvalidArgument("NOT_A_PDF", "the file is not a PDF (no %PDF- header)")
+    return None
 
 
 def active_content(report: scanner.PdfReport) -> set[str]:

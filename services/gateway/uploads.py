@@ -23,16 +23,19 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 
 from libs.errors import InvalidArgument, ResourceExhausted, ServiceError
+from libs.grpc_server import client_stream_completed
+from libs.pdf_header import HEADER_WINDOW, has_pdf_header
 
-PDF_MAGIC = b"%PDF-"
-# Readers accept the header anywhere in the first KiB (some files carry junk before it).
-SNIFF_BYTES = 1024
 MAX_FILENAME_CHARS = 200
 _UNSAFE_FILENAME_CHARS = re.compile(r'[\x00-\x1f\x7f"\\/;:*?<>|]+')
 # Chunks waiting for the PutObject call (each at most the gRPC message limit).
 HANDOFF_CHUNKS = 2
 # How often a hand-off blocked on a full queue looks whether the storage call has ended.
 HANDOFF_POLL_SECONDS = 0.1
+# The REST body's length, which Envoy's transcoder does not pass on (it drops content-length): the edge's
+# Lua filter copies Content-Length into this header for REST requests and removes any client copy.
+BODY_LENGTH_HEADER = "x-request-body-length"
+MAX_BODY_LENGTH_DIGITS = 18
 
 
 def clean_filename(raw: str) -> str:
@@ -67,7 +70,10 @@ class UploadBody:
 
     messages: Iterable[public.CreateJobRequest]
     max_bytes: int
-    # Whether the client really finished its stream (a disconnect also just ends it).
+    # The body's length as the edge announced it (BODY_LENGTH_HEADER); None when unknown.
+    declared_size: int | None = None
+    # Whether the client really finished its stream (a disconnect also just ends it); asked only
+    # when no length was declared.
     client_finished: Callable[[], bool] = lambda: True
     # The options of the first message (REST clients send them as query parameters there), minus its data.
     options: public.CreateJobRequest = field(default_factory=public.CreateJobRequest)
@@ -110,12 +116,12 @@ class UploadBody:
                 yield chunk
                 continue
             head += chunk
-            if len(head) < SNIFF_BYTES:
+            if len(head) < HEADER_WINDOW:  # held back until the header window is complete
                 continue
             _check_magic(head)
             sniffed = True
             yield head
-        if not self.client_finished():
+        if not self._complete():
             raise _aborted()
         if self.size == 0:
             raise InvalidArgument("EMPTY_FILE", "the request body is empty; send the PDF as the body")
@@ -134,6 +140,19 @@ class UploadBody:
                 self.size += len(message.file.data)
                 if self.size > self.max_bytes:
                     return
+
+    def _complete(self) -> bool:
+        """Whether the stream that just ended carried the whole body, not a dropped upload's part.
+
+        grpcio ends the request iterator the same way for a half-close and for a cancel. With a declared
+        length (REST through Envoy, which never forwards more or fewer bytes than Content-Length as a
+        complete request) the count says it at once. Without one (a chunked HTTP/1.1 body, HTTP/2
+        without content-length, gRPC clients) only the settle check is left: a cancel shows in
+        is_active() a moment later, so it watches for one (libs.grpc_server.client_stream_completed).
+        """
+        if self.declared_size is None:
+            return self.client_finished()
+        return self.size == self.declared_size
 
     def _data(self) -> Iterator[bytes]:
         self.read_options()
@@ -164,12 +183,35 @@ class UploadBody:
         self._ended = True
 
 
+def upload_body(
+    messages: Iterable[public.CreateJobRequest], context: grpc.ServicerContext, max_bytes: int
+) -> UploadBody:
+    """The CreateJob call's body, told how to know that it is complete (see UploadBody._complete)."""
+    return UploadBody(
+        messages=messages,
+        max_bytes=max_bytes,
+        declared_size=declared_body_length(context.invocation_metadata() or ()),
+        client_finished=lambda: client_stream_completed(context),
+    )
+
+
+def declared_body_length(metadata: Iterable[tuple[str, str | bytes]]) -> int | None:
+    """The length in BODY_LENGTH_HEADER when it is there once and a plain decimal number."""
+    values = [value for key, value in metadata if key == BODY_LENGTH_HEADER]
+    if len(values) != 1 or not isinstance(values[0], str):
+        return None
+    value = values[0]
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_BODY_LENGTH_DIGITS:
+        return None
+    return int(value)
+
+
 def _aborted() -> ServiceError:
     return ServiceError("UPLOAD_ABORTED", "the upload was interrupted", code=grpc.StatusCode.CANCELLED)
 
 
 def _check_magic(head: bytes) -> None:
-    if PDF_MAGIC not in head[:SNIFF_BYTES]:
+    if not has_pdf_header(head):
         raise InvalidArgument("NOT_A_PDF", "the file is not a PDF (no %PDF- header)")
 
 
@@ -180,38 +222,56 @@ StartPut = Callable[[Iterator[storage.PutObjectRequest]], grpc.Future]
 def store_upload(body: UploadBody, key: str, start_put: StartPut) -> storage.ObjectInfo:
     """Stream the body into storage as `key`; the object exists only if this returns.
 
-    A refusal of the body (ServiceError) cancels the call, so storage keeps nothing. When storage
-    ends the call early, reading stops and its grpc.RpcError is raised: the rest of the body is
-    left for the caller to drain.
+    The last message tells storage the size and sha256 of the body, and storage commits only then. A
+    refusal of the body (ServiceError) ends the call without it (and cancels it), so storage keeps
+    nothing. When storage ends the call early, reading stops and its grpc.RpcError is raised: the rest
+    of the body is left for the caller to drain.
     """
-    handoff: queue.Queue[bytes | None] = queue.Queue(maxsize=HANDOFF_CHUNKS)
+    handoff: queue.Queue[storage.PutObjectRequest | None] = queue.Queue(maxsize=HANDOFF_CHUNKS)
     header = storage.PutObjectHeader(key=key, content_type="application/pdf", max_size_bytes=body.max_bytes)
     call = start_put(_put_requests(header, handoff))
     try:
         for chunk in body.chunks():
-            if not _hand_over(handoff, chunk, call):
+            if not _hand_over(handoff, storage.PutObjectRequest(chunk=chunk), call):
                 break
         else:
-            _hand_over(handoff, None, call)
+            finish = storage.PutObjectFinish(size_bytes=body.size, sha256=body.sha256)
+            _hand_over(handoff, storage.PutObjectRequest(finish=finish), call)
         return call.result()
     finally:
-        # Cancel first: a request iterator that ends on a call still open would commit a truncated object.
         if not call.done():
-            call.cancel()
-        with contextlib.suppress(queue.Full):
-            handoff.put_nowait(None)  # frees grpcio's thread if it waits for a chunk that will not come
+            call.cancel()  # storage stops at once (ending without the finish alone would keep nothing too)
+        _release(handoff)
 
 
 def _put_requests(
-    header: storage.PutObjectHeader, handoff: queue.Queue[bytes | None]
+    header: storage.PutObjectHeader, handoff: queue.Queue[storage.PutObjectRequest | None]
 ) -> Iterator[storage.PutObjectRequest]:
+    """The call's messages: the header, then what is handed over, up to the finish (None: give up
+    without it, which storage takes as an abandoned upload)."""
     yield storage.PutObjectRequest(header=header)
-    while (chunk := handoff.get()) is not None:
-        yield storage.PutObjectRequest(chunk=chunk)
+    while (request := handoff.get()) is not None:
+        yield request
+        if request.HasField("finish"):
+            return
 
 
-def _hand_over(handoff: queue.Queue[bytes | None], item: bytes | None, call: grpc.Future) -> bool:
-    """Queue one chunk (None: the end) for the call; False if the call ended first."""
+def _release(handoff: queue.Queue[storage.PutObjectRequest | None]) -> None:
+    """Leave grpcio's thread, which may wait for a message that will not come, the end of the requests.
+
+    The queue may be full (a refusal right after two chunks): what is still in it is dropped first, as
+    the call is over. This thread is the only one putting, so the end then fits.
+    """
+    with contextlib.suppress(queue.Empty):
+        for _ in range(HANDOFF_CHUNKS):
+            handoff.get_nowait()
+    handoff.put_nowait(None)
+
+
+def _hand_over(
+    handoff: queue.Queue[storage.PutObjectRequest | None], item: storage.PutObjectRequest, call: grpc.Future
+) -> bool:
+    """Queue one message for the call; False if the call ended first."""
     while not call.done():  # the call's own deadline bounds this wait
         try:
             handoff.put(item, timeout=HANDOFF_POLL_SECONDS)

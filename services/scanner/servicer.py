@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from libs.errors import InvalidArgument, Unavailable, from_rpc
 from services.scanner.clamd import ClamdClient, ClamdError, InstreamSession, ScanResult
+from services.scanner.opening_check import OpeningCheck
 from services.scanner.pdf_checks import (
     AttachmentsTooLargeError,
     IncompleteCheckPolicy,
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 DOMAIN = "scanner.pdfsmaller"
 # (the spooled file, where to write decoded attachments or None) -> report
 PdfInspector = Callable[[Path, Path | None], PdfReport]
+# the spooled file -> the compressor's reason for refusing it at opening, or "" (opening_check.py)
+OpeningInspector = Callable[[Path], str]
 ATTACHMENT_CHUNK_BYTES = 1024 * 1024
 
 
@@ -44,6 +47,12 @@ def _clamd_unavailable() -> Unavailable:
     return Unavailable(
         "CLAMD_UNAVAILABLE", "the malware scanner is unavailable; the file was not accepted, retry later", domain=DOMAIN
     )
+
+
+def _qpdf_could_not_open(report: PdfReport) -> bool:
+    """The structure check's qpdf could not open the file (a password, or no structure it parses): the only
+    files the compressor's opening may refuse at once, though it reads some of them with other readers."""
+    return not report.incomplete and (report.encrypted or not report.is_pdf)
 
 
 def only_test_signatures(version: str) -> bool:
@@ -61,10 +70,12 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
         *,
         storage_timeout_seconds: float = 300.0,
         incomplete_check: IncompleteCheckPolicy = IncompleteCheckPolicy.REFUSE,
+        opening_failure: OpeningInspector | None = None,
     ) -> None:
         self._storage = storage
         self._clamd = clamd
         self._inspect_pdf = inspect_pdf
+        self._opening_failure = opening_failure if opening_failure is not None else OpeningCheck()
         self._incomplete_check = incomplete_check
         self._storage_timeout = storage_timeout_seconds
         self._scans = Counter(
@@ -131,14 +142,7 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             )
             # Infected files are refused anyway; do not hand known malware to a parser too.
             if not result.infected:
-                try:
-                    report = self._inspect_pdf(Path(spool.name), Path(attachments) if self._clamd else None)
-                except AttachmentsTooLargeError:
-                    raise InvalidArgument(
-                        "ATTACHMENTS_TOO_LARGE", "the PDF's attachments are too large to scan", domain=DOMAIN
-                    ) from None
-                report = self._unless_incomplete(key, report)
-                response.pdf.CopyFrom(pb.PdfReport(**report.wire_fields()))
+                response.pdf.CopyFrom(self._structure(key, Path(spool.name), Path(attachments)))
                 result = self._scan_attachments(Path(attachments))
                 if result.infected:
                     response.verdict = pb.VERDICT_INFECTED
@@ -146,6 +150,21 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             if result.infected:
                 log.warning("malware found in %s: %s", key, result.signature)
             return response
+
+    def _structure(self, key: str, spool: Path, attachments: Path) -> pb.PdfReport:
+        """The structure report of a clean file (its attachments decoded into `attachments` for clamd), with
+        the compressor's opening verdict when qpdf could not open it."""
+        try:
+            report = self._inspect_pdf(spool, attachments if self._clamd else None)
+        except AttachmentsTooLargeError:
+            raise InvalidArgument(
+                "ATTACHMENTS_TOO_LARGE", "the PDF's attachments are too large to scan", domain=DOMAIN
+            ) from None
+        report = self._unless_incomplete(key, report)
+        answer = pb.PdfReport(**report.wire_fields())
+        if _qpdf_could_not_open(report):
+            answer.opening_failure = self._opening_failure(spool)
+        return answer
 
     def _unless_incomplete(self, key: str, report: PdfReport) -> PdfReport:
         """A finished report as it is; an unfinished one refused, or with every kind of content present."""

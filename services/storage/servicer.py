@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import grpc
 from google.protobuf import empty_pb2
@@ -11,8 +12,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2 as pb
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from libs.errors import InvalidArgument, Unavailable
-from libs.grpc_server import client_stream_completed
+from libs.errors import InvalidArgument
 from services.storage.backends import Backend, ObjectMeta
 from services.storage.keys import DOMAIN, validate_key
 
@@ -53,23 +53,12 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         meta = self._backend.put(
             key,
             header.content_type or "application/octet-stream",
-            self._chunks(request_iterator, context),
+            _verified_chunks(request_iterator),
             header.max_size_bytes,
         )
         self._bytes_written.inc(meta.size_bytes)
         self._objects_written.inc()
         return _info(meta)
-
-    def _chunks(
-        self, request_iterator: Iterable[pb.PutObjectRequest], context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        for message in request_iterator:
-            if message.WhichOneof("part") != "chunk":
-                raise InvalidArgument("UNEXPECTED_HEADER", "only the first message may carry a header", domain=DOMAIN)
-            yield message.chunk
-        # Raising here makes the backend delete its temporary data instead of storing a truncated object.
-        if not client_stream_completed(context):
-            raise Unavailable("UPLOAD_ABORTED", "the upload was cancelled by the client", domain=DOMAIN)
 
     def GetObject(self, request: pb.GetObjectRequest, context: grpc.ServicerContext) -> Iterator[pb.GetObjectResponse]:
         key = validate_key(request.key)
@@ -85,3 +74,49 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     def DeleteObject(self, request: pb.DeleteObjectRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
         self._backend.delete(validate_key(request.key))
         return empty_pb2.Empty()
+
+
+def _verified_chunks(request_iterator: Iterator[pb.PutObjectRequest]) -> Iterator[bytes]:
+    """The chunks up to the finish, checked against it.
+
+    Raising here makes the backend delete its temporary data, so only an upload whose finish
+    arrived and matched is committed: a stream that just ends (a half-close without the finish,
+    or a cancel, which grpcio ends the same way) is an abandoned upload.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    for message in request_iterator:
+        part = message.WhichOneof("part")
+        if part == "finish":
+            _check_finish(message.finish, size, digest.hexdigest())
+            _expect_end(request_iterator)
+            return
+        if part != "chunk":
+            raise InvalidArgument("UNEXPECTED_HEADER", "only the first message may carry a header", domain=DOMAIN)
+        size += len(message.chunk)
+        digest.update(message.chunk)
+        yield message.chunk
+    raise InvalidArgument(
+        "UPLOAD_INCOMPLETE", "the upload ended without its finish message; nothing was stored", domain=DOMAIN
+    )
+
+
+def _check_finish(finish: pb.PutObjectFinish, size: int, sha256: str) -> None:
+    if finish.size_bytes != size:
+        raise InvalidArgument(
+            "UPLOAD_SIZE_MISMATCH",
+            f"the finish announces {finish.size_bytes} bytes but {size} arrived; nothing was stored",
+            domain=DOMAIN,
+        )
+    if finish.sha256 != sha256:
+        raise InvalidArgument(
+            "UPLOAD_CHECKSUM_MISMATCH",
+            "the sha256 of the bytes received differs from the finish's; nothing was stored",
+            domain=DOMAIN,
+        )
+
+
+def _expect_end(request_iterator: Iterator[pb.PutObjectRequest]) -> None:
+    """The finish must be the last message: read one more, which must be the end of the stream."""
+    if next(request_iterator, None) is not None:
+        raise InvalidArgument("UNEXPECTED_MESSAGE", "no message may follow the finish", domain=DOMAIN)

@@ -8,8 +8,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -19,14 +21,14 @@ from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as storage_grpc
 from prometheus_client import CollectorRegistry
 
-from libs.grpc_server import RunningServer
+from libs.service import RunningService
 from services.compressor import transfer
-from services.compressor.engine import EngineError, Limits, Report, compress_isolated
+from services.compressor.engine import EngineError, Limits, compress_isolated_json
 from services.compressor.readiness import Dependency, DependencyGate
 from services.compressor.worker import Worker, WorkerConfig
-from services.jobs.app import JobsApp
+from services.jobs.app import build as build_jobs
 from services.jobs.settings import JobsSettings
-from services.storage.app import start_storage
+from tests.plugins.services import in_process, local_storage
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +42,18 @@ class System:
     work_dir: Path
     jobs_channel: grpc.Channel
     storage_channel: grpc.Channel
-    storage_server: RunningServer
+    storage_server: RunningService
     objects_dir: Path
+    # Stops the storage started again by `start_storage` when the test ends.
+    cleanup: ExitStack
 
     def stop_storage(self) -> None:
         self.storage_server.stop(0)
 
     def start_storage(self) -> None:
         """Storage back on the same address, so existing channels reconnect to it."""
-        self.storage_server = start_storage(str(self.objects_dir), listen=self.storage_server.address)
+        restarted = local_storage(str(self.objects_dir), listen=self.storage_server.address)
+        self.storage_server = self.cleanup.enter_context(restarted)
 
     def submit(self, pdf: Path, sha256: str | None = None) -> str:
         job_id = str(uuid.uuid4())
@@ -68,7 +73,7 @@ class System:
         )
         return job_id
 
-    def worker(self, engine=compress_isolated, storage=None, gate=None, registry=None) -> Worker:  # type: ignore[no-untyped-def]
+    def worker(self, engine=compress_isolated_json, storage=None, gate=None, registry=None) -> Worker:  # type: ignore[no-untyped-def]
         config = WorkerConfig(
             worker_id="test-worker",
             lease_seconds=15,
@@ -92,31 +97,27 @@ class System:
 
 
 @pytest.fixture
-def system(fresh_database_url: str, redis_url: str, tmp_path: Path) -> Iterator[System]:
-    storage_server: RunningServer = start_storage(str(tmp_path / "objects"))
-    app = JobsApp(
-        JobsSettings(
-            listen="127.0.0.1:0",
-            metrics_port=0,
-            database_url=fresh_database_url,
-            redis_url=redis_url,
-            storage_addr=storage_server.address,
-            retention_hours=168,
-            max_attempts=3,
-            sweep_interval_seconds=1,
-            database_pool_size=4,
-            max_workers=64,
-        ),
-        metrics_port=None,
-        event_prefix=f"test-{uuid.uuid4().hex[:8]}",
+def system(fresh_database_url: str, redis_url: str, tmp_path: Path, storage_server: RunningService) -> Iterator[System]:
+    settings = JobsSettings(
+        listen="127.0.0.1:0",
+        metrics_port=0,
+        database_url=fresh_database_url,
+        redis_url=redis_url,
+        storage_addr=storage_server.address,
+        retention_hours=168,
+        max_attempts=3,
+        sweep_interval_seconds=1,
+        database_pool_size=4,
+        max_workers=64,
     )
-    running = app.start()
-    system: System | None = None
-    jobs_channel = grpc.insecure_channel(running.address)
-    storage_channel = grpc.insecure_channel(storage_server.address)
-    try:
+    with ExitStack() as cleanup:
+        running_jobs = cleanup.enter_context(
+            in_process(build_jobs, settings, event_prefix=f"test-{uuid.uuid4().hex[:8]}")
+        )
+        jobs_channel = cleanup.enter_context(grpc.insecure_channel(running_jobs.address))
+        storage_channel = cleanup.enter_context(grpc.insecure_channel(storage_server.address))
         (tmp_path / "work").mkdir()
-        system = System(
+        yield System(
             jobs_grpc.JobsServiceStub(jobs_channel),
             storage_grpc.StorageServiceStub(storage_channel),
             tmp_path / "work",
@@ -124,13 +125,8 @@ def system(fresh_database_url: str, redis_url: str, tmp_path: Path) -> Iterator[
             storage_channel,
             storage_server,
             tmp_path / "objects",
+            cleanup,
         )
-        yield system
-    finally:
-        jobs_channel.close()
-        storage_channel.close()
-        app.stop(0)
-        (system.storage_server if system is not None else storage_server).stop(0)
 
 
 def test_job_is_compressed_stored_and_completed(system: System) -> None:
@@ -165,7 +161,7 @@ def test_corrupted_input_is_not_compressed(system: System) -> None:
 
 
 def test_engine_crash_is_retried(system: System) -> None:
-    def crashing_engine(*_args: object, **_kwargs: object) -> Report:
+    def crashing_engine(*_args: object, **_kwargs: object) -> dict[str, Any]:
         raise EngineError("ENGINE_CRASHED", "the engine died")
 
     job_id = system.submit(DATA / "pypdf__jpeg.pdf")
@@ -196,9 +192,9 @@ def test_run_loop_picks_up_new_jobs_and_stops(system: System) -> None:
 def test_result_of_a_job_cancelled_meanwhile_is_dropped(system: System) -> None:
     job_id = system.submit(DATA / "pypdf__jpeg.pdf")
 
-    def engine_cancelled_midway(*args: object, **kwargs: object) -> Report:
+    def engine_cancelled_midway(*args: object, **kwargs: object) -> dict[str, Any]:
         system.jobs.CancelJob(jobs.CancelJobRequest(id=job_id, tenant="t"), timeout=10)
-        return compress_isolated(*args, **kwargs)  # type: ignore[arg-type]
+        return compress_isolated_json(*args, **kwargs)  # type: ignore[arg-type]
 
     system.lease_and_process(system.worker(engine_cancelled_midway))
     job = system.job(job_id)

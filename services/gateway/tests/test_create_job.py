@@ -10,25 +10,27 @@ from unittest import mock
 import grpc
 import pytest
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
+from pdfsmaller.scanner.v1 import scanner_service_pb2 as scanner_pb
 from prometheus_client import CollectorRegistry
 
 from libs.errors import ServiceError
 from services.gateway.auth import Authenticator
 from services.gateway.servicer import Dependencies, GatewayServicer
 from services.gateway.tests.upload_fakes import CleanScanner, FakeJobs, FakeRpcError, FakeStorage, upload_messages
+from services.gateway.uploads import BODY_LENGTH_HEADER
 
 PDF = [b"%PDF-1.7\n" + b"a" * 3000, b"b" * 3000, b"%%EOF\n"]
 OTHER_PDF = [b"%PDF-1.7\n" + b"a" * 3000, b"c" * 3000, b"%%EOF\n"]
 
 
-def _servicer(jobs: FakeJobs, storage: FakeStorage) -> GatewayServicer:
+def _servicer(jobs: FakeJobs, storage: FakeStorage, scanner: CleanScanner | None = None) -> GatewayServicer:
     # Dependencies the upload path does not look at (rate limits, quotas, health) are mocks.
     required = {f.name: mock.Mock() for f in fields(Dependencies) if f.default is MISSING}
     deps = {
         **required,
         "jobs": jobs,
         "storage": storage,
-        "scanner": CleanScanner(),
+        "scanner": scanner or CleanScanner(),
         "authenticator": Authenticator({}),
         "max_upload_bytes": 10**6,
         "call_timeout_seconds": 5.0,
@@ -36,9 +38,9 @@ def _servicer(jobs: FakeJobs, storage: FakeStorage) -> GatewayServicer:
     return GatewayServicer(Dependencies(**deps), CollectorRegistry())
 
 
-def _context() -> mock.Mock:
+def _context(metadata: tuple[tuple[str, str], ...] = ()) -> mock.Mock:
     context = mock.Mock()
-    context.invocation_metadata.return_value = ()
+    context.invocation_metadata.return_value = metadata
     context.is_active.return_value = True
     return context
 
@@ -137,3 +139,66 @@ def test_jobs_down_before_the_lookup_is_503_and_nothing_is_stored() -> None:
     assert (refused.reason, refused.metadata) == ("DEPENDENCY_UNAVAILABLE", {"dependency": "jobs"})
     assert sent.all_read
     assert storage.puts == []
+
+
+def test_a_body_of_its_declared_length_is_stored_without_the_settle_check() -> None:
+    jobs, storage = FakeJobs(), FakeStorage()
+    context = _context(((BODY_LENGTH_HEADER, str(sum(map(len, PDF)))),))
+    job = _servicer(jobs, storage).CreateJob(iter(upload_messages(PDF)), context)
+    assert job.input_size_bytes == sum(map(len, PDF))
+    [put] = storage.puts
+    assert put.committed
+    context.is_active.assert_not_called()  # the settle check watches is_active()
+
+
+def test_a_body_short_of_its_declared_length_is_aborted_and_nothing_is_stored() -> None:
+    jobs, storage = FakeJobs(), FakeStorage()
+    context = _context(((BODY_LENGTH_HEADER, str(sum(map(len, PDF)) + 1)),))
+    with pytest.raises(ServiceError) as caught:
+        _servicer(jobs, storage).CreateJob(iter(upload_messages(PDF)), context)
+    assert caught.value.reason == "UPLOAD_ABORTED"
+    [put] = storage.puts
+    assert (put.finish, put.committed) == (None, False)
+    assert jobs.created == []
+
+
+def test_without_a_declared_length_a_cancel_seen_late_is_aborted() -> None:
+    jobs, storage = FakeJobs(), FakeStorage()
+    context = _context()
+    context.is_active.side_effect = [True, False]  # the cancel shows a moment after the stream ended
+    with pytest.raises(ServiceError) as caught:
+        _servicer(jobs, storage).CreateJob(iter(upload_messages(PDF)), context)
+    assert caught.value.reason == "UPLOAD_ABORTED"
+    assert not storage.puts[0].committed
+
+
+@pytest.mark.parametrize(
+    ("report", "reason"),
+    [
+        (scanner_pb.PdfReport(is_pdf=True, encrypted=True, opening_failure="ENCRYPTED_PDF"), "ENCRYPTED_PDF"),
+        (scanner_pb.PdfReport(opening_failure="MALFORMED_PDF"), "MALFORMED_PDF"),
+    ],
+)
+def test_a_file_the_compressor_cannot_open_is_refused_with_the_jobs_reason(
+    report: scanner_pb.PdfReport, reason: str
+) -> None:
+    jobs, storage = FakeJobs(), FakeStorage()
+    with pytest.raises(ServiceError) as caught:
+        _upload(_servicer(jobs, storage, CleanScanner(pdf=report)), PDF)
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+    assert jobs.created == []
+    assert storage.deleted == [storage.puts[0].header.key]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        scanner_pb.PdfReport(is_pdf=True, encrypted=True),  # the opening check could not tell: the job decides
+        scanner_pb.PdfReport(),  # qpdf could not open it, the compressor can (PDFium rebuilds it)
+        scanner_pb.PdfReport(opening_failure="SOMETHING_NEW"),  # a reason this gateway does not know
+    ],
+)
+def test_an_upload_without_a_known_opening_failure_is_queued(report: scanner_pb.PdfReport) -> None:
+    jobs, storage = FakeJobs(), FakeStorage()
+    _upload(_servicer(jobs, storage, CleanScanner(pdf=report)), PDF)
+    assert len(jobs.created) == 1

@@ -4,10 +4,17 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
+from pdfsmaller.storage.v1 import storage_service_pb2 as storage
 
 from libs.errors import ServiceError
 from services.gateway.tests.upload_fakes import WAIT_SECONDS, FakePut, FakeRpcError, upload_messages
-from services.gateway.uploads import UploadBody, clean_filename, store_upload
+from services.gateway.uploads import (
+    BODY_LENGTH_HEADER,
+    UploadBody,
+    clean_filename,
+    declared_body_length,
+    store_upload,
+)
 
 
 def _body(messages: list[public.CreateJobRequest], max_bytes: int = 10**6, **kwargs: object) -> UploadBody:
@@ -80,6 +87,43 @@ def test_interrupted_upload_is_refused() -> None:
     assert caught.value.reason == "UPLOAD_ABORTED"
 
 
+def _not_asked() -> bool:
+    raise AssertionError("the settle check was asked although the length was declared")
+
+
+def test_a_declared_length_reached_completes_the_body_without_the_settle_check() -> None:
+    chunks = [b"%PDF-1.7\n", b"x" * 5000]
+    body = _body(upload_messages(chunks), declared_size=5009, client_finished=_not_asked)
+    assert _read(body) == b"".join(chunks)
+
+
+@pytest.mark.parametrize("declared", [5010, 5008, 0])
+def test_a_body_that_ends_away_from_its_declared_length_is_aborted(declared: int) -> None:
+    # Fewer bytes: the client went away mid-body (grpcio ends the stream as for a half-close).
+    body = _body(upload_messages([b"%PDF-1.7\n", b"x" * 5000]), declared_size=declared, client_finished=_not_asked)
+    with pytest.raises(ServiceError) as caught:
+        _read(body)
+    assert caught.value.reason == "UPLOAD_ABORTED"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "length"),
+    [
+        (((BODY_LENGTH_HEADER, "5009"), ("x-api-key", "k")), 5009),
+        (((BODY_LENGTH_HEADER, "0"),), 0),
+        ((), None),  # chunked, or a gRPC client: the settle check decides
+        (((BODY_LENGTH_HEADER, "12"), (BODY_LENGTH_HEADER, "12")), None),
+        (((BODY_LENGTH_HEADER, "-1"),), None),
+        (((BODY_LENGTH_HEADER, " 12"),), None),
+        (((BODY_LENGTH_HEADER, "\uff11\uff12"),), None),  # full-width digits: isdigit() alone takes them
+        (((BODY_LENGTH_HEADER, "9" * 19),), None),
+        (((BODY_LENGTH_HEADER, b"12"),), None),
+    ],
+)
+def test_declared_body_length(metadata: tuple[tuple[str, str | bytes], ...], length: int | None) -> None:
+    assert declared_body_length(metadata) == length
+
+
 def _cancelled_by_client() -> Iterator[public.CreateJobRequest]:
     yield from upload_messages([b"%PDF-1.7\n" * 200])
     raise FakeRpcError(grpc.StatusCode.CANCELLED)  # what grpcio's request iterator does
@@ -136,9 +180,18 @@ def test_store_streams_every_chunk_and_commits() -> None:
     assert b"".join(put.chunks) == b"".join(chunks)
     assert put.header is not None
     assert (put.header.key, put.header.max_size_bytes) == ("inputs/k.pdf", 10**6)
-    assert put.ended_open
+    digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert put.finish == storage.PutObjectFinish(size_bytes=sum(map(len, chunks)), sha256=digest)
+    assert put.committed
     assert not put.cancelled
-    assert stored.sha256 == hashlib.sha256(b"".join(chunks)).hexdigest()  # type: ignore[attr-defined]
+    assert stored.sha256 == digest  # type: ignore[attr-defined]
+
+
+def test_an_empty_object_is_never_finished() -> None:
+    put, refused = _store(_body(upload_messages([b""])))
+    assert isinstance(refused, ServiceError)
+    assert refused.reason == "EMPTY_FILE"
+    assert (put.finish, put.committed) == (None, False)
 
 
 def test_a_refused_body_cancels_the_call_before_its_requests_end() -> None:
@@ -146,7 +199,15 @@ def test_a_refused_body_cancels_the_call_before_its_requests_end() -> None:
     assert isinstance(refused, ServiceError)
     assert refused.reason == "FILE_TOO_LARGE"
     assert put.cancelled
-    assert not put.ended_open  # ending the requests of a live call would store a truncated object
+    assert (put.finish, put.committed) == (None, False)
+
+
+def test_a_client_gone_mid_body_never_sends_the_finish() -> None:
+    body = _body(upload_messages([b"%PDF-1.7\n" + b"a" * 2000, b"b" * 100]), declared_size=10_000)
+    put, refused = _store(body)
+    assert isinstance(refused, ServiceError)
+    assert refused.reason == "UPLOAD_ABORTED"
+    assert (put.finish, put.committed) == (None, False)
 
 
 def test_storage_failing_mid_way_stops_reading_and_leaves_the_rest_to_drain() -> None:

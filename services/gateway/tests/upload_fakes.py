@@ -49,14 +49,15 @@ class FakeRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
 
 class FakePut:
     """A PutObject call like grpcio's: a thread of its own reads the requests; `fail_after` chunks it
-    fails as a killed storage does (and reads one request more, as grpcio's thread is then waiting)."""
+    fails as a killed storage does (and reads one request more, as grpcio's thread is then waiting).
+    It commits as storage does: only when the requests end with a finish that matches the chunks."""
 
     def __init__(self, requests: Iterator[storage.PutObjectRequest], fail_after: int | None = None) -> None:
         self.header: storage.PutObjectHeader | None = None
         self.chunks: list[bytes] = []
+        self.finish: storage.PutObjectFinish | None = None
         self.cancelled = False
-        # Whether the request iterator ended while the call was still open (that commits the object).
-        self.ended_open = False
+        self.committed = False
         self._fail_after = fail_after
         self._done = threading.Event()
         self._result: storage.ObjectInfo | None = None
@@ -66,8 +67,12 @@ class FakePut:
 
     def _consume(self, requests: Iterator[storage.PutObjectRequest]) -> None:
         for request in requests:
-            if request.HasField("header"):
+            part = request.WhichOneof("part")
+            if part == "header":
                 self.header = request.header
+                continue
+            if part == "finish":
+                self.finish = request.finish
                 continue
             self.chunks.append(request.chunk)
             if len(self.chunks) == self._fail_after:
@@ -75,14 +80,18 @@ class FakePut:
                 self._done.set()
                 next(requests, None)
                 return
-        if self._done.is_set():
-            return
-        self.ended_open = True
+        if not self._done.is_set():
+            self._commit()
+
+    def _commit(self) -> None:
         data = b"".join(self.chunks)
         assert self.header is not None
-        self._result = storage.ObjectInfo(
-            key=self.header.key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
-        )
+        info = storage.ObjectInfo(key=self.header.key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        if self.finish is None or (self.finish.size_bytes, self.finish.sha256) != (info.size_bytes, info.sha256):
+            self._error = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT)  # UPLOAD_INCOMPLETE or a mismatch
+        else:
+            self.committed = True
+            self._result = info
         self._done.set()
 
     def done(self) -> bool:
@@ -152,9 +161,14 @@ class FakeJobs:
         return job
 
 
+@dataclass
 class CleanScanner:
+    """No malware; the structure report `pdf` (a plain PDF unless a test says otherwise)."""
+
+    pdf: scanner.PdfReport = field(default_factory=lambda: scanner.PdfReport(is_pdf=True, page_count=1))
+
     def ScanObject(self, request: scanner.ScanObjectRequest, timeout: float) -> scanner.ScanObjectResponse:
-        return scanner.ScanObjectResponse(verdict=scanner.VERDICT_CLEAN)
+        return scanner.ScanObjectResponse(verdict=scanner.VERDICT_CLEAN, pdf=self.pdf)
 
 
 def upload_messages(chunks: list[bytes], **options: object) -> list[public.CreateJobRequest]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,15 @@ from devtools.servers.clamd import eicar_bytes
 from libs.errors import reason_of
 from libs.grpc_client import open_channel
 from libs.grpc_server import RunningServer
-from services.scanner.app import SERVICE_NAME, server_spec
+from libs.sandbox import ChildLimits
+from services.compressor.engine import CompressOptions, EngineError, compress
+from services.scanner.app import SERVICE_NAME, build
+from services.scanner.opening_check import OpeningCheck
 from services.scanner.pdf_checks import IncompleteCheckPolicy
 from services.scanner.settings import ScannerSettings
-from services.scanner.tests import pdfs
-from services.storage.app import start_storage
+from services.scanner.tests import opening_pdfs, pdfs
 from services.storage.tests.helpers import plain_channel, put_requests
+from tests.plugins.services import local_storage
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +64,7 @@ def start_scanner(storage_addr: str, clamd_addr: str | None, *, metrics: bool = 
         **settings_,
     )
     storage_channel = open_channel(storage_addr)  # the production wiring (traced channel)
-    spec = server_spec(settings, storage_channel=storage_channel)
+    spec = build(settings, storage_channel=storage_channel).spec
     if not metrics:
         spec.metrics_port = None  # its HTTP server takes 0.5 s to stop
     return Scanner(RunningServer(spec).start(), storage_channel)
@@ -69,11 +72,8 @@ def start_scanner(storage_addr: str, clamd_addr: str | None, *, metrics: bool = 
 
 @pytest.fixture(scope="module")
 def storage_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = start_storage(str(tmp_path_factory.mktemp("objects")))
-    try:
+    with local_storage(str(tmp_path_factory.mktemp("objects"))) as server:
         yield server.address
-    finally:
-        server.stop(0)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_120_mb_stream_is_scanned_to_the_end(
 @pytest.mark.parametrize(
     ("name", "build", "expected"),
     [
-        ("encrypted", lambda: (DATA / ENCRYPTED).read_bytes(), {"encrypted": True}),
+        ("encrypted", lambda: (DATA / ENCRYPTED).read_bytes(), {"encrypted": True, "opening_failure": "ENCRYPTED_PDF"}),
         ("javascript", pdfs.with_open_action_javascript, {"has_javascript": True, "page_count": 1}),
         ("launch", pdfs.with_launch_action, {"has_launch_action": True, "page_count": 1}),
         (
@@ -184,6 +184,57 @@ def test_not_a_pdf(scanner: Scanner, storage: storage_service_pb2_grpc.StorageSe
     answer = scanner.stub.ScanObject(pb.ScanObjectRequest(key="scan/text.txt"), timeout=60)
     assert answer.verdict == pb.VERDICT_CLEAN
     assert not answer.pdf.is_pdf
+    assert answer.pdf.opening_failure == "NOT_A_PDF"
+
+
+# --- The compressor's opening verdict: refuse only what the job would certainly fail ----------------
+
+
+def _engine_reason(data: bytes, folder: Path) -> str:
+    """What the compressor's engine says of the file, run as a job runs it: its reason code, or "" when it
+    compresses the file."""
+    source = folder / "in.pdf"
+    source.write_bytes(data)
+    try:
+        compress(source, folder / "out.pdf", CompressOptions())
+    except EngineError as error:
+        return error.reason
+    return ""
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "qpdf_opens", "expected"),
+    [
+        ("user-password", opening_pdfs.user_password, False, "ENCRYPTED_PDF"),
+        ("owner-password", opening_pdfs.owner_password_only, True, ""),
+        ("wrong-xref-offset", opening_pdfs.wrong_xref_offset, True, ""),
+        ("broken-xref-stream", opening_pdfs.broken_xref_stream, False, ""),
+        ("unreadable", opening_pdfs.unreadable, False, "MALFORMED_PDF"),
+    ],
+)
+def test_opening_failure_is_what_the_engine_fails_the_job_with(
+    scanner: Scanner,
+    storage: storage_service_pb2_grpc.StorageServiceStub,
+    tmp_path: Path,
+    name: str,
+    build: Callable[[], bytes],
+    qpdf_opens: bool,
+    expected: str,
+) -> None:
+    data = build()
+    store(storage, f"scan/opening-{name}.pdf", data)
+    answer = scanner.stub.ScanObject(pb.ScanObjectRequest(key=f"scan/opening-{name}.pdf"), timeout=60)
+    assert answer.verdict == pb.VERDICT_CLEAN
+    assert (answer.pdf.is_pdf and not answer.pdf.encrypted) == qpdf_opens  # which path the scanner took
+    assert answer.pdf.opening_failure == expected
+    assert _engine_reason(data, tmp_path) == expected
+
+
+def test_an_opening_check_that_cannot_finish_refuses_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "locked.pdf"
+    source.write_bytes(opening_pdfs.user_password())
+    assert OpeningCheck()(source) == "ENCRYPTED_PDF"
+    assert OpeningCheck(ChildLimits(wall_seconds=0.05))(source) == ""  # killed at the deadline
 
 
 def test_missing_object_is_not_found(scanner: Scanner) -> None:

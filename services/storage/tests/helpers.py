@@ -12,7 +12,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2 as pb
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
 from libs.grpc_server import MAX_MESSAGE_BYTES, RunningServer
-from services.storage.app import server_spec
+from services.storage.app import build
 from services.storage.backends import Backend
 from services.storage.backends.local import LocalBackend
 from services.storage.backends.s3 import S3Backend, S3Config
@@ -53,7 +53,7 @@ def start(name: str, tmp_path: Path, s3_endpoint: str | None, bucket: str) -> St
         s3 = S3Backend(config, spool_dir=str(tmp_path))
         s3.ensure_bucket()
         backend = s3
-    spec = server_spec(settings, backend)
+    spec = build(settings, backend).spec
     spec.metrics_port = None  # its HTTP server takes 0.5 s to shut down; one test checks metrics separately
     server = RunningServer(spec).start()
     channel = plain_channel(server.address)
@@ -74,11 +74,21 @@ def plain_channel(address: str) -> grpc.Channel:
 def put_requests(
     key: str, chunks: Iterator[bytes] | list[bytes], content_type: str = "application/pdf", max_size_bytes: int = 0
 ) -> Iterator[pb.PutObjectRequest]:
+    """A whole PutObject stream: the header, the chunks, and the finish counted and hashed on the way."""
     yield pb.PutObjectRequest(
         header=pb.PutObjectHeader(key=key, content_type=content_type, max_size_bytes=max_size_bytes)
     )
+    digest = hashlib.sha256()
+    size = 0
     for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
         yield pb.PutObjectRequest(chunk=chunk)
+    yield finish_of(size, digest.hexdigest())
+
+
+def finish_of(size_bytes: int, sha256_hex: str) -> pb.PutObjectRequest:
+    return pb.PutObjectRequest(finish=pb.PutObjectFinish(size_bytes=size_bytes, sha256=sha256_hex))
 
 
 def get_all(stub: pb_grpc.StorageServiceStub, key: str) -> tuple[pb.ObjectInfo, list[bytes]]:
