@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from libs.compression import LEVEL_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
-LEVELS = ("lossless", "low", "medium", "high", "maximum")
+LEVELS = LEVEL_NAMES
 TOOL_TIMEOUT = 600.0
 
 

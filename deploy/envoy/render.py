@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from libs.compression import DEFAULT_LEVEL, LEVEL_NAMES
 from libs.grpc_server import MAX_METADATA_BYTES
 from libs.settings import EnvReader, local_address
 
@@ -230,6 +231,18 @@ def _own_origin_matchers(listen: str) -> list[dict[str, Any]]:
     return [{"exact": f"http://{name}:{port}"} for name in hosts]
 
 
+def web_page() -> str:
+    """The upload page, its level choices from the one definition of the levels (libs/compression.py)."""
+    choices = "".join(
+        f'    <label><input type="radio" name="level" value="{level}"{" checked" if level == DEFAULT_LEVEL else ""}>'
+        f" {level}</label>\n"
+        for level in LEVEL_NAMES
+    )
+    page = WEB_PAGE_PATH.read_text()
+    marker = next(line for line in page.splitlines(keepends=True) if "<!-- LEVEL_CHOICES" in line)
+    return page.replace(marker, choices)
+
+
 def render_config(
     settings: EnvoySettings, descriptor_path: Path | None = None, sds_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -269,7 +282,7 @@ def render_config(
         "OTEL_HOST": otlp[0] if otlp else "127.0.0.1",
         "OTEL_PORT": otlp[1] if otlp else 4317,
         # JSON is YAML: the page goes in as one quoted scalar.
-        "WEB_PAGE": json.dumps(WEB_PAGE_PATH.read_text()),
+        "WEB_PAGE": json.dumps(web_page()),
     }
     config: dict[str, Any] = yaml.safe_load(Template(TEMPLATE_PATH.read_text()).substitute(values))
     if settings.cors_origins == ():
