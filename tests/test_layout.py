@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_FOLDERS = ("libs", "services")
@@ -93,3 +97,42 @@ def test_the_image_copies_only_the_runtime_folders() -> None:
     copied = set(re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.MULTILINE))
     assert {"libs", "services"} <= copied
     assert copied.isdisjoint({"devtools", "client", "tests", "bench", "requirements-dev.in", "requirements-test.in"})
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _runtime_closure() -> set[str]:
+    """The distributions `pip install -r requirements.in` installs: the file's names and, through the
+    installed metadata, everything they require (extras only where the file asks for them)."""
+    lines = (line.split("#")[0].strip() for line in (ROOT / "requirements.in").read_text().splitlines())
+    wanted = [Requirement(line) for line in lines if line and not line.startswith("-")]
+    pending = [(requirement.name, frozenset(requirement.extras)) for requirement in wanted]
+    seen: set[str] = set()
+    while pending:
+        name, extras = pending.pop()
+        if _normalized(name) in seen:
+            continue
+        seen.add(_normalized(name))
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": extra}) for extra in extras or {""}):
+                pending.append((requirement.name, frozenset(requirement.extras)))
+    return seen
+
+
+def test_every_package_runtime_code_imports_is_installed_by_the_image_requirements() -> None:
+    """`make run` and the image install requirements.in only: a module that came along with a test tool
+    (cryptography did, with moto) would be missing there."""
+    ours = {"libs", "services", "pdfsmaller", "google"}  # google: protobuf's and googleapis' namespace
+    by_module = metadata.packages_distributions()
+    closure = _runtime_closure()
+    missing = {}
+    for path in _runtime_modules():
+        for module in _imported_top_levels(path) - ours - set(sys.stdlib_module_names):
+            distributions = {_normalized(name) for name in by_module.get(module, [module])}
+            if not distributions & closure:
+                missing[f"{path.relative_to(ROOT)}: {module}"] = sorted(distributions)
+    assert missing == {}
