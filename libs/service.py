@@ -16,6 +16,7 @@ the resources close. The loops and the server share one grace period.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -28,6 +29,11 @@ from libs.logs import setup_logging
 from libs.telemetry import init_telemetry
 
 log = logging.getLogger(__name__)
+
+# Set by a development launcher (devtools/stack) to its pid: the service stops when that process is gone,
+# so a launcher killed with SIGKILL (a test run cut short) leaves no service behind. Production never sets it.
+PARENT_PID_VARIABLE = "PDFSMALLER_PARENT_PID"
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 class BackgroundLoop(Protocol):
@@ -147,8 +153,27 @@ def run(name: str, settings_from_env: Callable[[], Settings], build: Callable[[S
     # Installed before starting, so a signal during the start still ends in a graceful stop.
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    parent = os.environ.get(PARENT_PID_VARIABLE, "")
+    if parent.isdigit():
+        stop_when_orphaned(int(parent), stop_requested)
     running = build(settings).start()
     stop_requested.wait()
     running.stop()
     if tracer_provider is not None:
         tracer_provider.shutdown()  # flushes the spans of the last calls
+
+
+def stop_when_orphaned(parent_pid: int, stop: threading.Event, interval: float = ORPHAN_CHECK_SECONDS) -> None:
+    """Set `stop` once `parent_pid` is no longer this process's parent (it died; the process was re-parented).
+
+    Polling the parent pid, unlike PR_SET_PDEATHSIG, does not depend on which of the launcher's threads
+    started the process (a test restarting a service from a short-lived thread).
+    """
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            if os.getppid() != parent_pid:
+                log.warning("the process that started this service (pid %d) is gone; stopping", parent_pid)
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -29,6 +29,7 @@ from devtools.servers.processes import log_tail, stop_process
 from devtools.servers.redis import RedisServer
 from libs.health import serving_problem
 from libs.ports import PortInUse
+from libs.service import PARENT_PID_VARIABLE
 from libs.settings import DEVELOPMENT, LOCAL_GRPC_PORTS, LOCAL_METRICS_PORTS, EnvReader, SettingsError
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,8 @@ class Stack:
             "STORAGE_BACKEND": "local",
             "STORAGE_DIR": str(self.data_dir / "objects"),
             "WORK_DIR": str(self.data_dir / "work"),
+            # Services stop by themselves if this launcher dies without stopping them (libs/service.py).
+            PARENT_PID_VARIABLE: str(os.getpid()),
         }
         env.pop("CLAMD_ADDR", None)  # only the stack's own clamd, never one from the shell
         if clamd_addr:

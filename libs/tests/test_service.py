@@ -180,3 +180,49 @@ def test_run_honours_log_level_and_stops_cleanly_on_sigterm(tmp_path: Path, leve
 def test_every_service_reads_log_level(settings: Any, required: Mapping[str, str]) -> None:
     assert settings.from_env({**required, "LOG_LEVEL": "DEBUG"}).log_level == "DEBUG"
     assert settings.from_env(dict(required)).log_level == "INFO"
+
+
+# A launcher that starts a grandchild watching it, prints the grandchild's pid, then waits to be killed.
+_LAUNCHER = """
+import subprocess, sys, time
+watcher = '''
+import sys, threading
+from libs.service import stop_when_orphaned
+stop = threading.Event()
+stop_when_orphaned(int(sys.argv[1]), stop, interval=0.05)
+print("watching", flush=True)
+sys.exit(0 if stop.wait(30) else 3)
+'''
+import os
+child = subprocess.Popen([sys.executable, "-c", watcher, str(os.getpid())], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "watching"
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_service_whose_launcher_is_killed_stops_by_itself() -> None:
+    root = Path(__file__).resolve().parents[2]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER], stdout=subprocess.PIPE, text=True, cwd=root, env={**os.environ}
+    )
+    try:
+        grandchild = int(launcher.stdout.readline())  # type: ignore[union-attr]
+        launcher.kill()  # SIGKILL: the launcher stops nothing; the grandchild must notice by itself
+        launcher.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(grandchild):
+            time.sleep(0.05)
+        assert not _alive(grandchild)
+    finally:
+        launcher.kill()
+        launcher.wait(10)
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan's zombie is reaped by init, but may linger a moment)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
