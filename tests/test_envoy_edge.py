@@ -44,7 +44,7 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2 as pb
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs_pb
 
-from deploy.envoy.render import EnvoySettings, render_config
+from deploy.envoy.render import EnvoySettings, render_config, web_page
 from devtools.stack.stack import Stack
 from libs.errors import _PASS_THROUGH, ServiceError, internal_status, reason_of
 from libs.grpc_server import MAX_METADATA_BYTES, RunningServer, ServerSpec
@@ -889,7 +889,7 @@ def test_upload_page_is_served_at_the_root(edge: str) -> None:
     assert page.status == 200
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    assert page.body == (ROOT / "deploy/envoy/index.html").read_bytes()
+    assert page.body == web_page().encode()  # the template with its level choices written in
     # Only GET: anything else at the root is still the API's JSON 404.
     assert_status_json(call(edge, "POST", "/", b"x"), 404, 5, "NOT_FOUND", "envoy")
 
