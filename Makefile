@@ -50,8 +50,9 @@ $(GENERATED): $(PROTOS) $(INSTALLED)
 
 gen: $(GENERATED)
 
-# Debian packages the tests need, installed when root and missing: clamd, and chromium for the
-# upload page browser test (tests/test_upload_page.py; Playwright never downloads a browser).
+# Debian packages the tests need, installed when root and missing: clamd, Prometheus (the stack's
+# metrics server, tests/test_prometheus_stack.py), and chromium for the upload page browser test
+# (tests/test_upload_page.py; Playwright never downloads a browser).
 system-deps:
 	@if ! command -v clamd >/dev/null 2>&1 && [ ! -x /usr/sbin/clamd ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -59,6 +60,14 @@ system-deps:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clamav-daemon >/dev/null; \
 		else \
 			echo "WARNING: clamd not installed and not root: malware scanning tests will be skipped" >&2; \
+		fi; \
+	fi
+	@if ! command -v prometheus >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing prometheus"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else \
+			echo "WARNING: prometheus not installed and not root: the monitoring tests will be skipped" >&2; \
 		fi; \
 	fi
 	@if [ ! -x /usr/bin/chromium ]; then \

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from devtools.servers.clamd import ClamdServerError
 from devtools.servers.postgres import PostgresError
+from devtools.servers.prometheus import PrometheusServerError
 from devtools.servers.redis import RedisServerError
 from devtools.stack.stack import PORT_OFFSET_SETTING, PROJECT_ROOT, Ports, Stack
 from libs.ports import PortInUse
@@ -24,6 +25,7 @@ pdf-smaller is running, in development mode: anonymous access unless API_KEYS is
   upload:               curl --data-binary @file.pdf -H 'Content-Type: application/pdf' \\
                           '{url}/v1/jobs?filename=file.pdf'
   grpcurl:              .venv/bin/grpcurl -plaintext {address} list
+  metrics (Prometheus): {prometheus}
   data (kept):          {data}
   logs:                 {data}/logs/
 Press Ctrl-C to stop.
@@ -42,16 +44,17 @@ def main() -> None:
     stop_requested = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop_requested.set())
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
-    stack = Stack(data_dir=args.data_dir.resolve(), ports=ports)
+    stack = Stack(data_dir=args.data_dir.resolve(), ports=ports, with_prometheus=True)
     try:
         stack.start()
         for note in stack.notes:
             logging.warning(note)
         address = stack.url.removeprefix("http://")
-        print(BANNER.format(url=stack.url, address=address, data=stack.data_dir), flush=True)
+        prometheus = f"{stack.prometheus.url}/targets" if stack.prometheus else "not installed (Debian: prometheus)"
+        print(BANNER.format(url=stack.url, address=address, data=stack.data_dir, prometheus=prometheus), flush=True)
         while not stop_requested.wait(1.0):
             stack.check_alive()
-    except (PostgresError, RedisServerError, ClamdServerError) as error:
+    except (PostgresError, RedisServerError, ClamdServerError, PrometheusServerError) as error:
         sys.exit(f"make run: {error}")
     except PortInUse as error:
         # One line that says what to do, instead of a traceback.

@@ -1,8 +1,9 @@
 """Start and stop the whole system on loopback: `make run` and the end-to-end tests.
 
 Order: PostgreSQL, Valkey, clamd (when installed) -> storage -> jobs, scanner
--> gateway, compressor -> Envoy. Each service is a real `python -m services.X`
-process configured only through environment variables, exactly as deployed;
+-> gateway, compressor -> Envoy -> Prometheus (when installed, scraping all of them).
+Each service is a real `python -m services.X` process configured only through
+environment variables, exactly as deployed;
 the stack waits for each one's gRPC readiness before starting the next.
 """
 
@@ -26,6 +27,7 @@ from devtools.servers.clamd import ClamdServer
 from devtools.servers.envoy import EnvoyServer, EnvoySettings
 from devtools.servers.postgres import PostgresServer
 from devtools.servers.processes import log_tail, stop_process
+from devtools.servers.prometheus import PrometheusServer, stack_targets
 from devtools.servers.redis import RedisServer
 from libs.health import serving_problem
 from libs.ports import PortInUse
@@ -64,6 +66,7 @@ class Ports:
     postgres: int = 5433
     redis: int = 6380
     clamd: int = 3310
+    prometheus: int = 9090
     # Added to every service's default metrics port (LOCAL_METRICS_PORTS); None: any free port.
     metrics_offset: int | None = 0
 
@@ -113,11 +116,16 @@ class Stack:
     # Extra environment for every service (API_KEYS, RETENTION_HOURS, ...).
     extra_env: Mapping[str, str] = field(default_factory=dict)
     with_clamd: bool = True
+    # `make run` and the session stack of the tests; other stacks of the tests need none.
+    with_prometheus: bool = False
+    # How often the stack's Prometheus scrapes and evaluates its rules.
+    scrape_interval: str = "5s"
     durable: bool = True
     postgres: PostgresServer | None = None
     redis: RedisServer | None = None
     clamd: ClamdServer | None = None
     envoy: EnvoyServer | None = None
+    prometheus: PrometheusServer | None = None
     services: list[ServiceProcess] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _log_files: list[IO[bytes]] = field(default_factory=list)
@@ -142,6 +150,7 @@ class Stack:
             self.services.append(self._service_process(name, health_name, base_env))
             self.start_service(name, timeout)
         self._start_envoy()
+        self._start_prometheus()
 
     def _start_data_servers(self) -> tuple[str, str, str]:
         """PostgreSQL, Valkey and clamd (when installed); their addresses ("" for no clamd)."""
@@ -221,6 +230,23 @@ class Stack:
             ),
         )
         self.envoy.start()
+
+    def _start_prometheus(self) -> None:
+        if not self.with_prometheus:
+            return
+        if not PrometheusServer.available():
+            self.notes.append("Prometheus is not installed: no metrics server (Debian: apt-get install prometheus).")
+            return
+        assert self.envoy is not None
+        self.prometheus = PrometheusServer(
+            self.data_dir / "prometheus",
+            stack_targets(
+                {s.name: s.metrics_port for s in self.services}, self.envoy.admin_url.removeprefix("http://")
+            ),
+            listen=f"127.0.0.1:{self.ports.prometheus}",
+            scrape_interval=self.scrape_interval,
+        )
+        self.prometheus.start()
 
     def service(self, name: str) -> ServiceProcess:
         return next(s for s in self.services if s.name == name)
@@ -312,6 +338,8 @@ class Stack:
 
     def stop(self) -> None:
         """Stop everything started, newest first; never raises."""
+        if self.prometheus is not None:
+            self.prometheus.stop()
         if self.envoy is not None:
             self.envoy.stop()
         for service in reversed(self.services):

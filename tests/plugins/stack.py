@@ -31,6 +31,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver)
         data_dir=data_dir,
         ports=Ports.any(),
         durable=False,
+        with_prometheus=True,
+        scrape_interval="1s",
         extra_env={
             "API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in API_KEYS.items()),
             "LEASE_WAIT_SECONDS": "5",

@@ -1,0 +1,42 @@
+"""The stack's real Prometheus scrapes every service and Envoy (`make run` starts the same one)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from devtools.stack.stack import SERVICES, Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_service_and_envoy_is_a_target_that_is_up(stack: Stack) -> None:
+    if stack.prometheus is None:
+        pytest.skip("prometheus is not installed (make test installs Debian's package when root)")
+    expected = {name for name, _ in SERVICES} | {"envoy"}
+    deadline = time.monotonic() + 30
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        targets = stack.prometheus.api("/api/v1/targets")["activeTargets"]
+        health = {target["labels"]["job"]: target["health"] for target in targets}
+        if set(health) == expected and set(health.values()) == {"up"}:
+            break
+        time.sleep(0.5)
+    assert health == dict.fromkeys(expected, "up")
+
+
+def test_a_service_metric_and_an_envoy_metric_can_be_queried(stack: Stack) -> None:
+    if stack.prometheus is None:
+        pytest.skip("prometheus is not installed (make test installs Debian's package when root)")
+    deadline = time.monotonic() + 30
+    results: dict[str, list[object]] = {}
+    while time.monotonic() < deadline:
+        results = {
+            query: stack.prometheus.api(f"/api/v1/query?query={query}")["result"]
+            for query in ("up", "envoy_server_live", "grpc_server_handled_total")
+        }
+        if all(results.values()):
+            break
+        time.sleep(0.5)
+    assert all(results.values()), results
