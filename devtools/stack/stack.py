@@ -246,7 +246,11 @@ class Stack:
             listen=f"127.0.0.1:{self.ports.prometheus}",
             scrape_interval=self.scrape_interval,
         )
-        self.prometheus.start()
+        try:
+            self.prometheus.start()
+        except PortInUse as taken:  # optional: the system runs without it (often another Prometheus)
+            self.prometheus = None
+            self.notes.append(f"no Prometheus: {taken.address} is taken ({PORT_OFFSET_SETTING} moves every port)")
 
     def service(self, name: str) -> ServiceProcess:
         return next(s for s in self.services if s.name == name)
