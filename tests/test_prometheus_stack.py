@@ -40,3 +40,19 @@ def test_a_service_metric_and_an_envoy_metric_can_be_queried(stack: Stack) -> No
             break
         time.sleep(0.5)
     assert all(results.values()), results
+
+
+def test_the_rules_are_loaded_and_evaluate_without_errors(stack: Stack) -> None:
+    if stack.prometheus is None:
+        pytest.skip("prometheus is not installed (make test installs Debian's package when root)")
+    deadline = time.monotonic() + 30
+    rules: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        groups = stack.prometheus.api("/api/v1/rules")["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        if rules and all(rule.get("lastEvaluation", "").startswith("2") for rule in rules):  # type: ignore[union-attr]
+            break
+        time.sleep(0.5)
+    names = {str(rule["name"]) for rule in rules}
+    assert {"pdfsmaller:edge_requests:rate1m", "ServiceUnavailable", "ErrorBudgetBurnSlow"} <= names
+    assert {str(rule["name"]): rule["health"] for rule in rules} == dict.fromkeys(names, "ok")

@@ -1,0 +1,103 @@
+"""The alert and recording rules: current with their source, valid for Prometheus, every alert unit-tested
+at its threshold, and every runbook link pointing at a section that exists."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy.monitoring import rules
+
+ROOT = Path(__file__).resolve().parents[3]
+TESTS_DIR = rules.OUTPUT_DIR / "tests"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus) is not installed")
+
+
+def test_the_committed_files_are_rendered_from_the_source() -> None:
+    for name, text in rules.render().items():
+        assert (rules.OUTPUT_DIR / name).read_text() == text, f"{name} is stale: python -m deploy.monitoring.rules"
+
+
+@needs_promtool
+def test_prometheus_accepts_the_rules() -> None:
+    files = [str(rules.OUTPUT_DIR / name) for name in rules.render()]
+    result = subprocess.run([str(PROMTOOL), "check", "rules", *files], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_every_alert_unit_test_passes() -> None:
+    tests = sorted(TESTS_DIR.glob("*.test.yaml"))
+    assert tests
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", *(path.name for path in tests)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=TESTS_DIR,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_a_wrong_threshold_fails_the_unit_tests(tmp_path: Path) -> None:
+    """The unit tests can fail: the same tests against rules whose ServiceUnavailable waits for 7%."""
+    (tmp_path / "tests").mkdir()
+    for name, text in rules.render().items():
+        (tmp_path / name).write_text(text.replace("ratio_rate1m > 0.05", "ratio_rate1m > 0.07"))
+    shutil.copy(TESTS_DIR / "edge.test.yaml", tmp_path / "tests")
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", "edge.test.yaml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path / "tests",
+    )
+    assert result.returncode != 0
+    assert "ServiceUnavailable" in result.stdout + result.stderr
+
+
+def _alert_cases() -> tuple[set[str], set[str]]:
+    """Alert names some unit test expects firing, and those some unit test expects silent."""
+    firing, silent = set(), set()
+    for path in TESTS_DIR.glob("*.test.yaml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                (firing if case["exp_alerts"] else silent).add(case["alertname"])
+    return firing, silent
+
+
+def test_every_alert_has_a_firing_and_a_silent_case() -> None:
+    names = {alert.name for alert in rules.edge_alerts()}
+    firing, silent = _alert_cases()
+    assert names - firing == set(), "alerts no unit test sees firing"
+    assert names - silent == set(), "alerts no unit test sees silent (just below the threshold or before for:)"
+
+
+def test_every_alert_is_labelled_and_explained() -> None:
+    for alert in rules.edge_alerts():
+        rule = alert.rule()
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
+
+
+def test_every_runbook_link_points_at_a_section_of_the_runbook() -> None:
+    headings = re.findall(r"^#+ (\S+)", (ROOT / rules.RUNBOOK).read_text(), re.MULTILINE)
+    anchors = {heading.lower() for heading in headings}
+    for alert in rules.edge_alerts():
+        assert alert.rule()["annotations"]["runbook_url"] == f"docs/runbook.md#{alert.anchor}"
+        assert alert.anchor in anchors, f"docs/runbook.md has no section '{alert.name}'"
+
+
+def test_shorter_for_durations_for_live_tests() -> None:
+    fast = yaml.safe_load(rules.render(for_scale=0.01)["alerts.yaml"])
+    durations = {rule["alert"]: rule["for"] for rule in fast["groups"][0]["rules"]}
+    assert durations["ServiceUnavailable"] == "1s"
+    assert durations["ErrorBudgetBurnSlow"] == "36s"
