@@ -20,8 +20,15 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's
 
 
 def test_the_committed_files_are_rendered_from_the_source() -> None:
-    for name, text in rules.render().items():
-        assert (rules.OUTPUT_DIR / name).read_text() == text, f"{name} is stale: python -m deploy.monitoring.rules"
+    for path, text in rules.outputs().items():
+        assert path.read_text() == text, f"{path} is stale: python -m deploy.monitoring.rules"
+
+
+def test_the_prometheus_rule_holds_the_same_groups_as_the_files() -> None:
+    component = yaml.safe_load(rules.render_component()["prometheusrule.yaml"])
+    files = [yaml.safe_load(text)["groups"][0] for text in rules.render().values()]
+    assert component["kind"] == "PrometheusRule"
+    assert component["spec"]["groups"] == files
 
 
 @needs_promtool
