@@ -306,6 +306,10 @@ class FakeGateway(pb_grpc.GatewayServiceServicer):
         self._called("GetHealth", context)
         return pb.Health(status=pb.SERVING_STATUS_SERVING)
 
+    def GetLiveness(self, request: pb.GetLivenessRequest, context: grpc.ServicerContext) -> pb.Liveness:
+        self._called("GetLiveness", context)
+        return pb.Liveness(status=pb.SERVING_STATUS_SERVING)
+
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[tuple[RunningServer, FakeGateway]]:

@@ -17,6 +17,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.health import HealthReporter
 from services.gateway.quotas import Quotas
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.security_events import SecurityEvents
 from services.gateway.servicer import Dependencies, GatewayServicer
 from services.gateway.settings import GatewaySettings
 
@@ -31,8 +32,8 @@ def build(settings: GatewaySettings) -> Service:
     storage_channel = open_channel(settings.storage_addr)
     scanner_channel = open_channel(settings.scanner_addr)
     redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    deps = _dependencies(settings, jobs_channel, storage_channel, scanner_channel, redis_client)
     registry = CollectorRegistry()
+    deps = _dependencies(settings, jobs_channel, storage_channel, scanner_channel, redis_client, registry)
     servicer = GatewayServicer(deps, registry)
 
     def register(server: grpc.Server) -> None:
@@ -58,6 +59,7 @@ def _dependencies(
     storage_channel: grpc.Channel,
     scanner_channel: grpc.Channel,
     redis_client: redis.Redis,
+    registry: CollectorRegistry,
 ) -> Dependencies:
     authenticator = Authenticator(settings.api_keys)
     scanner_stub = scanner_service_pb2_grpc.ScannerServiceStub(scanner_channel)
@@ -72,6 +74,7 @@ def _dependencies(
         jobs_stub=jobs_stub,
         redis_client=redis_client,
         auth_enabled=authenticator.enabled,
+        cache_seconds=settings.health_cache_seconds,
     )
     return Dependencies(
         jobs=jobs_stub,
@@ -81,6 +84,7 @@ def _dependencies(
         rate_limiter=RateLimiter(redis_client, settings.rate_limits),
         quotas=Quotas(redis_client, settings.quotas),
         health=health,
+        security_events=SecurityEvents(registry),
         max_upload_bytes=settings.max_upload_bytes,
         call_timeout_seconds=settings.call_timeout_seconds,
         refuse_active_content=settings.refuse_active_content,

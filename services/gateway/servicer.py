@@ -29,16 +29,18 @@ from libs.errors import (
     FailedPrecondition,
     InvalidArgument,
     ServiceError,
+    Unauthenticated,
     Unavailable,
     error_info,
     from_rpc,
 )
 from libs.telemetry import current_traceparent
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, Caller
 from services.gateway.convert import download_name, parse_options, to_public
-from services.gateway.health import HealthReporter
+from services.gateway.health import HealthReporter, status_header
 from services.gateway.quotas import Quotas, QuotaUsage
 from services.gateway.ratelimit import Budget, LimitExceeded, Metadata, RateLimiter, WindowState
+from services.gateway.security_events import SecurityEvents
 from services.gateway.uploads import UploadBody, clean_filename, store_upload, upload_body
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Dependencies:
     rate_limiter: RateLimiter
     quotas: Quotas
     health: HealthReporter
+    security_events: SecurityEvents
     max_upload_bytes: int
     call_timeout_seconds: float
     refuse_active_content: frozenset[str] = frozenset()
@@ -84,16 +87,36 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         them in a trailers-only status (the only trailers Envoy turns into HTTP headers), so a
         refusal decided after the body arrived still carries Retry-After to REST clients."""
         tenant, headers = self._limited(context, Budget.UPLOADS)
-        with _limit_headers(context, headers):
+        with _limit_headers(context, headers), self._quota_refusals_logged(context, tenant):
             self._deps.quotas.ensure_room(tenant)
         return tenant, headers
 
     def _limited(self, context: grpc.ServicerContext, budget: Budget) -> tuple[str, Metadata]:
         """The tenant and the RateLimit headers, for a call that sends its own initial metadata."""
-        caller = self._deps.authenticator.caller_of(context)
+        caller = self._caller(context)
         with _limit_headers(context):
-            decision = self._deps.rate_limiter.check(caller.limiter_id, budget)
+            try:
+                decision = self._deps.rate_limiter.check(caller.limiter_id, budget)
+            except LimitExceeded as refused:
+                self._deps.security_events.rate_limit_exceeded(context, caller.tenant, budget, refused.metadata)
+                raise
         return caller.tenant, decision.headers()
+
+    def _caller(self, context: grpc.ServicerContext) -> Caller:
+        """Who is calling; a missing or unknown API key is a security event."""
+        try:
+            return self._deps.authenticator.caller_of(context)
+        except Unauthenticated as refused:
+            self._deps.security_events.authentication_failed(context, refused.reason)
+            raise
+
+    @contextmanager
+    def _quota_refusals_logged(self, context: grpc.ServicerContext, tenant: str) -> Iterator[None]:
+        try:
+            yield
+        except LimitExceeded as refused:
+            self._deps.security_events.quota_exceeded(context, tenant, refused.metadata)
+            raise
 
     def _charged(
         self,
@@ -106,7 +129,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     ) -> jobs.Job:
         """Run `admit` with the upload charged to the tenant's daily quota, refunded unless it created
         the job `job_id` (refused, failed, or a retry answered with the first upload's job)."""
-        with _limit_headers(context, headers):
+        with _limit_headers(context, headers), self._quota_refusals_logged(context, tenant):
             reservation = self._deps.quotas.reserve(tenant, size)
         try:
             job = admit()
@@ -175,7 +198,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
                 tenant,
                 stored.size_bytes,
                 job_id,
-                lambda: self._admit(tenant, job_id, stored, requested, options),
+                lambda: self._admit(context, tenant, job_id, stored, requested, options),
                 headers,
             )
         except BaseException:
@@ -234,6 +257,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     def _admit(
         self,
+        context: grpc.ServicerContext,
         tenant: str,
         job_id: str,
         stored: storage.ObjectInfo,
@@ -241,7 +265,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         options: jobs.CompressionOptions,
     ) -> jobs.Job:
         """Scan a stored upload and create its job."""
-        self._check_scan(self._scan(stored.key), tenant)
+        self._check_scan(self._scan(stored.key), context, tenant, stored.sha256)
         return self._call_jobs(
             self._deps.jobs.CreateJob,
             jobs.CreateJobRequest(
@@ -266,12 +290,15 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             self._uploads.labels("SCAN_FAILED").inc()
             raise _scan_error(error) from None
 
-    def _check_scan(self, scan: scanner.ScanObjectResponse, tenant: str) -> None:
+    def _check_scan(
+        self, scan: scanner.ScanObjectResponse, context: grpc.ServicerContext, tenant: str, sha256: str
+    ) -> None:
         """Refuse the upload for what the scan found: malware, a file the compressor would fail at once (with
-        the job's reason), active content the operator refuses, or no verdict."""
+        the job's reason), active content the operator refuses, or no verdict. Malware and refused active
+        content are security events."""
         if scan.verdict == scanner.VERDICT_INFECTED:
             self._uploads.labels("MALWARE_DETECTED").inc()
-            log.warning("upload refused: malware %s", scan.signature, extra={"fields": {"tenant": tenant}})
+            self._deps.security_events.malware_detected(context, tenant, scan.signature, sha256)
             raise InvalidArgument(
                 "MALWARE_DETECTED", "the file contains malware and was refused", metadata={"signature": scan.signature}
             )
@@ -282,6 +309,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         found = active_content(scan.pdf) & self._deps.refuse_active_content
         if found:
             self._uploads.labels("ACTIVE_CONTENT_REFUSED").inc()
+            self._deps.security_events.active_content_refused(context, tenant, found, sha256)
             raise InvalidArgument(
                 "ACTIVE_CONTENT_REFUSED",
                 f"the PDF carries active content this service refuses: {', '.join(sorted(found))}",
@@ -361,14 +389,21 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             raise from_rpc(error, "storage") from None
 
     def GetQuota(self, request: public.GetQuotaRequest, context: grpc.ServicerContext) -> public.Quota:
-        caller = self._deps.authenticator.caller_of(context)
+        caller = self._caller(context)
         tenant = self._tenant(context, Budget.READS)
         usage = self._deps.quotas.usage(tenant)
         windows = self._deps.rate_limiter.peek(caller.limiter_id) or ()
         return quota_reply(tenant, usage, windows)
 
     def GetHealth(self, request: public.GetHealthRequest, context: grpc.ServicerContext) -> public.Health:
-        return self._deps.health.report()
+        health = self._deps.health.report()
+        # Envoy answers REST callers 503 for "not-serving" (the body stays this report); gRPC read `status`.
+        context.send_initial_metadata((status_header(health.status),))
+        return health
+
+    def GetLiveness(self, request: public.GetLivenessRequest, context: grpc.ServicerContext) -> public.Liveness:
+        """No dependency is asked: that this answers at all is the answer."""
+        return public.Liveness(status=public.SERVING_STATUS_SERVING)
 
 
 @contextmanager

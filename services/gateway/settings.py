@@ -9,9 +9,12 @@ from pathlib import Path
 import limits
 
 from libs.settings import EnvReader, common_ports, local_address
+from services.gateway.health import DEFAULT_CACHE_SECONDS as DEFAULT_HEALTH_CACHE_SECONDS
 from services.gateway.quotas import QuotaLimits
 from services.gateway.ratelimit import Budget, Policy
 
+# Longer would hide an outage from load balancers (which probe every few seconds) for too long.
+MAX_HEALTH_CACHE_SECONDS = 30.0
 # What the scanner's PDF report can find, by the names REFUSE_ACTIVE_CONTENT uses.
 ACTIVE_CONTENT_KINDS = frozenset({"javascript", "launch", "embedded_files"})
 
@@ -37,6 +40,8 @@ class GatewaySettings:
     # Calls served at once: every upload, download and watch holds a thread while it lasts.
     max_workers: int
     upload_timeout_seconds: float
+    # How long one health check's report is reused (HEALTH_CACHE_SECONDS; 0 = only concurrent calls share one).
+    health_cache_seconds: float = DEFAULT_HEALTH_CACHE_SECONDS
     # Written with the bound ports once serving (GATEWAY_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
     log_level: str = "INFO"
@@ -66,6 +71,7 @@ class GatewaySettings:
             refuse_active_content=_parse_kinds(env, env.str("REFUSE_ACTIVE_CONTENT", "launch")),
             max_workers=env.int("GATEWAY_MAX_WORKERS", 256, minimum=4),
             upload_timeout_seconds=env.float("UPLOAD_TIMEOUT_SECONDS", 3600.0),
+            health_cache_seconds=_health_cache_seconds(env),
             log_level=env.log_level(),
         )
         env.done()
@@ -95,6 +101,14 @@ def _rate_limits(env: EnvReader) -> dict[Budget, Policy]:
             "read", _limit(env, "RATE_LIMIT_READ", "7200/hour"), env.int("RATE_LIMIT_READ_BURST", 120, minimum=0)
         ),
     }
+
+
+def _health_cache_seconds(env: EnvReader) -> float:
+    seconds = env.float("HEALTH_CACHE_SECONDS", DEFAULT_HEALTH_CACHE_SECONDS)
+    if not 0 <= seconds <= MAX_HEALTH_CACHE_SECONDS:
+        env.problem(f"HEALTH_CACHE_SECONDS={seconds} must be between 0 and {MAX_HEALTH_CACHE_SECONDS:.0f}")
+        return DEFAULT_HEALTH_CACHE_SECONDS
+    return seconds
 
 
 def _limit(env: EnvReader, name: str, default: str) -> limits.RateLimitItem:
