@@ -3,8 +3,9 @@
 One place builds the server the same way for all services: error mapping
 interceptor (typed `ServiceError` -> google.rpc.Status + ErrorInfo), request
 metrics, OpenTelemetry spans, gRPC health with liveness/readiness meaning,
-reflection for grpcurl, a Prometheus /metrics endpoint and a graceful stop (the
-process around it, signals included, is libs.service).
+reflection for grpcurl, a Prometheus /metrics endpoint (the process's CPU and
+memory included) and a graceful stop (the process around it, signals included,
+is libs.service).
 Request bytes that do not parse (e.g. a string field that is not UTF-8) get
 INVALID_ARGUMENT `INVALID_REQUEST_ENCODING`, not grpc's generic INTERNAL. With
 TLS configured (libs.tls) the port requires client certificates.
@@ -35,6 +36,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor as otel_server
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from libs.errors import InvalidArgument, ServiceError, internal_status
+from libs.metrics import register_process_collectors
 from libs.ports import PortInUse, bind_any_port
 from libs.telemetry import current_trace_id
 from libs.tls import TlsConfig, server_credentials, tls_from_environment
@@ -250,6 +252,8 @@ class RunningServer:
 
     def __init__(self, spec: ServerSpec) -> None:
         self.spec = spec
+        # CPU, memory and open files of this process, on every service's /metrics.
+        register_process_collectors(spec.registry)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=spec.max_workers, thread_name_prefix=spec.name),
             interceptors=[

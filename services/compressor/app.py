@@ -10,10 +10,11 @@ from collections.abc import Sequence
 import grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
+from libs.metrics import VolumeUsage
 from libs.service import Service
 from services.compressor.engine import Limits, compress_isolated_json
 from services.compressor.readiness import Dependency, DependencyGate
@@ -86,6 +87,10 @@ def build(settings: CompressorSettings) -> Service:
         grace_seconds=GRACE_SECONDS,
     )
     settings.work_dir.mkdir(parents=True, exist_ok=True)
+    registry.register(VolumeUsage({"work": settings.work_dir}))
+    # Utilisation = rate(pdfsmaller_compressor_busy_seconds_total) / this.
+    threads_gauge = Gauge("pdfsmaller_compressor_worker_threads", "WORKER_CONCURRENCY here.", registry=registry)
+    threads_gauge.set(settings.concurrency)
     worker = Worker(
         WorkerConfig(
             worker_id=settings.worker_id,

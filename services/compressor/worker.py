@@ -33,9 +33,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from libs import compression
 from libs.errors import ServiceError, reason_of
+from libs.metrics import BoundedLabel, BusySeconds
 from libs.telemetry import traceparent_context
 from services.compressor import transfer
 from services.compressor.engine import CompressOptions, EngineError, Limits
+from services.compressor.engine.errors import REASONS as ENGINE_REASONS
 from services.compressor.heartbeat import Heartbeat
 from services.compressor.readiness import DependencyGate
 
@@ -67,20 +69,67 @@ class WorkerConfig:
     finish_retry_seconds: float = 600.0
 
 
+# Ratio buckets (output / input): 1.0 is a kept original.
+RATIO_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
 class _Metrics:
+    """Labels: `level` is one of libs.compression's level names; `outcome` SUCCEEDED, LEASE_LOST or a
+    failure reason code and `reason` a kept-original code, both bounded (the engine child reports them)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcome = BoundedLabel(["SUCCEEDED", "LEASE_LOST", *ENGINE_REASONS])
+        self.kept_reason = BoundedLabel(["NOT_SMALLER", "VERIFICATION_FAILED"])
         self.jobs = Counter(
-            "compressor_jobs_total", "Jobs finished by this worker, by outcome.", ["outcome"], registry=registry
+            "compressor_jobs_total",
+            "Jobs finished by this worker, by level and outcome.",
+            ["level", "outcome"],
+            registry=registry,
+        )
+        self.kept_original = Counter(
+            "pdfsmaller_compressor_kept_original_total",
+            "Succeeded jobs whose output is the input itself (nothing smaller passed), by level and reason.",
+            ["level", "reason"],
+            registry=registry,
         )
         self.seconds = Histogram(
             "compressor_job_seconds",
-            "Time from lease to completion.",
+            "Time from lease to completion, by level.",
+            ["level"],
             registry=registry,
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.ratio = Histogram(
+            "pdfsmaller_compressor_compression_ratio",
+            "Output size / input size of succeeded jobs, by level.",
+            ["level"],
+            registry=registry,
+            buckets=RATIO_BUCKETS,
         )
         self.input_bytes = Counter("compressor_input_bytes_total", "Bytes of input compressed.", registry=registry)
         self.output_bytes = Counter("compressor_output_bytes_total", "Bytes of output stored.", registry=registry)
         self.busy = Gauge("compressor_busy_workers", "Worker threads compressing now.", registry=registry)
+        self.busy_seconds = BusySeconds(
+            "pdfsmaller_compressor_busy_seconds_total",
+            "Seconds worker threads spent on jobs, the jobs in hand included: rate() is the busy workers.",
+        )
+        registry.register(self.busy_seconds)
+        for level in compression.LEVEL_NAMES:
+            self.jobs.labels(level, "SUCCEEDED")
+            self.seconds.labels(level)
+            self.ratio.labels(level)
+
+    def succeeded(self, level: str, completion: jobs.CompleteJobRequest, input_size_bytes: int) -> None:
+        self.jobs.labels(level, "SUCCEEDED").inc()
+        if input_size_bytes > 0:
+            self.ratio.labels(level).observe(completion.output_size_bytes / input_size_bytes)
+        report = completion.report.fields
+        if "kept_original" in report and report["kept_original"].bool_value:
+            reason = report["kept_original_reason"].string_value if "kept_original_reason" in report else ""
+            self.kept_original.labels(level, self.kept_reason(reason)).inc()
+
+    def failed(self, level: str, reason: str) -> None:
+        self.jobs.labels(level, self.outcome(reason)).inc()
 
 
 class _JobFailed(Exception):
@@ -162,7 +211,9 @@ class Worker:
 
     def process(self, job: jobs.Job, lease_token: str) -> None:
         started = time.monotonic()
+        level = compression.level_name(job.options.level)
         self._metrics.busy.inc()
+        busy = self._metrics.busy_seconds.begin()
         try:
             with (
                 traceparent_context(job.traceparent),
@@ -197,11 +248,12 @@ class Worker:
                 )
                 if heartbeat.lost.is_set() or not self._finish(job, lease_token, heartbeat.lost, completion=completion):
                     log.warning("job %s was taken away while compressing; result dropped", job.id)
-                    self._metrics.jobs.labels("LEASE_LOST").inc()
+                    self._metrics.jobs.labels(level, "LEASE_LOST").inc()
                     self._delete_quietly(completion.output_key)
         finally:
             self._metrics.busy.dec()
-            self._metrics.seconds.observe(time.monotonic() - started)
+            self._metrics.busy_seconds.end(busy)
+            self._metrics.seconds.labels(level).observe(time.monotonic() - started)
 
     def _compress(self, job: jobs.Job, tmp: Path, heartbeat: Heartbeat) -> jobs.CompleteJobRequest:
         source = tmp / "input.pdf"
@@ -287,7 +339,7 @@ class Worker:
         if completion is not None:
             completion.lease_token = lease_token
             self._jobs.CompleteJob(completion, timeout=self._config.call_timeout_seconds)
-            self._metrics.jobs.labels("SUCCEEDED").inc()
+            self._metrics.succeeded(compression.level_name(job.options.level), completion, job.input_size_bytes)
         elif failure is not None:
             self._jobs.FailJob(
                 jobs.FailJobRequest(
@@ -299,7 +351,7 @@ class Worker:
                 ),
                 timeout=self._config.call_timeout_seconds,
             )
-            self._metrics.jobs.labels(failure.reason).inc()
+            self._metrics.failed(compression.level_name(job.options.level), failure.reason)
 
     def _delete_quietly(self, key: str) -> None:
         try:

@@ -19,7 +19,7 @@ from libs.grpc_server import ServerSpec
 from libs.service import Loop, Service
 from services.jobs.db import migrate, open_pool
 from services.jobs.events import JobEvents
-from services.jobs.metrics import JobsMetrics
+from services.jobs.metrics import JobsMetrics, PoolStats
 from services.jobs.objects import ObjectDeleter
 from services.jobs.outages import DatabaseOutages
 from services.jobs.repository import JobRepository, RetryPolicy
@@ -77,6 +77,7 @@ def build(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = JobsMetrics(registry)
     pool = open_pool(settings.database_url, max_size=settings.database_pool_size)
+    registry.register(PoolStats(pool))  # connections in use/idle, waiting requests, acquire time, failed connects
     repository = _repository(settings, pool, outages if outages is not None else DatabaseOutages())
     events = JobEvents(settings.redis_url, metrics, prefix=event_prefix)
     channel = storage_channel if storage_channel is not None else open_channel(settings.storage_addr)

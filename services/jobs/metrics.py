@@ -1,8 +1,17 @@
-"""Prometheus metrics of the jobs service (registered on the server's registry)."""
+"""Prometheus metrics of the jobs service (registered on the server's registry).
+
+The queue gauges are set by the sweeper (every SWEEP_INTERVAL_SECONDS) and by GetQueueStats, never
+by a scrape; the pool's figures are read from psycopg_pool at each scrape (in memory, no query).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from psycopg_pool import ConnectionPool
 
 
 class JobsMetrics:
@@ -23,6 +32,11 @@ class JobsMetrics:
             "jobs_queue_depth",
             "Jobs waiting (QUEUED) or being worked on (RUNNING), refreshed by the sweeper.",
             ["state"],
+            registry=registry,
+        )
+        self.oldest_queued = Gauge(
+            "pdfsmaller_jobs_oldest_queued_seconds",
+            "How long the longest-waiting due QUEUED job has been due (0: none), refreshed by the sweeper.",
             registry=registry,
         )
         self.waiting_retry = Gauge(
@@ -61,3 +75,68 @@ class JobsMetrics:
             "Failed deletions of stored objects through the storage service (retried by the sweeper).",
             registry=registry,
         )
+
+
+# The pool's counters: (name without _total, help, get_stats() key, factor to base units).
+_POOL_COUNTERS: tuple[tuple[str, str, str, float], ...] = (
+    ("pdfsmaller_jobs_db_pool_requests", "Connections asked of the pool.", "requests_num", 1),
+    ("pdfsmaller_jobs_db_pool_requests_queued", "Requests that had to wait for a connection.", "requests_queued", 1),
+    ("pdfsmaller_jobs_db_pool_wait_seconds", "Time requests spent waiting for a connection.", "requests_wait_ms", 1e-3),
+    (
+        "pdfsmaller_jobs_db_pool_request_errors",
+        "Requests that got no connection in time (the database is down, or the pool too small).",
+        "requests_errors",
+        1,
+    ),
+    (
+        "pdfsmaller_jobs_db_pool_usage_seconds",
+        "Time connections were lent out (queries and the work between).",
+        "usage_ms",
+        1e-3,
+    ),
+    ("pdfsmaller_jobs_db_pool_connects", "Connections the pool tried to open.", "connections_num", 1),
+    (
+        "pdfsmaller_jobs_db_pool_connect_seconds",
+        "Time spent opening the connections that opened.",
+        "connections_ms",
+        1e-3,
+    ),
+    ("pdfsmaller_jobs_db_pool_connect_failures", "Connections that could not be opened.", "connections_errors", 1),
+    ("pdfsmaller_jobs_db_pool_connections_lost", "Connections found broken and discarded.", "connections_lost", 1),
+    ("pdfsmaller_jobs_db_pool_bad_returns", "Connections given back to the pool in a bad state.", "returns_bad", 1),
+)
+
+
+class PoolStats(Collector):
+    """The PostgreSQL connection pool's own statistics (psycopg_pool `get_stats()`), read at each scrape.
+
+    psycopg_pool counts from the pool's start and only `pop_stats()` resets, which nothing calls, so its
+    counters are Prometheus counters as they are. A key the pool has not counted yet reads 0.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._pool.get_stats()
+        size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        connections = GaugeMetricFamily(
+            "pdfsmaller_jobs_db_pool_connections",
+            "Connections the pool holds, by state: in_use (lent out, or being opened) or idle.",
+            labels=["state"],
+        )
+        connections.add_metric(["in_use"], max(size - available, 0))
+        connections.add_metric(["idle"], available)
+        yield connections
+        yield GaugeMetricFamily(
+            "pdfsmaller_jobs_db_pool_max_connections",
+            "DATABASE_POOL_SIZE: connections the pool may open.",
+            stats.get("pool_max", 0),
+        )
+        yield GaugeMetricFamily(
+            "pdfsmaller_jobs_db_pool_requests_waiting",
+            "Requests waiting for a connection now (all are in use, or none can be opened).",
+            stats.get("requests_waiting", 0),
+        )
+        for name, documentation, key, scale in _POOL_COUNTERS:
+            yield CounterMetricFamily(name, documentation, stats.get(key, 0) * scale)

@@ -12,7 +12,7 @@ running several is safe and needs no leader. Each pass:
 2. Jobs past expire_time become EXPIRED.
 3. EXPIRED jobs' objects are deleted through the storage service; a job is
    marked done only when that worked, so a storage outage is retried next pass.
-4. The queue depth gauge is refreshed.
+4. The queue gauges are refreshed (depth by state, age of the oldest due job).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from services.jobs.events import JobEvents
 from services.jobs.metrics import JobsMetrics
 from services.jobs.objects import ObjectDeleter
 from services.jobs.outages import Outage
-from services.jobs.repository import ACTIVE_STATES, FAILED, QUEUED, RUNNING, WAITING_RETRY, JobRepository
+from services.jobs.repository import ACTIVE_STATES, FAILED, QUEUED, RUNNING, JobRepository
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,15 @@ class Sweeper:
         purged = self._repo.purge_expired(self._keep_expired_days)
         if purged:
             log.info("purged %d expired job record(s)", purged)
-        counts = self._repo.active_counts()
-        self._metrics.queue_depth.labels(QUEUED).set(counts[QUEUED])
-        self._metrics.queue_depth.labels(RUNNING).set(counts[RUNNING])
-        self._metrics.waiting_retry.set(counts[WAITING_RETRY])
+        self.refresh_queue_metrics()
+
+    def refresh_queue_metrics(self) -> None:
+        """Queue depth and age, here rather than at each scrape: a scrape never queries the database."""
+        queue = self._repo.active_queue()
+        self._metrics.queue_depth.labels(QUEUED).set(queue.queued)
+        self._metrics.queue_depth.labels(RUNNING).set(queue.running)
+        self._metrics.waiting_retry.set(queue.waiting_retry)
+        self._metrics.oldest_queued.set(queue.oldest_queued_seconds)
 
     def _refund_window(self) -> Outage | None:
         """The last database outage widened by the grace: leases that lapsed in it were not the job's fault."""

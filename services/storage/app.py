@@ -7,6 +7,7 @@ from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from libs.grpc_server import ServerSpec
+from libs.metrics import VolumeUsage
 from libs.service import Service
 from services.storage.backends import Backend
 from services.storage.backends.local import LocalBackend
@@ -31,6 +32,8 @@ def build(settings: StorageSettings, backend: Backend | None = None) -> Service:
     backend = backend if backend is not None else build_backend(settings)
     registry = CollectorRegistry()
     servicer = StorageServicer(backend, registry)
+    if isinstance(backend, LocalBackend):  # an S3 bucket's disk is the S3 service's to watch
+        registry.register(VolumeUsage({"objects": backend.root}))
 
     def register(server: grpc.Server) -> None:
         storage_service_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)

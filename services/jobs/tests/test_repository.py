@@ -363,7 +363,8 @@ def test_queue_counts(repo: JobRepository) -> None:
     assert (counts.queued, counts.running, counts.succeeded, counts.failed) == (2, 1, 0, 0)
     assert counts.oldest_queued_seconds >= 0
     assert counts.waiting_retry == 0
-    assert repo.active_counts() == {"QUEUED": 2, "RUNNING": 1, "WAITING_RETRY": 0}
+    queue = repo.active_queue()
+    assert (queue.queued, queue.running, queue.waiting_retry) == (2, 1, 0)
 
 
 def test_a_retryable_failure_backs_off_before_the_next_lease(pool: ConnectionPool) -> None:
