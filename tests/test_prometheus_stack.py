@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
+from deploy.monitoring import dashboard
 from devtools.stack.stack import SERVICES, Stack
+from tests.e2e_client import RestClient
+from tests.plugins.stack import API_KEYS
 
 pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).parent / "data"
 
 
 def test_every_service_and_envoy_is_a_target_that_is_up(stack: Stack) -> None:
@@ -56,3 +63,21 @@ def test_the_rules_are_loaded_and_evaluate_without_errors(stack: Stack) -> None:
     names = {str(rule["name"]) for rule in rules}
     assert {"pdfsmaller:edge_requests:rate1m", "ServiceUnavailable", "ErrorBudgetBurnSlow"} <= names
     assert {str(rule["name"]): rule["health"] for rule in rules} == dict.fromkeys(names, "ok")
+
+
+def test_every_dashboard_panel_query_returns_data_after_uploads(stack: Stack) -> None:
+    if stack.prometheus is None:
+        pytest.skip("prometheus is not installed (make test installs Debian's package when root)")
+    client = RestClient(stack.url, API_KEYS["acme"])
+    created = client.upload((DATA / "pypdf__jpeg.pdf").read_bytes(), filename="jpeg.pdf")
+    assert created.status == 200, created.body
+    client.wait(created.json()["id"])
+    queries = [query.expr for panel in dashboard.panels() for query in panel.queries]
+    empty: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        empty = [q for q in queries if not stack.prometheus.api("/api/v1/query?" + urlencode({"query": q}))["result"]]
+        if not empty:
+            break
+        time.sleep(1)
+    assert empty == []
