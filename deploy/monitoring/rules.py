@@ -100,6 +100,69 @@ def edge_records() -> list[Record]:
     return records
 
 
+def system_records() -> list[Record]:
+    return [
+        # df's Use%: used / (used + available); one series per service and folder (objects, work).
+        Record(
+            "pdfsmaller:volume_usage:ratio",
+            "max by (service, volume) (pdfsmaller_volume_used_bytes"
+            " / (pdfsmaller_volume_used_bytes + pdfsmaller_volume_available_bytes))",
+        ),
+        # Every jobs replica reports the same global count: max, never sum.
+        Record("pdfsmaller:jobs_queued:max", 'max(jobs_queue_depth{state="QUEUED"})'),
+        Record("pdfsmaller:jobs_oldest_queued_seconds:max", "max(pdfsmaller_jobs_oldest_queued_seconds)"),
+        Record(
+            "pdfsmaller:jobs_db_failures:rate1m",
+            "sum(rate(pdfsmaller_jobs_db_pool_connect_failures_total[1m]))"
+            " + sum(rate(pdfsmaller_jobs_db_pool_request_errors_total[1m]))",
+        ),
+    ]
+
+
+def system_alerts() -> list[Alert]:
+    return [
+        Alert(
+            "DatabaseConnectionFailures",
+            "pdfsmaller:jobs_db_failures:rate1m > 0",
+            "1m",
+            "critical",
+            "The jobs service cannot reach PostgreSQL",
+            "Connections to PostgreSQL have failed, or the pool gave up on requests, for a minute: "
+            "jobs cannot be created, leased or finished.",
+        ),
+        Alert(
+            "QueueDepthCritical",
+            "pdfsmaller:jobs_queued:max > 1000",
+            "0s",
+            "critical",
+            "More than 1000 jobs are queued",
+            "{{ $value }} jobs wait for a worker: the compressors are down, stuck or far too few.",
+        ),
+        Alert(
+            "DiskUsageCritical",
+            "pdfsmaller:volume_usage:ratio > 0.9",
+            "0s",
+            "critical",
+            "A data folder's disk is over 90% full",
+            "{{ $labels.service }}'s {{ $labels.volume }} folder is on a filesystem "
+            "{{ $value | humanizePercentage }} full: writes fail when it fills.",
+        ),
+        Alert(
+            "DiskUsageHigh",
+            "pdfsmaller:volume_usage:ratio > 0.8",
+            "0s",
+            "warning",
+            "A data folder's disk is over 80% full",
+            "{{ $labels.service }}'s {{ $labels.volume }} folder is on a filesystem "
+            "{{ $value | humanizePercentage }} full.",
+        ),
+    ]
+
+
+def all_alerts() -> list[Alert]:
+    return edge_alerts() + system_alerts()
+
+
 def _burn(long: str, short: str, factor: float) -> str:
     threshold = round(factor * ERROR_BUDGET, 6)
     return (
@@ -153,9 +216,15 @@ def edge_alerts() -> list[Alert]:
     ]
 
 
-def _groups(for_scale: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    rules = {"name": "pdfsmaller-edge", "rules": [r.rule() for r in edge_records()]}
-    alerts = {"name": "pdfsmaller-edge-alerts", "rules": [a.rule(for_scale) for a in edge_alerts()]}
+def _groups(for_scale: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rules = [
+        {"name": "pdfsmaller-edge", "rules": [r.rule() for r in edge_records()]},
+        {"name": "pdfsmaller-system", "rules": [r.rule() for r in system_records()]},
+    ]
+    alerts = [
+        {"name": "pdfsmaller-edge-alerts", "rules": [a.rule(for_scale) for a in edge_alerts()]},
+        {"name": "pdfsmaller-system-alerts", "rules": [a.rule(for_scale) for a in system_alerts()]},
+    ]
     return rules, alerts
 
 
@@ -167,7 +236,7 @@ def _yaml(document: dict[str, Any]) -> str:
 def render(for_scale: float = 1.0) -> dict[str, str]:
     """File name -> YAML text of the rules (`for_scale` < 1: shorter `for:` for live tests)."""
     rules, alerts = _groups(for_scale)
-    return {"rules.yaml": _yaml({"groups": [rules]}), "alerts.yaml": _yaml({"groups": [alerts]})}
+    return {"rules.yaml": _yaml({"groups": rules}), "alerts.yaml": _yaml({"groups": alerts})}
 
 
 def render_component() -> dict[str, str]:
@@ -180,7 +249,7 @@ def render_component() -> dict[str, str]:
             "name": "pdf-smaller",
             "labels": {"app.kubernetes.io/part-of": "pdf-smaller", "prometheus": "pdf-smaller"},
         },
-        "spec": {"groups": [rules, alerts]},
+        "spec": {"groups": rules + alerts},
     }
     return {"prometheusrule.yaml": _yaml(prometheus_rule), **render()}
 
