@@ -16,14 +16,12 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from deploy.envoy.render import REPO_ROOT, EnvoySettings, GatewayTls, envoy_binary, validate, write_rendered
-from devtools.servers.processes import log_tail, stop_process
+from devtools.servers.processes import local_get, log_tail, stop_process
 from libs.ports import PortInUse
 
 
@@ -128,12 +126,8 @@ class EnvoyServer:
         raise TimeoutError(f"envoy not ready within {self.start_timeout}s; see {self.log_path}")
 
     def _admin_get(self, path: str) -> str | None:
-        try:
-            # Our own Envoy admin on loopback over http: no user-controlled scheme.
-            with urllib.request.urlopen(self.admin_url + path, timeout=2) as response:  # noqa: S310  # nosec B310
-                return response.read().decode().strip()
-        except (urllib.error.URLError, OSError):
-            return None
+        body = local_get(self.admin_url + path, timeout=2)
+        return None if body is None else body.decode().strip()
 
     def _listener_address(self) -> str:
         listeners = json.loads(self._admin_get("/listeners?format=json") or "{}")

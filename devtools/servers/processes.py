@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -133,3 +135,14 @@ def stop_process(
                 else:
                     process.kill()
             process.wait()
+
+
+def local_get(url: str, timeout: float = 5.0) -> bytes | None:
+    """The body of GET `url` on a server this launcher started (loopback, http), or None when it does not
+    answer (yet): what launchers poll while a server starts, and read its admin or API with."""
+    try:
+        # Our own server on loopback over http: no user-controlled scheme.
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  # nosec B310
+            return bytes(response.read())
+    except (urllib.error.URLError, OSError):
+        return None

@@ -18,15 +18,13 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from devtools.servers.processes import log_tail, stop_process
+from devtools.servers.processes import local_get, log_tail, stop_process
 from libs.ports import PortInUse
 
 log = logging.getLogger(__name__)
@@ -142,22 +140,14 @@ class PrometheusServer:
             listening = _LISTENING.search(tail)
             if listening and not self.address:
                 self.address = listening.group(1)
-            if self.address and self._get("/-/ready") is not None:
+            if self.address and local_get(self.url + "/-/ready") is not None:
                 return
             time.sleep(0.1)
         raise PrometheusServerError(f"prometheus not ready within {self.start_timeout:.0f}s; see {self.log_path}")
 
-    def _get(self, path: str) -> bytes | None:
-        try:
-            # Our own Prometheus on loopback over http: no user-controlled scheme.
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:  # noqa: S310  # nosec B310
-                return bytes(response.read())
-        except (urllib.error.URLError, OSError):
-            return None
-
     def api(self, path: str) -> Any:
         """The `data` of a Prometheus HTTP API answer (e.g. "/api/v1/targets"); raises when it fails."""
-        body = self._get(path)
+        body = local_get(self.url + path)
         if body is None:
             raise PrometheusServerError(f"{path} did not answer")
         answer = json.loads(body)

@@ -7,7 +7,6 @@ limits and fresh API keys, an Envoy from `envoy_factory` in front.
 
 from __future__ import annotations
 
-import io
 import re
 import time
 import uuid
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import grpc
 import limits
-import pikepdf
 import pytest
 import redis
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
@@ -25,6 +23,7 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
 
 from devtools.stack.stack import Stack
 from services.gateway.ratelimit import Budget, LimitExceeded, Policy, RateLimiter
+from services.scanner.tests import pdfs
 from tests.e2e_client import Reply, RestClient
 from tests.plugins.figures import Figures
 from tests.plugins.stack import gateway_beside, stored_objects
@@ -122,22 +121,13 @@ def _inputs(stack: Stack) -> set[str]:
     return {name for name in stored_objects(stack) if name.startswith("inputs/")}
 
 
-def _pdf_with_launch_action() -> bytes:
-    pdf = pikepdf.new()
-    pdf.add_blank_page()
-    pdf.Root.OpenAction = pdf.make_indirect(pikepdf.Dictionary(S=pikepdf.Name.Launch, F=pikepdf.String("cmd.exe")))
-    out = io.BytesIO()
-    pdf.save(out)
-    return out.getvalue()
-
-
 def test_daily_quota_refused_and_shown(stack: Stack, envoy_factory: Callable[..., str], figures: Figures) -> None:
     source = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
     env = {**LIMITS, "RATE_LIMIT": "100/minute", "RATE_LIMIT_READ": "1000/minute"}
     with _edge(stack, envoy_factory, **env) as (url, key):
         client = RestClient(url, key)
         # Refused after it was stored and charged (the scan): refunded, so it must not eat the quota.
-        launch = client.upload(_pdf_with_launch_action(), filename="launch.pdf")
+        launch = client.upload(pdfs.with_launch_action(), filename="launch.pdf")
         accepted = client.upload(source, filename="one.pdf")
         inputs_before = _inputs(stack)
         refused = client.upload(source, filename="two.pdf")
@@ -179,7 +169,7 @@ def test_refusals_after_the_body_carry_the_headers_to_rest_clients(
     env = {"RATE_LIMIT": "100/minute", "RATE_LIMIT_BURST": "0", "QUOTA_BYTES_PER_DAY": str(len(source) + 1)}
     with _edge(stack, envoy_factory, **env) as (url, key):
         client = RestClient(url, key)
-        launch = client.upload(_pdf_with_launch_action(), filename="launch.pdf")
+        launch = client.upload(pdfs.with_launch_action(), filename="launch.pdf")
         accepted = client.upload(source, filename="one.pdf")
         crossing = client.upload(source, filename="two.pdf")
 

@@ -8,8 +8,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import logging
-from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from unittest import mock
 
@@ -20,12 +18,11 @@ from pdfsmaller.scanner.v1 import scanner_service_pb2 as scanner_pb
 from prometheus_client import CollectorRegistry
 
 from libs.errors import ServiceError
-from libs.logs import JsonFormatter
 from services.gateway.auth import Authenticator
 from services.gateway.client_address import client_address
 from services.gateway.quotas import QuotaLimits, QuotaUsage, quota_exceeded
 from services.gateway.ratelimit import Budget, Decision, LimitExceeded
-from services.gateway.security_events import REASONS, SECURITY_LOGGER, SecurityEvents
+from services.gateway.security_events import REASONS, SecurityEvents
 from services.gateway.servicer import Dependencies, GatewayServicer
 from services.gateway.tests.upload_fakes import CleanScanner, FakeJobs, FakeStorage, upload_messages
 
@@ -37,20 +34,6 @@ ENVOY_METADATA = (
     ("x-forwarded-for", "203.0.113.9, 198.51.100.7"),  # the client's own claim, then what Envoy saw
     ("x-request-id", "0b7c3c1e-5d2a-4a8e-9f41-2f6c1c1d2e3f"),
 )
-
-
-@pytest.fixture
-def security_log() -> Iterator[io.StringIO]:
-    """What the `security` logger writes, as the services' JSON formatter writes it."""
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(JsonFormatter("gateway"))
-    logger = logging.getLogger(SECURITY_LOGGER)
-    logger.addHandler(handler)
-    try:
-        yield output
-    finally:
-        logger.removeHandler(handler)
 
 
 def _lines(output: io.StringIO) -> list[dict[str, object]]:

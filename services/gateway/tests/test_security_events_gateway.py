@@ -7,38 +7,34 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import secrets
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import pikepdf
 import pytest
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.gateway.v1 import gateway_service_pb2_grpc as public_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from libs.errors import reason_of
-from libs.logs import JsonFormatter
 from libs.service import RunningService
+from libs.tests.scrape import scrape
 from services.gateway.app import build as build_gateway
-from services.gateway.security_events import SECURITY_LOGGER
 from services.gateway.settings import GatewaySettings
 from services.gateway.tests.test_app import upload
 from services.jobs.app import build as build_jobs
 from services.jobs.settings import JobsSettings
 from services.scanner.app import build as build_scanner
 from services.scanner.settings import ScannerSettings
+from services.scanner.tests import pdfs
 from tests.plugins.services import StartService, loopback_env
 
 pytestmark = pytest.mark.integration
 
 SOURCE = Path(__file__).resolve().parents[3] / "tests" / "data" / "pypdf__jpeg.pdf"
-EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 # What Envoy forwards: the client's own x-forwarded-for claim with the address Envoy saw appended.
 FROM_ENVOY = (
@@ -46,19 +42,6 @@ FROM_ENVOY = (
     ("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01"),
 )
 StartGateway = Callable[..., RunningService]
-
-
-@pytest.fixture
-def security_log() -> Iterator[io.StringIO]:
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(JsonFormatter("gateway"))
-    logger = logging.getLogger(SECURITY_LOGGER)
-    logger.addHandler(handler)
-    try:
-        yield output
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.fixture
@@ -86,24 +69,6 @@ def _tenant_and_key() -> tuple[str, str]:
     return f"t{uuid.uuid4().hex[:10]}", secrets.token_hex(16)
 
 
-def _launch_pdf() -> bytes:
-    pdf = pikepdf.new()
-    pdf.add_blank_page()
-    pdf.Root.OpenAction = pdf.make_indirect(pikepdf.Dictionary(S=pikepdf.Name.Launch, F=pikepdf.String("cmd.exe")))
-    out = io.BytesIO()
-    pdf.save(out)
-    return out.getvalue()
-
-
-def _eicar_pdf() -> bytes:
-    pdf = pikepdf.new()
-    pdf.add_blank_page()
-    pdf.Root.Payload = pdf.make_stream(EICAR)  # uncompressed, so clamd sees the signature
-    out = io.BytesIO()
-    pdf.save(out, compress_streams=False, object_stream_mode=pikepdf.ObjectStreamMode.disable)
-    return out.getvalue()
-
-
 def _refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
@@ -113,15 +78,8 @@ def _refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 
 
 def _security_counts(gateway: RunningService) -> dict[tuple[str, str], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return {
-        (sample.labels["event"], sample.labels["reason"]): sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "pdfsmaller_gateway_security_events"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    samples = scrape(gateway.metrics_port)["pdfsmaller_gateway_security_events_total"]
+    return {(labels["event"], labels["reason"]): value for labels, value in ((dict(k), v) for k, v in samples.items())}
 
 
 def test_refusals_are_security_events_with_the_forwarded_client(
@@ -147,7 +105,7 @@ def test_refusals_are_security_events_with_the_forwarded_client(
             grpc.StatusCode.UNAUTHENTICATED,
             "API_KEY_INVALID",
         )
-        launch = _refusal(lambda: stub.CreateJob(upload(_launch_pdf()), metadata=signed, timeout=60))
+        launch = _refusal(lambda: stub.CreateJob(upload(pdfs.with_launch_action()), metadata=signed, timeout=60))
         assert launch == (grpc.StatusCode.INVALID_ARGUMENT, "ACTIVE_CONTENT_REFUSED")
         stub.CreateJob(upload(SOURCE.read_bytes()), metadata=signed, timeout=60)  # today's one file
         again = _refusal(lambda: stub.CreateJob(upload(SOURCE.read_bytes()), metadata=signed, timeout=60))
@@ -204,7 +162,9 @@ def test_malware_is_a_security_event_with_its_signature(
     gateway = start_gateway({"CLAMD_ADDR": clamd_addr}, {"API_KEYS": f"{tenant}:{key}"})
     with grpc.insecure_channel(gateway.address) as channel:
         stub = public_grpc.GatewayServiceStub(channel)
-        refused = _refusal(lambda: stub.CreateJob(upload(_eicar_pdf()), metadata=(("x-api-key", key),), timeout=60))
+        refused = _refusal(
+            lambda: stub.CreateJob(upload(pdfs.with_eicar_attachment()), metadata=(("x-api-key", key),), timeout=60)
+        )
     assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "MALWARE_DETECTED")
     (line,) = [json.loads(line) for line in security_log.getvalue().splitlines()]
     assert (line["event"], line["reason"], line["tenant"]) == ("malware_detected", "infected", tenant)
