@@ -1,4 +1,5 @@
-"""Prometheus collectors more than one service uses: process figures, volume usage, time spent busy.
+"""Prometheus collectors more than one service uses: process and container figures, volume usage, time
+spent busy.
 
 Each reads what it reports when scraped (a `statvfs`, a clock), so a value is never older than the
 scrape and costs nothing between scrapes.
@@ -13,12 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from libs import cgroup
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def register_process_collectors(registry: CollectorRegistry) -> None:
@@ -27,6 +32,67 @@ def register_process_collectors(registry: CollectorRegistry) -> None:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+    registry.register(ContainerResources(cgroup.find()))
+
+
+class ContainerResources(Collector):
+    """Memory and CPU of the process's cgroup (the container, children included) and its limits.
+
+    The limits are left out when there are none, so an alert on usage / limit has no series to fire
+    on rather than a ratio against infinity. Nothing is reported when the machine has no readable
+    cgroup; a read that fails leaves that half out of the scrape (logged once per run of failures).
+    """
+
+    def __init__(self, group: cgroup.Cgroup | None) -> None:
+        self._group = group
+        self._failing: set[str] = set()
+
+    def collect(self) -> Iterable[Metric]:
+        if self._group is None:
+            return []
+        families: list[Metric] = []
+        memory = self._read("memory", self._group.memory)
+        if memory is not None:
+            working_set, memory_limit = memory
+            families.append(
+                GaugeMetricFamily(
+                    "pdfsmaller_container_memory_working_set_bytes",
+                    "Memory of this process's cgroup (container) less inactive file cache, children included.",
+                    value=working_set,
+                )
+            )
+            if memory_limit is not None:
+                families.append(
+                    GaugeMetricFamily(
+                        "pdfsmaller_container_memory_limit_bytes", "Memory limit of that cgroup.", value=memory_limit
+                    )
+                )
+        cpu = self._read("cpu", self._group.cpu)
+        if cpu is not None:
+            used, cpu_limit = cpu
+            families.append(
+                CounterMetricFamily(
+                    "pdfsmaller_container_cpu_usage_seconds", "CPU seconds used by that cgroup.", value=used
+                )
+            )
+            if cpu_limit is not None:
+                families.append(
+                    GaugeMetricFamily(
+                        "pdfsmaller_container_cpu_limit_cores", "CPU quota of that cgroup, in cores.", value=cpu_limit
+                    )
+                )
+        return families
+
+    def _read(self, part: str, read: Callable[[], _T]) -> _T | None:
+        try:
+            value = read()
+        except (OSError, ValueError, KeyError) as error:
+            if part not in self._failing:
+                log.warning("cannot read the cgroup's %s figures: %s", part, error)
+            self._failing.add(part)
+            return None
+        self._failing.discard(part)
+        return value
 
 
 class VolumeUsage(Collector):

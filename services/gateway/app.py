@@ -8,7 +8,7 @@ from pdfsmaller.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2, jobs_service_pb2_grpc
 from pdfsmaller.scanner.v1 import scanner_service_pb2, scanner_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
@@ -62,6 +62,12 @@ def _dependencies(
     registry: CollectorRegistry,
 ) -> Dependencies:
     authenticator = Authenticator(settings.api_keys)
+    redis_up = Gauge(
+        "pdfsmaller_gateway_redis_up",
+        "1 after the feature's last Redis call succeeded, 0 after one failed (the feature then fails open).",
+        ["feature"],
+        registry=registry,
+    )
     scanner_stub = scanner_service_pb2_grpc.ScannerServiceStub(scanner_channel)
     jobs_stub = jobs_service_pb2_grpc.JobsServiceStub(jobs_channel)
     health = HealthReporter(
@@ -81,8 +87,8 @@ def _dependencies(
         storage=storage_service_pb2_grpc.StorageServiceStub(storage_channel),
         scanner=scanner_stub,
         authenticator=authenticator,
-        rate_limiter=RateLimiter(redis_client, settings.rate_limits),
-        quotas=Quotas(redis_client, settings.quotas),
+        rate_limiter=RateLimiter(redis_client, settings.rate_limits, redis_up.labels("rate_limits")),
+        quotas=Quotas(redis_client, settings.quotas, redis_up=redis_up.labels("quotas")),
         health=health,
         security_events=SecurityEvents(registry),
         max_upload_bytes=settings.max_upload_bytes,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from prometheus_client import Gauge
 
 from libs.errors import Unavailable
 from services.gateway.ratelimit import LimitExceeded
@@ -84,12 +85,19 @@ def utc_now() -> dt.datetime:
 
 
 class Quotas:
-    def __init__(self, client: redis.Redis, limits: QuotaLimits, clock: Callable[[], dt.datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        limits: QuotaLimits,
+        clock: Callable[[], dt.datetime] = utc_now,
+        redis_up: Gauge | None = None,
+    ) -> None:
+        """`redis_up`: a gauge set to 0 while Redis fails the quotas, 1 otherwise."""
         self._redis = client
         self._limits = limits
         self._clock = clock
         self._reserve = client.register_script(_RESERVE)
-        self._outage = OutageLog("upload quotas", log)
+        self._outage = OutageLog("upload quotas", log, redis_up)
 
     @property
     def limits(self) -> QuotaLimits:

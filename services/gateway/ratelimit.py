@@ -22,6 +22,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import Gauge
 
 from libs.errors import ResourceExhausted
 from services.gateway.redis_outage import OutageLog
@@ -121,11 +122,12 @@ class RateLimiter:
     take the whole API down; Envoy's per-client edge limit still applies.
     """
 
-    def __init__(self, client: redis.Redis, policies: Mapping[Budget, Policy]) -> None:
+    def __init__(self, client: redis.Redis, policies: Mapping[Budget, Policy], redis_up: Gauge | None = None) -> None:
+        """`redis_up`: a gauge set to 0 while Redis fails the limiter, 1 otherwise."""
         storage = RedisStorage("redis://", connection_pool=client.connection_pool, key_prefix="ratelimit")
         self._strategy = MovingWindowRateLimiter(storage)
         self._policies = dict(policies)
-        self._outage = OutageLog("rate limiter", log)
+        self._outage = OutageLog("rate limiter", log, redis_up)
 
     def policy(self, budget: Budget) -> Policy:
         return self._policies[budget]

@@ -8,7 +8,7 @@ import logging
 import grpc
 from pdfsmaller.scanner.v1 import scanner_service_pb2, scanner_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
@@ -52,9 +52,21 @@ def build(settings: ScannerSettings, storage_channel: grpc.Channel | None = None
     def register(server: grpc.Server) -> None:
         scanner_service_pb2_grpc.add_ScannerServiceServicer_to_server(servicer, server)
 
+    dependency_up = Gauge(
+        "scanner_dependency_up",
+        "1 while the readiness check finds the dependency answering (clamd only when configured).",
+        ["dependency"],
+        registry=registry,
+    )
+
     def readiness() -> bool:
         # Configured clamd must answer: the scanner refuses every upload while it is down.
-        return (clamd is None or clamd.ping()) and storage_ready(channel)
+        answers = {"storage": storage_ready(channel)}
+        if clamd is not None:
+            answers["clamd"] = clamd.ping()
+        for dependency, up in answers.items():
+            dependency_up.labels(dependency).set(1 if up else 0)
+        return all(answers.values())
 
     spec = ServerSpec(
         name="scanner",

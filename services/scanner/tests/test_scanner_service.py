@@ -258,7 +258,7 @@ def test_clamd_down_fails_closed(
     storage_addr: str, storage: storage_service_pb2_grpc.StorageServiceStub, closed_address: str
 ) -> None:
     store(storage, "scan/clean-but-unscanned.pdf", pdfs.plain(1))
-    down = start_scanner(storage_addr, closed_address)
+    down = start_scanner(storage_addr, closed_address, metrics=True)
     try:
         with pytest.raises(grpc.RpcError) as raised:
             down.stub.ScanObject(pb.ScanObjectRequest(key="scan/clean-but-unscanned.pdf"), timeout=30)
@@ -268,6 +268,10 @@ def test_clamd_down_fails_closed(
         assert status.engine == pb.MALWARE_ENGINE_CLAMD
         assert not status.clamd_reachable
         assert down.health() == health_pb2.HealthCheckResponse.NOT_SERVING
+        body = urllib.request.urlopen(f"http://127.0.0.1:{down.server.metrics_port}/metrics", timeout=5).read()
+        # What the ScannerDependencyDown alert watches.
+        assert 'scanner_dependency_up{dependency="clamd"} 0.0' in body.decode()
+        assert 'scanner_dependency_up{dependency="storage"} 1.0' in body.decode()
     finally:
         down.close()
 
@@ -318,6 +322,8 @@ def test_metrics(storage_addr: str, clamd_addr: str, storage: storage_service_pb
     assert "scanner_scan_seconds_count 2.0" in body
     assert "scanner_scanned_bytes_total" in body
     assert "scanner_incomplete_checks_total" in body
+    assert 'scanner_dependency_up{dependency="clamd"} 1.0' in body
+    assert 'scanner_dependency_up{dependency="storage"} 1.0' in body
 
 
 # --- a structure check that cannot finish fails closed --------------------------------------------
