@@ -14,6 +14,9 @@ against a live system without waiting minutes.
 
 Edge traffic is measured at Envoy (`envoy_http_downstream_rq_*` of the `public` listener): it sees
 every answer users get, the gateway's and Envoy's own (413, 429, 503 when the gateway is down).
+Latency is that of the `calls` virtual cluster: transfers and watches take as long as they must.
+Memory and CPU are the cgroup's (`pdfsmaller_container_*`, libs/cgroup.py: the container in
+Kubernetes, children included), against its limits; with no limit there is no series to alert on.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ ERROR_BUDGET = 1 - AVAILABILITY_SLO
 
 _EDGE = 'envoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix="public"}'
 _EDGE_5XX = 'envoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix="public",envoy_response_code_class="5"}'
-_EDGE_TIME = 'envoy_http_downstream_rq_time_bucket{envoy_http_conn_manager_prefix="public"}'
+# Response time of the API calls users wait on: Envoy's `calls` virtual cluster (deploy/envoy/envoy.yaml),
+# which leaves out uploads and downloads (as long as their bytes) and watches (as long as their job).
+_EDGE_TIME = 'envoy_vhost_vcluster_upstream_rq_time_bucket{envoy_virtual_host="public",envoy_virtual_cluster="calls"}'
 _GATEWAY = 'grpc_server_handled_total{service="gateway",grpc_service="pdfsmaller.gateway.v1.GatewayService"}'
 # Windows of the 5xx ratio: the guide's alerts (1m, 5m) and the burn-rate pairs (SRE workbook, ch. 5).
 ERROR_RATIO_WINDOWS = ("1m", "5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -159,10 +164,6 @@ def system_alerts() -> list[Alert]:
     ]
 
 
-def all_alerts() -> list[Alert]:
-    return edge_alerts() + system_alerts()
-
-
 def _burn(long: str, short: str, factor: float) -> str:
     threshold = round(factor * ERROR_BUDGET, 6)
     return (
@@ -194,7 +195,8 @@ def edge_alerts() -> list[Alert]:
             "5m",
             "warning",
             "95th-percentile API response time above 2 s",
-            "p95 response time at the edge is {{ $value | humanizeDuration }} (uploads and downloads included).",
+            "p95 response time of API calls at the edge is {{ $value | humanizeDuration }} "
+            "(uploads, downloads and watches not counted).",
         ),
         Alert(
             "ErrorBudgetBurnFast",
@@ -216,15 +218,218 @@ def edge_alerts() -> list[Alert]:
     ]
 
 
+def resource_records() -> list[Record]:
+    # One series per scrape target: every pod is its own container. Under `make run` the services share
+    # one cgroup, so each reports the same figures. No limit, no limit series: the ratio has no series.
+    return [
+        Record(
+            "pdfsmaller:container_memory_usage:ratio",
+            "max by (service, instance) (pdfsmaller_container_memory_working_set_bytes"
+            " / pdfsmaller_container_memory_limit_bytes)",
+        ),
+        Record(
+            "pdfsmaller:container_cpu_usage:ratio_rate5m",
+            "max by (service, instance) (rate(pdfsmaller_container_cpu_usage_seconds_total[5m])"
+            " / pdfsmaller_container_cpu_limit_cores)",
+        ),
+    ]
+
+
+def resource_alerts() -> list[Alert]:
+    return [
+        # 1m: four scrapes, so one sample at a job's peak does not page; at 95% the OOM kill may be seconds
+        # away, and then the alert clears with the restart: the page says the limit is too tight for the load.
+        Alert(
+            "MemoryUsageCritical",
+            "pdfsmaller:container_memory_usage:ratio > 0.95",
+            "1m",
+            "critical",
+            "A container is at its memory limit",
+            "{{ $labels.service }} ({{ $labels.instance }}) has used {{ $value | humanizePercentage }} of its "
+            "memory limit for a minute: the kernel OOM-kills it at 100%.",
+        ),
+        Alert(
+            "MemoryUsageHigh",
+            "pdfsmaller:container_memory_usage:ratio > 0.85",
+            "10m",
+            "warning",
+            "A container uses over 85% of its memory limit",
+            "{{ $labels.service }} ({{ $labels.instance }}) has used {{ $value | humanizePercentage }} of its "
+            "memory limit for 10 minutes.",
+        ),
+        Alert(
+            "HighCPU",
+            "pdfsmaller:container_cpu_usage:ratio_rate5m > 0.8",
+            "10m",
+            "warning",
+            "A container uses over 80% of its CPU limit",
+            "{{ $labels.service }} ({{ $labels.instance }}) has used {{ $value | humanizePercentage }} of its "
+            "CPU limit for 10 minutes: at 100% it is throttled and everything it does slows down.",
+        ),
+    ]
+
+
+_ENGINE_LIMITS = 'compressor_jobs_total{outcome=~"TIMEOUT|OUT_OF_MEMORY|ENGINE_CRASHED"}'
+_SERVER_ERRORS = 'grpc_server_handled_total{grpc_code=~"INTERNAL|UNKNOWN|DATA_LOSS"}'
+# Jobs the workers processed to an end: cancelled and expired ones say nothing of the processing.
+_PROCESSED = 'jobs_finished_total{state=~"SUCCEEDED|FAILED"}'
+
+
+def product_records() -> list[Record]:
+    return [
+        Record("pdfsmaller:compressor_worker_threads:sum", "sum(pdfsmaller_compressor_worker_threads)"),
+        Record(
+            "pdfsmaller:jobs_failed:ratio_rate15m",
+            f'sum(rate(jobs_finished_total{{state="FAILED"}}[15m])) / sum(rate({_PROCESSED}[15m]))',
+        ),
+        Record("pdfsmaller:jobs_processed:increase15m", f"sum(increase({_PROCESSED}[15m]))"),
+    ]
+
+
+def product_alerts() -> list[Alert]:
+    return _job_alerts() + _dependency_alerts() + _fault_alerts()
+
+
+def _job_alerts() -> list[Alert]:
+    return [
+        Alert(
+            "NoCompressorWorkers",
+            "(pdfsmaller:jobs_queued:max > 0) unless on () (pdfsmaller:compressor_worker_threads:sum > 0)",
+            "5m",
+            "critical",
+            "Jobs are queued and no compressor is running",
+            "For 5 minutes jobs have been queued ({{ $value }} now) and no compressor has reported worker "
+            "threads: no file is being compressed.",
+        ),
+        Alert(
+            "QueueBacklog",
+            "pdfsmaller:jobs_oldest_queued_seconds:max > 600",
+            "5m",
+            "warning",
+            "The workers do not keep up with the queue",
+            "The oldest due job has waited {{ $value | humanizeDuration }} (over 10 minutes, for 5 minutes): "
+            "the compressors are too few, stuck or not leasing.",
+        ),
+        Alert(
+            "JobsFailing",
+            "pdfsmaller:jobs_failed:ratio_rate15m > 0.2 and on () pdfsmaller:jobs_processed:increase15m >= 10",
+            "0s",
+            "warning",
+            "More than 20% of jobs fail",
+            "{{ $value | humanizePercentage }} of the jobs that ended in the last 15 minutes failed "
+            "(counted from 10 ended jobs on): bad inputs, or engine limits too tight.",
+        ),
+        # A counter series is born at its first count, which increase() cannot see: the `unless ... offset`
+        # term counts the series born within the window (a new pod's first TIMEOUT).
+        Alert(
+            "EngineLimitsHit",
+            f"sum by (outcome) (increase({_ENGINE_LIMITS}[30m])) > 0"
+            f" or sum by (outcome) ({_ENGINE_LIMITS} unless {_ENGINE_LIMITS} offset 30m) > 0",
+            "0s",
+            "warning",
+            "Jobs hit the compression engine's limits",
+            "Jobs ended with {{ $labels.outcome }} in the last 30 minutes: the engine ran out of CPU time "
+            "(TIMEOUT) or memory (OUT_OF_MEMORY), or crashed (ENGINE_CRASHED).",
+        ),
+        Alert(
+            "LeasesExpiring",
+            'sum(increase(jobs_lease_expirations_total{outcome!="outage"}[15m])) > 0',
+            "0s",
+            "warning",
+            "Workers stop renewing the leases of their jobs",
+            "Leases ran out in the last 15 minutes (outages of the database not counted): workers died, "
+            "were killed or hung mid-job; their jobs are retried, or failed when out of attempts.",
+        ),
+    ]
+
+
+def _dependency_alerts() -> list[Alert]:
+    return [
+        Alert(
+            "ScannerDependencyDown",
+            "scanner_dependency_up == 0",
+            "1m",
+            "critical",
+            "A scanner cannot reach clamd or storage",
+            "The scanner at {{ $labels.instance }} has not reached {{ $labels.dependency }} for a minute: it is "
+            "not ready, and uploads are refused (503) while no scanner is.",
+        ),
+        Alert(
+            "RedisDown",
+            "pdfsmaller_gateway_redis_up == 0 or sum(rate(jobs_event_publish_failures_total[1m])) > 0",
+            "2m",
+            "warning",
+            "Redis does not answer",
+            "{{ if $labels.feature }}The gateway at {{ $labels.instance }} has failed to reach Redis for "
+            "{{ $labels.feature }} for 2 minutes: it lets those requests through unchecked."
+            "{{ else }}The jobs service has failed to publish job events to Redis for 2 minutes: "
+            "watchers fall back to re-reading, status updates are late.{{ end }}",
+        ),
+        # Failures in every 10-minute window for 20 minutes: deletions have kept failing for half an hour,
+        # where one failed pass (storage restarting) is retried by the next sweep.
+        Alert(
+            "RetentionStuck",
+            "sum(increase(jobs_object_delete_failures_total[10m])) > 0",
+            "20m",
+            "warning",
+            "Files past their retention are not being deleted",
+            "Deleting expired jobs' files has kept failing for 30 minutes (each sweep retries): they stay stored "
+            "past their retention.",
+        ),
+    ]
+
+
+def _fault_alerts() -> list[Alert]:
+    # `rate(...[5m]) > 0 for 5m`: errors keep coming for 5 minutes; a single one never fires.
+    return [
+        Alert(
+            "ScannerErrors",
+            'sum(rate(scanner_scans_total{verdict="error"}[5m])) > 0',
+            "5m",
+            "warning",
+            "Scans keep failing",
+            "Scans have ended in error for 5 minutes: those uploads are refused (SCAN_FAILED); clamd or "
+            "storage is in trouble.",
+        ),
+        Alert(
+            "ServerErrors",
+            f"sum by (service) (rate({_SERVER_ERRORS}[5m])) > 0",
+            "5m",
+            "warning",
+            "A service answers with internal errors",
+            "{{ $labels.service }} has answered calls with INTERNAL, UNKNOWN or DATA_LOSS for 5 minutes: a bug; "
+            "the log line with the traceback holds the trace id.",
+        ),
+        Alert(
+            "TargetDown",
+            'up{service!=""} == 0',
+            "2m",
+            "warning",
+            "Prometheus cannot scrape a service",
+            "{{ $labels.service }} at {{ $labels.instance }} has not answered a scrape for 2 minutes: it is down "
+            "or unreachable, and the alerts on its metrics see nothing.",
+        ),
+    ]
+
+
+def _sections() -> list[tuple[str, list[Record], list[Alert]]]:
+    """(group name, its recording rules, its alerts): `<name>` in rules.yaml, `<name>-alerts` in alerts.yaml."""
+    return [
+        ("pdfsmaller-edge", edge_records(), edge_alerts()),
+        ("pdfsmaller-system", system_records(), system_alerts()),
+        ("pdfsmaller-resources", resource_records(), resource_alerts()),
+        ("pdfsmaller-product", product_records(), product_alerts()),
+    ]
+
+
+def all_alerts() -> list[Alert]:
+    return [alert for _, _, alerts in _sections() for alert in alerts]
+
+
 def _groups(for_scale: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    rules = [
-        {"name": "pdfsmaller-edge", "rules": [r.rule() for r in edge_records()]},
-        {"name": "pdfsmaller-system", "rules": [r.rule() for r in system_records()]},
-    ]
-    alerts = [
-        {"name": "pdfsmaller-edge-alerts", "rules": [a.rule(for_scale) for a in edge_alerts()]},
-        {"name": "pdfsmaller-system-alerts", "rules": [a.rule(for_scale) for a in system_alerts()]},
-    ]
+    sections = _sections()
+    rules = [{"name": name, "rules": [r.rule() for r in records]} for name, records, _ in sections]
+    alerts = [{"name": f"{name}-alerts", "rules": [a.rule(for_scale) for a in alerts]} for name, _, alerts in sections]
     return rules, alerts
 
 

@@ -52,22 +52,37 @@ def test_every_alert_unit_test_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# (unit test file, text of a threshold in the rendered rules, a wrong one, the alert whose test must fail)
+WRONG_THRESHOLDS = [
+    ("edge.test.yaml", "ratio_rate1m > 0.05", "ratio_rate1m > 0.07", "ServiceUnavailable"),
+    ("resources.test.yaml", "memory_usage:ratio > 0.95", "memory_usage:ratio > 0.97", "MemoryUsageCritical"),
+    ("product.test.yaml", "oldest_queued_seconds:max > 600", "oldest_queued_seconds:max > 580", "QueueBacklog"),
+]
+
+
 @needs_promtool
-def test_a_wrong_threshold_fails_the_unit_tests(tmp_path: Path) -> None:
-    """The unit tests can fail: the same tests against rules whose ServiceUnavailable waits for 7%."""
+@pytest.mark.parametrize(
+    ("test_file", "right", "wrong", "alert"), WRONG_THRESHOLDS, ids=[t[3] for t in WRONG_THRESHOLDS]
+)
+def test_a_wrong_threshold_fails_the_unit_tests(
+    tmp_path: Path, test_file: str, right: str, wrong: str, alert: str
+) -> None:
+    """The unit tests can fail: the same tests against rules with one threshold moved."""
     (tmp_path / "tests").mkdir()
-    for name, text in rules.render().items():
-        (tmp_path / name).write_text(text.replace("ratio_rate1m > 0.05", "ratio_rate1m > 0.07"))
-    shutil.copy(TESTS_DIR / "edge.test.yaml", tmp_path / "tests")
+    rendered = rules.render()
+    assert sum(text.count(right) for text in rendered.values()) == 1
+    for name, text in rendered.items():
+        (tmp_path / name).write_text(text.replace(right, wrong))
+    shutil.copy(TESTS_DIR / test_file, tmp_path / "tests")
     result = subprocess.run(
-        [str(PROMTOOL), "test", "rules", "edge.test.yaml"],
+        [str(PROMTOOL), "test", "rules", test_file],
         capture_output=True,
         text=True,
         check=False,
         cwd=tmp_path / "tests",
     )
     assert result.returncode != 0
-    assert "ServiceUnavailable" in result.stdout + result.stderr
+    assert f"alertname: {alert}" in result.stdout + result.stderr
 
 
 def _alert_cases() -> tuple[set[str], set[str]]:
@@ -103,9 +118,19 @@ def test_every_runbook_link_points_at_a_section_of_the_runbook() -> None:
         assert alert.anchor in anchors, f"docs/runbook.md has no section '{alert.name}'"
 
 
+def test_the_operations_guide_lists_every_alert_with_its_severity() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    rows = dict(re.findall(r"^\| (\w+) \| (critical|warning|info) \|", guide, re.MULTILINE))
+    assert rows == {alert.name: alert.severity for alert in rules.all_alerts()}
+
+
 def test_shorter_for_durations_for_live_tests() -> None:
     fast = yaml.safe_load(rules.render(for_scale=0.01)["alerts.yaml"])
     durations = {rule["alert"]: rule.get("for") for group in fast["groups"] for rule in group["rules"]}
     assert durations["ServiceUnavailable"] == "1s"
     assert durations["ErrorBudgetBurnSlow"] == "36s"
     assert durations["QueueDepthCritical"] is None  # fires at once: nothing to shorten
+    live = yaml.safe_load(rules.render(for_scale=1 / 60)["alerts.yaml"])  # the stack tests' scale
+    durations = {rule["alert"]: rule.get("for") for group in live["groups"] for rule in group["rules"]}
+    assert durations["NoCompressorWorkers"] == "5s"
+    assert durations["ScannerDependencyDown"] == "1s"
