@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -16,6 +18,7 @@ from tests.plugins.stack import API_KEYS
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).parent / "data"
+LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 def test_every_service_and_envoy_is_a_target_that_is_up(stack: Stack) -> None:
@@ -72,12 +75,22 @@ def test_every_dashboard_panel_query_returns_data_after_uploads(stack: Stack) ->
     created = client.upload((DATA / "pypdf__jpeg.pdf").read_bytes(), filename="jpeg.pdf")
     assert created.status == 200, created.body
     client.wait(created.json()["id"])
-    queries = [query.expr for panel in dashboard.panels() for query in panel.queries]
-    empty: list[str] = []
+    queries = [query for panel in dashboard.panels() for query in panel.queries]
+    results: dict[str, list[dict[str, Any]]] = {}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        empty = [q for q in queries if not stack.prometheus.api("/api/v1/query?" + urlencode({"query": q}))["result"]]
-        if not empty:
+        results = {
+            q.expr: stack.prometheus.api("/api/v1/query?" + urlencode({"query": q.expr}))["result"] for q in queries
+        }
+        if all(results.values()):
             break
         time.sleep(1)
-    assert empty == []
+    assert [expr for expr, result in results.items() if not result] == []
+    # A legend names labels its query keeps, or Grafana draws an empty name.
+    unnamed = [
+        (q.legend, series["metric"])
+        for q in queries
+        for series in results[q.expr]
+        if not set(LEGEND_LABEL.findall(q.legend)) <= set(series["metric"])
+    ]
+    assert unnamed == []
