@@ -37,6 +37,7 @@ from libs.metrics import BoundedLabel, BusySeconds
 from libs.telemetry import traceparent_context
 from services.compressor import transfer
 from services.compressor.engine import CompressOptions, EngineError, Limits
+from services.compressor.engine.errors import ENGINE_CRASHED, OUT_OF_MEMORY, TIMEOUT
 from services.compressor.engine.errors import REASONS as ENGINE_REASONS
 from services.compressor.heartbeat import Heartbeat
 from services.compressor.readiness import DependencyGate
@@ -48,7 +49,10 @@ tracer = trace.get_tracer("pdfsmaller.compressor")
 Engine = Callable[..., dict[str, Any]]
 
 # Engine failures worth another attempt on another worker; the rest are facts about the file.
-RETRYABLE_ENGINE_REASONS = {"ENGINE_CRASHED"}
+RETRYABLE_ENGINE_REASONS = {ENGINE_CRASHED}
+# The engine's resource limits and crashes, which operators watch (EngineLimitsHit).
+ENGINE_LIMIT_REASONS = (TIMEOUT, OUT_OF_MEMORY, ENGINE_CRASHED)
+KEPT_ORIGINAL_REASONS = ("NOT_SMALLER", "VERIFICATION_FAILED")
 # Storage answers that mean "storage is away", not "this job is wrong".
 OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 MAX_BACKOFF_SECONDS = 10.0
@@ -79,7 +83,7 @@ class _Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.outcome = BoundedLabel(["SUCCEEDED", "LEASE_LOST", *ENGINE_REASONS])
-        self.kept_reason = BoundedLabel(["NOT_SMALLER", "VERIFICATION_FAILED"])
+        self.kept_reason = BoundedLabel(KEPT_ORIGINAL_REASONS)
         self.jobs = Counter(
             "compressor_jobs_total",
             "Jobs finished by this worker, by level and outcome.",
@@ -114,8 +118,13 @@ class _Metrics:
             "Seconds worker threads spent on jobs, the jobs in hand included: rate() is the busy workers.",
         )
         registry.register(self.busy_seconds)
+        # Series present from the start at 0, so rate() and increase() see their first count (the
+        # EngineLimitsHit alert, the kept-originals panel).
         for level in compression.LEVEL_NAMES:
-            self.jobs.labels(level, "SUCCEEDED")
+            for outcome in ("SUCCEEDED", *ENGINE_LIMIT_REASONS):
+                self.jobs.labels(level, outcome)
+            for reason in KEPT_ORIGINAL_REASONS:
+                self.kept_original.labels(level, reason)
             self.seconds.labels(level)
             self.ratio.labels(level)
 

@@ -90,6 +90,8 @@ class ScannerServicer(pb_grpc.ScannerServiceServicer):
             registry=registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
+        for verdict in ("clean", "infected", "refused", "error"):
+            self._scans.labels(verdict)  # at 0 from the start, so rate() sees the first of each
         self._bytes = Counter("scanner_scanned_bytes_total", "Bytes streamed through the scanner.", registry=registry)
         self._incomplete = Counter(
             "scanner_incomplete_checks_total",

@@ -369,7 +369,7 @@ def test_incomplete_check_is_refused_by_default(
     assert "could not be fully checked" in (raised.value.details() or "")
     assert 'scanner_incomplete_checks_total{outcome="refused"} 1.0' in body
     assert 'scanner_scans_total{verdict="refused"} 1.0' in body
-    assert 'scanner_scans_total{verdict="error"}' not in body
+    assert 'scanner_scans_total{verdict="error"} 0.0' in body
 
 
 def test_incomplete_check_can_be_accepted_with_all_content_assumed(
