@@ -48,6 +48,10 @@ class ScrapeTarget:
     metrics_path: str = "/metrics"
 
 
+def committed_rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.yaml"))
+
+
 def find_binary() -> Path | None:
     found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None)
     return Path(found) if found else None
@@ -75,7 +79,7 @@ class PrometheusServer:
     targets: Sequence[ScrapeTarget]
     listen: str = "127.0.0.1:0"
     scrape_interval: str = "5s"
-    rule_files: Sequence[Path] = field(default_factory=lambda: sorted(RULES_DIR.glob("*.yaml")))
+    rule_files: Sequence[Path] = field(default_factory=committed_rule_files)
     binary: Path | None = None
     start_timeout: float = 30.0
     address: str = ""

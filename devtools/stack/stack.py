@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO
@@ -27,7 +27,7 @@ from devtools.servers.clamd import ClamdServer
 from devtools.servers.envoy import EnvoyServer, EnvoySettings
 from devtools.servers.postgres import PostgresServer
 from devtools.servers.processes import log_tail, stop_process
-from devtools.servers.prometheus import PrometheusServer, stack_targets
+from devtools.servers.prometheus import PrometheusServer, committed_rule_files, stack_targets
 from devtools.servers.redis import RedisServer
 from libs.health import serving_problem
 from libs.ports import PortInUse
@@ -120,6 +120,8 @@ class Stack:
     with_prometheus: bool = False
     # How often the stack's Prometheus scrapes and evaluates its rules.
     scrape_interval: str = "5s"
+    # None: the committed rules of deploy/monitoring/prometheus/ (tests pass a copy with short `for:`).
+    prometheus_rule_files: Sequence[Path] | None = None
     durable: bool = True
     postgres: PostgresServer | None = None
     redis: RedisServer | None = None
@@ -245,6 +247,7 @@ class Stack:
             ),
             listen=f"127.0.0.1:{self.ports.prometheus}",
             scrape_interval=self.scrape_interval,
+            rule_files=committed_rule_files() if self.prometheus_rule_files is None else self.prometheus_rule_files,
         )
         try:
             self.prometheus.start()
