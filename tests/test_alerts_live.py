@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from tests.plugins.stack import API_KEYS
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).parent / "data"
+RUNBOOK = Path(__file__).resolve().parents[1] / "docs" / "runbook.md"
 # Generous: the sweeper refreshes the queue gauges every few seconds, scrapes and rules run every second.
 ALERT_TIMEOUT = 60.0
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -147,6 +150,38 @@ def test_security_events_reach_the_gateway_log_with_their_fields(stack: Stack) -
     # Never a key, in any line.
     assert wrong_key not in text
     assert API_KEYS["acme"] not in text
+
+
+def _runbook_searches() -> list[tuple[str, str]]:
+    """(what, command) of the runbook's security-event search table, on `make run`'s log paths."""
+    section = RUNBOOK.read_text().split("## Searching the security events", 1)[1]
+    rows = re.findall(r"^\| (.+?) \| `(.+)` \|$", section, re.MULTILINE)
+    return [(what, command.replace("\\|", "|")) for what, command in rows if "gateway.log" in command]
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed")
+def test_the_runbook_searches_find_the_events(stack: Stack) -> None:
+    """The documented commands, run as written against the stack's gateway log, find what they say."""
+    assert RestClient(stack.url, "not-a-key-0123456789abcdef").request("GET", "/v1/jobs").status == 401
+    assert RestClient(stack.url, API_KEYS["acme"]).upload(pdfs.with_launch_action(), filename="l.pdf").status == 400
+    log_path = stack.data_dir / "logs" / "gateway.log"
+    searches = _runbook_searches()
+    assert len(searches) >= 7
+    found: dict[str, str] = {}
+    for what, command in searches:
+        result = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command.replace(".data/logs/gateway.log", str(log_path))],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, (what, command, result.stderr)
+        found[what] = result.stdout
+    assert "authentication_failed" in found['`grep "authentication failed"`']
+    assert "127.0.0.1" in found["failed logins per address"]
+    assert '"launch"' in found["refused active content"]
+    assert "active_content_refused" in found["every security event"]
 
 
 def test_metrics_stay_low_cardinality(stack: Stack) -> None:
