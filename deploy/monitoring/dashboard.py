@@ -34,6 +34,8 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 class Query:
     expr: str
     legend: str
+    # A series only some machines have (a cgroup limit): the query has data exactly where it exists.
+    needs: str = ""
 
 
 @dataclass(frozen=True)
@@ -392,6 +394,34 @@ RESOURCES: tuple[Panel, ...] = (
         (Query("sum by (service) (process_resident_memory_bytes)", "{{service}}"),),
         "Resident memory of each service's processes. Bad: a steady climb (a leak) or a value near the "
         "container's limit (the kernel kills it).",
+    ),
+    Panel(
+        "Container memory by service",
+        "bytes",
+        (Query("max by (service) (pdfsmaller_container_memory_working_set_bytes)", "{{service}}"),),
+        "Working set of each service's cgroup (the pod's container), child processes included: the "
+        "compressor's engines and the scanner's checks, which the resident memory above leaves out. Under "
+        "make run all services share one cgroup and show the same line. Bad: near the container's limit.",
+    ),
+    Panel(
+        "Memory and CPU against the limits",
+        "percentunit",
+        (
+            Query(
+                "pdfsmaller:container_memory_usage:ratio",
+                "memory {{service}} {{instance}}",
+                needs="pdfsmaller_container_memory_limit_bytes",
+            ),
+            Query(
+                "pdfsmaller:container_cpu_usage:ratio_rate5m",
+                "CPU {{service}} {{instance}}",
+                needs="pdfsmaller_container_cpu_limit_cores",
+            ),
+        ),
+        "Each container's memory working set and CPU use as a share of its limits (no line: no limit set). "
+        "Bad: memory above 85% for 10 minutes fires MemoryUsageHigh, above 95% for a minute "
+        "MemoryUsageCritical (the OOM kill is near); CPU above 80% for 10 minutes HighCPU (throttling).",
+        soft_max=1,
     ),
     Panel(
         "Disk usage by volume",

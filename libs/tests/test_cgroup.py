@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -158,3 +160,50 @@ def test_this_machine_has_a_readable_cgroup() -> None:
     assert limit is None or limit > working_set
     assert used > 0
     assert cores is None or cores > 0
+
+
+def _make_v1_group(controller: str, name: str) -> Path | None:
+    folder = cgroup.CGROUP_ROOT / controller / name
+    try:
+        folder.mkdir()
+    except OSError:
+        return None
+    return folder
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux's")
+def test_a_real_kernel_limit_is_read_back_by_a_process_inside_it(tmp_path: Path) -> None:
+    """A child process put into a fresh cgroup v1 memory + cpu group with limits reports exactly them.
+    Needs a writable cgroup v1 hierarchy (root, as make test runs in CI); skipped elsewhere."""
+    name = f"pdfsmaller-test-{os.getpid()}"
+    memory = _make_v1_group("memory", name)
+    cpu = _make_v1_group("cpu", name)
+    try:
+        if memory is None or cpu is None:
+            pytest.skip("no writable cgroup v1 memory and cpu hierarchies here")
+        (memory / "memory.limit_in_bytes").write_text(str(256 * 1024**2))
+        (cpu / "cpu.cfs_period_us").write_text("100000")
+        (cpu / "cpu.cfs_quota_us").write_text("50000")
+        script = "from libs import cgroup; g = cgroup.find(); print(g.memory()[1], g.cpu()[1], g.memory()[0])"
+
+        def enter_groups() -> None:  # runs in the child before exec
+            for group in (memory, cpu):
+                (group / "cgroup.procs").write_text(str(os.getpid()))
+
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            preexec_fn=enter_groups,  # nothing else runs threads in that child
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        limit, cores, working_set = result.stdout.split()
+        assert int(limit) == 256 * 1024**2
+        assert float(cores) == 0.5
+        assert 0 < int(working_set) < 256 * 1024**2
+    finally:
+        for group in (memory, cpu):
+            if group is not None:
+                group.rmdir()
