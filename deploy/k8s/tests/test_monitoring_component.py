@@ -91,4 +91,70 @@ def test_an_overlay_with_the_component_builds(tmp_path: Path) -> None:
         if doc and doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("pdf-smaller-prometheus-rules")
     ]
     assert len(config_maps) == 1
-    assert set(config_maps[0]["data"]) == {"rules.yaml", "alerts.yaml"}
+    assert set(config_maps[0]["data"]) == {"rules.yaml", "alerts.yaml", "scrape-configs.yaml"}
+
+
+def _pod_templates() -> dict[str, dict[str, Any]]:
+    templates = {}
+    for path in (K8S / "base").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Deployment":
+                templates[doc["metadata"]["name"]] = doc["spec"]["template"]
+    return templates
+
+
+def test_the_plain_prometheus_scrape_job_finds_every_service_and_envoy() -> None:
+    """What the job's keep rules require (part-of label, prometheus.io/scrape, a port named `metrics`),
+    the base's pods that serve metrics have, and its path annotation is where they serve them."""
+    config = yaml.safe_load((COMPONENT / "scrape-configs.yaml").read_text())
+    relabel = config["scrape_configs"][0]["relabel_configs"]
+    keeps = {rule["source_labels"][0]: rule["regex"] for rule in relabel if rule.get("action") == "keep"}
+    assert keeps == {
+        "__meta_kubernetes_pod_label_app_kubernetes_io_part_of": "pdf-smaller",
+        "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
+        "__meta_kubernetes_pod_container_port_name": "metrics",
+    }
+    scraped = set()
+    for name, template in _pod_templates().items():
+        annotations = template["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/scrape") != "true":
+            continue
+        assert template["metadata"]["labels"]["app.kubernetes.io/part-of"] == "pdf-smaller"
+        ports = {
+            port["name"]: port["containerPort"]
+            for container in template["spec"]["containers"]
+            for port in container.get("ports", [])
+        }
+        assert ports.get("metrics") == int(annotations["prometheus.io/port"]), name
+        scraped.add(template["metadata"]["labels"]["app.kubernetes.io/name"])
+    assert scraped == SERVICES | {"envoy"}
+    assert {
+        "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+        "target_label": "service",
+    } in relabel
+
+
+def _promtool_check(config: dict[str, Any], folder: Path) -> subprocess.CompletedProcess[str]:
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        ["promtool", "check", "config", str(folder / "prometheus.yml")], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed")
+def test_a_plain_prometheus_accepts_the_component_files(tmp_path: Path) -> None:
+    """The ConfigMap's three files, put together as its kustomization comment says, are a valid config.
+    Debian's Prometheus is built without Kubernetes discovery: there, the job is checked (its relabel
+    rules included) with a static target in place of the discovery."""
+    for name in ("rules.yaml", "alerts.yaml"):
+        shutil.copy(COMPONENT / name, tmp_path / name)
+    scrape = yaml.safe_load((COMPONENT / "scrape-configs.yaml").read_text())
+    config = {"rule_files": ["rules.yaml", "alerts.yaml"], **scrape}
+    result = _promtool_check(config, tmp_path)
+    if "field kubernetes_sd_configs not found" in result.stdout + result.stderr:
+        for job in scrape["scrape_configs"]:
+            job["static_configs"] = [{"targets": ["127.0.0.1:9"]}]
+            del job["kubernetes_sd_configs"]
+        result = _promtool_check(config, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 2 rule files found" in result.stdout + result.stderr
