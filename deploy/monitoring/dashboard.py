@@ -14,7 +14,6 @@ requires data.
 
 from __future__ import annotations
 
-import argparse
 import json
 import string
 import sys
@@ -25,6 +24,8 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard, prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
+
+from deploy.monitoring import generated
 
 OUTPUT = Path(__file__).resolve().parent / "grafana" / "pdf-smaller.json"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -497,18 +498,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.monitoring.dashboard", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 when the committed file differs")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not OUTPUT.exists() or OUTPUT.read_text() != text:
-            print(f"stale: {OUTPUT} (run python -m deploy.monitoring.dashboard)", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(text)
-    return 0
+    return generated.main("deploy.monitoring.dashboard", __doc__, lambda: {OUTPUT: render()}, argv)
 
 
 if __name__ == "__main__":

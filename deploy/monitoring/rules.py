@@ -21,13 +21,14 @@ Kubernetes, children included), against its limits; with no limit there is no se
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from deploy.monitoring import generated
 
 OUTPUT_DIR = Path(__file__).resolve().parent / "prometheus"
 COMPONENT_DIR = Path(__file__).resolve().parents[1] / "k8s" / "components" / "monitoring"
@@ -467,21 +468,7 @@ def outputs() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.monitoring.rules", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 when a committed file differs")
-    args = parser.parse_args(argv)
-    stale = []
-    for path, text in outputs().items():
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    if stale:
-        print("stale (run python -m deploy.monitoring.rules): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    return generated.main("deploy.monitoring.rules", __doc__, outputs, argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ with its `service`, and the rule files beside it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from deploy.monitoring import generated
 from devtools.servers.prometheus import scrape_config, stack_targets
 from devtools.stack.stack import SERVICES, Ports
 
@@ -80,19 +80,7 @@ def outputs() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.monitoring.scrape", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 when the committed file differs")
-    args = parser.parse_args(argv)
-    stale = []
-    for path, text in outputs().items():
-        if not args.check:
-            path.write_text(text)
-        elif not path.exists() or path.read_text() != text:
-            stale.append(str(path))
-    if stale:
-        print("stale (run python -m deploy.monitoring.scrape): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    return generated.main("deploy.monitoring.scrape", __doc__, outputs, argv)
 
 
 if __name__ == "__main__":
