@@ -17,6 +17,7 @@ from PIL import Image
 
 from devtools.stack.stack import Ports, Stack
 from tests.e2e_client import RestClient
+from tests.plugins.stack import GENEROUS_RATE_LIMITS
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ DATA = Path(__file__).parent / "data"
 
 def test_jobs_and_results_survive_a_restart(tmp_path: Path) -> None:
     source = (DATA / "pypdf__libreoffice-form.pdf").read_bytes()
-    first = Stack(data_dir=tmp_path, ports=Ports.any(), with_clamd=False)
+    first = Stack(data_dir=tmp_path, ports=Ports.any(), with_clamd=False, extra_env=GENEROUS_RATE_LIMITS)
     try:
         first.start(timeout=90)
         client = RestClient(first.url)
@@ -36,7 +37,7 @@ def test_jobs_and_results_survive_a_restart(tmp_path: Path) -> None:
     finally:
         first.stop()
 
-    second = Stack(data_dir=tmp_path, ports=Ports.any(), with_clamd=False)
+    second = Stack(data_dir=tmp_path, ports=Ports.any(), with_clamd=False, extra_env=GENEROUS_RATE_LIMITS)
     try:
         second.start(timeout=90)
         client = RestClient(second.url)
@@ -98,7 +99,12 @@ def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ports=Ports.any(),
         with_clamd=False,
         durable=False,
-        extra_env={"LEASE_SECONDS": "6", "SWEEP_INTERVAL_SECONDS": "1", "LEASE_WAIT_SECONDS": "2"},
+        extra_env={
+            "LEASE_SECONDS": "6",
+            "SWEEP_INTERVAL_SECONDS": "1",
+            "LEASE_WAIT_SECONDS": "2",
+            **GENEROUS_RATE_LIMITS,
+        },
     )
     try:
         stack.start(timeout=90)
