@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import pytest
 
 from deploy.monitoring import dashboard
+from devtools.servers.processes import local_get
 from devtools.stack.stack import SERVICES, Stack
 from tests.e2e_client import RestClient
 from tests.plugins.stack import API_KEYS
@@ -99,3 +100,20 @@ def test_every_dashboard_panel_query_returns_data_after_uploads(stack: Stack) ->
         if not set(LEGEND_LABEL.findall(q.legend)) <= set(series["metric"])
     ]
     assert unnamed == []
+
+
+def test_the_web_pages_make_run_prints_answer(stack: Stack) -> None:
+    """make run prints the alerts page and where the targets are (Debian's build: the classic UI only,
+    server-rendered, so its alerts page names the alerts; its targets page is empty, the API is not)."""
+    if stack.prometheus is None:
+        pytest.skip("prometheus is not installed (make test installs Debian's package when root)")
+    alerts_url = stack.prometheus.page("alerts")
+    alerts = local_get(alerts_url)
+    assert alerts is not None, alerts_url
+    if "/classic/" in alerts_url:
+        assert b"NoCompressorWorkers" in alerts
+        assert b"MemoryUsageCritical" in alerts
+    targets = local_get(stack.prometheus.targets_url())
+    assert targets is not None
+    if stack.prometheus.targets_url().endswith("/api/v1/targets"):
+        assert b'"service":"compressor"' in targets

@@ -149,6 +149,19 @@ class PrometheusServer:
             time.sleep(0.1)
         raise PrometheusServerError(f"prometheus not ready within {self.start_timeout:.0f}s; see {self.log_path}")
 
+    def page(self, name: str) -> str:
+        """The URL of a web UI page ("alerts", "rules") that answers: Debian's build ships only the
+        classic UI, under /classic/ (its /alerts is a 404)."""
+        for path in (f"/{name}", f"/classic/{name}"):
+            if local_get(self.url + path) is not None:
+                return self.url + path
+        return f"{self.url}/{name}"
+
+    def targets_url(self) -> str:
+        """Where to see the targets' health: the UI's page, or the API where the only UI is Debian's
+        classic one, whose targets page lists nothing."""
+        return self.page("targets") if local_get(self.url + "/targets") is not None else f"{self.url}/api/v1/targets"
+
     def api(self, path: str) -> Any:
         """The `data` of a Prometheus HTTP API answer (e.g. "/api/v1/targets"); raises when it fails."""
         body = local_get(self.url + path)

@@ -50,7 +50,11 @@ def main() -> None:
         for note in stack.notes:
             logging.warning(note)
         address = stack.url.removeprefix("http://")
-        prometheus = f"{stack.prometheus.url}/targets" if stack.prometheus else "not installed (Debian: prometheus)"
+        prometheus = (
+            f"{stack.prometheus.page('alerts')} (alerts), {stack.prometheus.targets_url()} (targets)"
+            if stack.prometheus
+            else "not installed (Debian: prometheus)"
+        )
         print(BANNER.format(url=stack.url, address=address, data=stack.data_dir, prometheus=prometheus), flush=True)
         while not stop_requested.wait(1.0):
             stack.check_alive()
