@@ -93,7 +93,7 @@ lint: install-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/bandit --quiet -c pyproject.toml -r libs services client devtools deploy bench
+	$(VENV)/bin/bandit --quiet -c pyproject.toml -r libs services ops client devtools deploy bench
 
 format: install-tools
 	$(VENV)/bin/ruff check --fix .

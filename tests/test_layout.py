@@ -1,6 +1,6 @@
 """The layout by audience holds: what the production image carries imports nothing it leaves out.
 
-The image (deploy/docker/Dockerfile) copies `libs/` and `services/` without their `tests/` folders and
+The image (deploy/docker/Dockerfile) copies `libs/`, `services/` and `ops/` without their `tests/` folders and
 installs `requirements.in` only. So run-time code may not import the development tooling, the client,
 the tests, or a package that only the development and test requirements install.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_FOLDERS = ("libs", "services")
+RUNTIME_FOLDERS = ("libs", "services", "ops")
 # Top-level modules the image does not have: our own non-runtime packages, and what only
 # requirements-dev.in / requirements-test.in install.
 NOT_IN_IMAGE = {
@@ -95,7 +95,7 @@ def test_the_image_requirements_carry_no_development_or_test_tools() -> None:
 def test_the_image_copies_only_the_runtime_folders() -> None:
     dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.MULTILINE))
-    assert {"libs", "services"} <= copied
+    assert {"libs", "services", "ops"} <= copied
     assert copied.isdisjoint({"devtools", "client", "tests", "bench", "requirements-dev.in", "requirements-test.in"})
 
 
@@ -126,7 +126,7 @@ def _runtime_closure() -> set[str]:
 def test_every_package_runtime_code_imports_is_installed_by_the_image_requirements() -> None:
     """`make run` and the image install requirements.in only: a module that came along with a test tool
     (cryptography did, with moto) would be missing there."""
-    ours = {"libs", "services", "pdfsmaller", "google"}  # google: protobuf's and googleapis' namespace
+    ours = {"libs", "services", "ops", "pdfsmaller", "google"}  # google: protobuf's and googleapis' namespace
     by_module = metadata.packages_distributions()
     closure = _runtime_closure()
     missing = {}

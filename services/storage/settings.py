@@ -48,6 +48,15 @@ class StorageSettings:
         )
 
 
+def s3_config_from_env(environ: Mapping[str, str], bucket: str | None = None) -> S3Config:
+    """The S3 connection of the storage service's settings (S3_*); `bucket`, when given, replaces
+    S3_BUCKET: operator tools keep backups in a bucket of their own with the same credentials."""
+    env = EnvReader({**environ, "S3_BUCKET": bucket} if bucket else environ)
+    config = _s3_config(env)
+    env.done()
+    return config
+
+
 def _s3_config(env: EnvReader) -> S3Config:
     endpoint = env.str("S3_ENDPOINT")
     secure_default = True

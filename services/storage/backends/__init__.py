@@ -40,6 +40,11 @@ class Backend(Protocol):
         """Remove the object; a missing object is not an error."""
         ...
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with `prefix` (a whole leading segment path such as "jobs/"), in no
+        particular order; used by operator tools (backups, sweeps), never by the request path."""
+        ...
+
     def ready(self) -> bool:
         """Whether the store can take writes now (for readiness)."""
         ...

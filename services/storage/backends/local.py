@@ -139,6 +139,23 @@ class LocalBackend:
                 return
             directory = directory.parent
 
+    # -- listing -----------------------------------------------------------------------------------------
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        # Walk only the folder the prefix names; a trailing partial segment filters within it.
+        folder = prefix.rpartition("/")[0]
+        start = self.root / folder if folder else self.root
+        if not start.is_dir() or not start.resolve().is_relative_to(self.root):
+            return
+        for directory, subdirectories, files in os.walk(start):
+            subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+            for name in files:
+                if not name.endswith(OBJECT_SUFFIX) or name.startswith(_TMP_PREFIX):
+                    continue
+                key = (Path(directory) / name).relative_to(self.root).as_posix().removesuffix(OBJECT_SUFFIX)
+                if key.startswith(prefix):
+                    yield key
+
     # -- health and housekeeping -------------------------------------------------------------------------
 
     def ready(self) -> bool:

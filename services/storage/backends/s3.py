@@ -146,6 +146,12 @@ class S3Backend:
             log.warning("delete of %s failed", key, exc_info=True)
             raise _unavailable() from None
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        with _read_errors("list", prefix):
+            for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                if item.object_name and not item.is_dir:
+                    yield item.object_name
+
     def ready(self) -> bool:
         try:
             return bool(self.client.bucket_exists(self.bucket))

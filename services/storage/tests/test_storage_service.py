@@ -243,3 +243,20 @@ def test_metrics_count_bytes(tmp_path: Path) -> None:
         server.stop(0)
     assert "storage_bytes_written_total 1000.0" in body
     assert "storage_bytes_read_total 1000.0" in body
+
+
+def test_keys_lists_what_a_prefix_holds_on_both_backends(storage: StorageUnderTest) -> None:
+    """The operator tools' listing (backups, sweeps): objects under a prefix, not temporaries or others."""
+    for key in ("list/a/input.pdf", "list/a/output.pdf", "list/b/input.pdf", "listing/other.pdf", "list/a"):
+        storage.backend.put(key, "application/pdf", [b"%PDF-1.7"], 0)
+    assert sorted(storage.backend.keys("list/")) == [
+        "list/a",
+        "list/a/input.pdf",
+        "list/a/output.pdf",
+        "list/b/input.pdf",
+    ]
+    assert sorted(storage.backend.keys("list/a/")) == ["list/a/input.pdf", "list/a/output.pdf"]
+    assert sorted(storage.backend.keys("list/a/out")) == ["list/a/output.pdf"]
+    assert list(storage.backend.keys("missing/")) == []
+    storage.backend.delete("list/a/input.pdf")
+    assert sorted(storage.backend.keys("list/a/")) == ["list/a/output.pdf"]

@@ -1,0 +1,57 @@
+"""`pdfsmaller-ops`: one command, a subcommand per operator task. Exit status 0, or 1 on the first failure.
+
+    pdfsmaller-ops --help
+    pdfsmaller-ops smoke --url http://127.0.0.1:8080
+    pdfsmaller-ops --json backup
+
+Each subcommand module has `register(subcommands)`, which adds its parser and sets `run`: a function
+of (arguments, Reporter) returning the exit status. Without arguments the commands work against
+`make run`'s defaults (ops/defaults.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from types import ModuleType
+
+from ops.report import Failed, Reporter
+
+Command = Callable[[argparse.Namespace, Reporter], int]
+
+
+# One module of ops/ per subcommand, in the order --help lists them.
+SUBCOMMANDS = ("smoke",)
+
+
+def _subcommand_modules() -> list[ModuleType]:
+    return [importlib.import_module(f"ops.{name.replace('-', '_')}") for name in SUBCOMMANDS]
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="pdfsmaller-ops", description=__doc__.split("\n", 1)[0])
+    root.add_argument("--json", action="store_true", help="print one JSON document (steps, results) on stdout")
+    root.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    subcommands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _subcommand_modules():
+        module.register(subcommands)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    reporter = Reporter(as_json=args.json, debug=args.debug)
+    run: Command = args.run
+    try:
+        return run(args, reporter)
+    except Failed:
+        return reporter.finish()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""`make run`'s defaults, so every subcommand works against the development stack with no arguments.
+
+They mirror devtools/stack (which the image does not carry): the data folder `.data/` of the
+project, PostgreSQL on 127.0.0.1:5433 (database `pdfsmaller`, user `postgres`), Envoy on 8080.
+Production passes --database-url (or DATABASE_URL), the storage settings and a backup location.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("PDFSMALLER_DATA_DIR", str(PROJECT_ROOT / ".data")))
+BACKUP_DIR = DATA_DIR / "backups"
+OBJECTS_DIR = DATA_DIR / "objects"
+PGDATA = DATA_DIR / "postgres" / "pgdata"
+DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/pdfsmaller"
+EDGE_URL = "http://127.0.0.1:8080"
+
+
+def database_url() -> str:
+    return os.environ.get("DATABASE_URL", DATABASE_URL)
