@@ -23,7 +23,7 @@ Command = Callable[[argparse.Namespace, Reporter], int]
 
 
 # One module of ops/ per subcommand, in the order --help lists them.
-SUBCOMMANDS = ("smoke",)
+SUBCOMMANDS: tuple[str, ...] = ()
 
 
 def _subcommand_modules() -> list[ModuleType]:
