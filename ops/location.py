@@ -21,9 +21,7 @@ from typing import Any
 
 from services.storage.backends import Backend, ObjectMeta
 from services.storage.backends.local import LocalBackend
-from services.storage.backends.s3 import S3Backend
 from services.storage.keys import validate_key
-from services.storage.settings import s3_config_from_env
 
 # Chunks of a file streamed into a backend (the backends hash and count as they go).
 _CHUNK_BYTES = 1024 * 1024
@@ -45,6 +43,11 @@ class BackupLocation:
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> BackupLocation:
         if args.backup_s3_bucket:
+            # Imported only here: minio costs most of a start, and PostgreSQL starts archive-wal and
+            # fetch-wal once per WAL file.
+            from services.storage.backends.s3 import S3Backend
+            from services.storage.settings import s3_config_from_env
+
             config = s3_config_from_env(environ, bucket=args.backup_s3_bucket)
             backend = S3Backend(config)
             return cls(backend, args.backup_s3_prefix, f"s3://{config.bucket}/{args.backup_s3_prefix}")

@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -80,14 +81,17 @@ class PostgresServer:
         durable: bool = True,
         bindir: Path | None = None,
         start_timeout: float = 30.0,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
-        """`durable=False` turns off fsync and friends: for throw-away test servers only."""
+        """`durable=False` turns off fsync and friends: for throw-away test servers only. `settings` are
+        more `-c name=value` options (WAL archiving for the backup tests: archive_mode, archive_command)."""
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.database = database
         self.durable = durable
         self.bindir = bindir
         self.start_timeout = start_timeout
+        self.settings = dict(settings or {})
         self.host = "127.0.0.1"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -160,6 +164,8 @@ class PostgresServer:
         if not self.durable:
             for option in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
                 argv += ["-c", option]
+        for name, value in self.settings.items():
+            argv += ["-c", f"{name}={value}"]
         return argv
 
     def start(self) -> str:
