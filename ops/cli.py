@@ -22,26 +22,38 @@ from ops.report import Failed, Reporter
 Command = Callable[[argparse.Namespace, Reporter], int]
 
 
-# One module of ops/ per subcommand, in the order --help lists them.
-SUBCOMMANDS: tuple[str, ...] = ()
+# The module of ops/ that registers each subcommand, in the order --help lists them.
+SUBCOMMANDS: dict[str, str] = {
+    "smoke": "smoke",
+    "backup": "db_backup",
+    "archive-wal": "db_backup",
+    "restore": "db_restore",
+    "fetch-wal": "db_restore",
+    "backup-files": "files_backup",
+    "restore-files": "files_backup",
+}
 
 
-def _subcommand_modules() -> list[ModuleType]:
-    return [importlib.import_module(f"ops.{name.replace('-', '_')}") for name in SUBCOMMANDS]
+def _subcommand_modules(argv: list[str]) -> list[ModuleType]:
+    """Only the named subcommand's module when there is one: PostgreSQL starts archive-wal and fetch-wal
+    once per WAL file, so they must not pay for the others' imports (minio, pikepdf)."""
+    named = next((arg for arg in argv if not arg.startswith("-")), None)
+    names = [SUBCOMMANDS[named]] if named in SUBCOMMANDS else list(dict.fromkeys(SUBCOMMANDS.values()))
+    return [importlib.import_module(f"ops.{name}") for name in names]
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pdfsmaller-ops", description=__doc__.split("\n", 1)[0])
     root.add_argument("--json", action="store_true", help="print one JSON document (steps, results) on stdout")
     root.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     subcommands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in _subcommand_modules():
+    for module in _subcommand_modules(sys.argv[1:] if argv is None else argv):
         module.register(subcommands)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser(argv).parse_args(argv)
     reporter = Reporter(as_json=args.json, debug=args.debug)
     run: Command = args.run
     try:
