@@ -4,6 +4,7 @@ through the jobs service's own repository, the CLI run in-process, a restored fo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import sys
 import time
@@ -18,7 +19,8 @@ import pytest
 from devtools.servers.postgres import PostgresServer
 from ops import cli
 from services.jobs.db import migrate, open_pool
-from services.jobs.repository import JobRepository, NewJob
+from services.jobs.repository import JobRepository
+from services.jobs.tests.test_repository import new_job
 
 
 @dataclass
@@ -69,21 +71,8 @@ def create_jobs(url: str, count: int) -> list[uuid.UUID]:
         repository = JobRepository(pool, retention_hours=168)
         ids = []
         for _ in range(count):
-            job_id = uuid.uuid4()
-            new = NewJob(
-                id=job_id,
-                tenant="backup-test",
-                request_id=str(job_id),
-                filename="a.pdf",
-                level="medium",
-                image_quality=70,
-                input_key=f"jobs/{job_id}/input.pdf",
-                input_size_bytes=1234,
-                input_sha256="ab" * 32,
-                traceparent="",
-                options={},
-            )
-            ids.append(repository.create(new)[0].id)
+            new = new_job(tenant="backup-test")
+            ids.append(repository.create(dataclasses.replace(new, request_id=str(new.id)))[0].id)
         return ids
     finally:
         pool.close()
