@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "fetch-wal": "db_restore",
     "backup-files": "files_backup",
     "restore-files": "files_backup",
+    "recovery-test": "recovery_test",
 }
 
 

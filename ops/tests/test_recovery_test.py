@@ -1,0 +1,100 @@
+"""`pdfsmaller-ops recovery-test` end to end: real PostgreSQL with WAL archiving, jobs written by the jobs
+repository, `backup --full` and `backup-files` through the CLI, then the recovery test restores both into
+scratch servers, runs the five services on them and compresses a PDF; and a file backup that lacks a
+SUCCEEDED job's output fails it, naming the job."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ops.tests.database_servers import Source, create_jobs, run_ops, source_database, wait_until_archived
+from services.jobs.db import open_pool
+from services.jobs.repository import JobRepository, NewJob
+from services.storage.backends.local import LocalBackend
+
+
+def succeeded_job(url: str, objects: Path) -> uuid.UUID:
+    """A job created, leased and completed through the jobs repository, its input and output stored."""
+    store = LocalBackend(objects)
+    pool = open_pool(url, max_size=2)
+    pool.wait(timeout=10)
+    try:
+        repository = JobRepository(pool, retention_hours=168)
+        job_id = uuid.uuid4()
+        stored = store.put(f"jobs/{job_id}/input.pdf", "application/pdf", [b"%PDF-1.4 input " + job_id.bytes], 0)
+        new = NewJob(job_id, "recovery", "", "a.pdf", "medium", 0, stored.key, stored.size_bytes, stored.sha256, "", {})
+        repository.create(new)
+        lease = repository.lease("worker-1", 60)
+        assert lease is not None
+        assert lease.job.id == job_id
+        output = store.put(f"jobs/{job_id}/output.pdf", "application/pdf", [b"%PDF-1.4 out " + job_id.bytes], 0)
+        done = repository.complete(
+            job_id,
+            lease.token,
+            output_key=output.key,
+            output_size_bytes=output.size_bytes,
+            output_sha256=output.sha256,
+            report=None,
+        )
+        assert done is not None
+        return job_id
+    finally:
+        pool.close()
+
+
+def back_up(capsys: pytest.CaptureFixture[str], source: Source, command: str, objects: Path) -> None:
+    extra = ["--full"] if command == "backup" else ["--storage-dir", str(objects)]
+    status, output = run_ops(capsys, command, *extra, "--database-url", source.url, *source.location())
+    assert status == 0, output
+
+
+@pytest.mark.integration
+def test_recovery_test_restores_checks_runs_the_system_and_prints_the_rto(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    objects, scratch = tmp_path / "objects", tmp_path / "scratch"
+    scratch.mkdir()
+    with source_database(tmp_path, archiving=True) as source:
+        succeeded_job(source.url, objects)  # first: the repository leases the oldest QUEUED job
+        create_jobs(source.url, 3)
+        back_up(capsys, source, "backup", objects)
+        create_jobs(source.url, 2)  # after the backup: only the archived WAL has them
+        back_up(capsys, source, "backup-files", objects)
+        wait_until_archived(source)
+    status, output = run_ops(capsys, "recovery-test", "--work-dir", str(scratch), *source.location())
+    assert status == 0, output
+    results = dict(line.split(": ", 1) for line in output.splitlines() if ": " in line and " ... " not in line)
+    assert (results["backup_job_count"], results["job_count"], results["succeeded_jobs_checked"]) == ("4", "6", "1")
+    assert results["recovery_point"] == "the last replayed transaction"
+    assert results["recovery_point_lsn"].startswith("0/")
+    assert int(results["restored_jobs_held"]) == 5  # the QUEUED ones; the worker took only the test's PDF
+    assert results["objects_restored"] == "2"
+    assert results["health"].startswith("DEGRADED")
+    assert float(results["rto_seconds"]) > float(results["rto_database_seconds"]) > 0
+    assert "download it ... ok" in output
+    assert list(scratch.iterdir()) == []  # torn down
+
+
+@pytest.mark.integration
+def test_a_file_backup_without_a_succeeded_jobs_output_fails_naming_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    objects, scratch = tmp_path / "objects", tmp_path / "scratch"
+    scratch.mkdir()
+    with source_database(tmp_path, archiving=False) as source:
+        kept = succeeded_job(source.url, objects)
+        back_up(capsys, source, "backup-files", objects)
+        # Succeeded after the file backup, before the database backup: its output is in no file backup.
+        lost = succeeded_job(source.url, objects)
+        back_up(capsys, source, "backup", objects)
+    status, output = run_ops(capsys, "recovery-test", "--work-dir", str(scratch), *source.location())
+    assert status == 1, output
+    assert "check integrity ... FAILED" in output
+    assert "1 SUCCEEDED job(s) of 2 have no output in file backup run" in output
+    assert f"job {lost}: jobs/{lost}/output.pdf not in the file backup" in output
+    assert str(kept) not in output
+    assert "start the services" not in output
+    assert list(scratch.iterdir()) == []  # torn down after the failure too
