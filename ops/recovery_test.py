@@ -7,7 +7,7 @@ Everything happens in a scratch folder, removed at the end whatever happened:
 1. the newest database backup (its incremental chain combined) restored into a scratch PostgreSQL on a
    private socket, with the archived WAL replayed to its end when there is some; archiving is off there;
 2. its integrity: the migrations recorded, the job count against the backup's record (equal without WAL
-   replay, at least as many with it), every SUCCEEDED job's output object in the latest file backup;
+   replay; with it, both are reported), every SUCCEEDED job's output object in the latest file backup;
 3. the latest file backup restored (each object checked against its sha256) into a scratch object folder,
    the five services started in this process against the scratch database and folder (port 0, no clamd,
    no Redis: the health report is DEGRADED for those, which passes), the gateway's deep health checked

@@ -23,6 +23,7 @@ SCHEDULES = {
     "db-backup-incremental": "15 8,14,20 * * *",
     "db-backup-logical": "15 3 * * *",
     "files-backup": "45 2 * * *",
+    "recovery-test": "30 4 1 * *",
 }
 
 
