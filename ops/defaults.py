@@ -1,7 +1,8 @@
 """`make run`'s defaults, so every subcommand works against the development stack with no arguments.
 
 They mirror devtools/stack (which the image does not carry): the data folder `.data/` of the
-project, PostgreSQL on 127.0.0.1:5433 (database `pdfsmaller`, user `postgres`), Envoy on 8080.
+project, PostgreSQL on 127.0.0.1:5433 (database `pdfsmaller`, user `postgres`), Envoy on 8080, both
+shifted by PDFSMALLER_PORT_OFFSET as make run shifts them.
 Production passes --database-url (or DATABASE_URL), the storage settings and a backup location.
 """
 
@@ -15,8 +16,17 @@ DATA_DIR = Path(os.environ.get("PDFSMALLER_DATA_DIR", str(PROJECT_ROOT / ".data"
 BACKUP_DIR = DATA_DIR / "backups"
 OBJECTS_DIR = DATA_DIR / "objects"
 PGDATA = DATA_DIR / "postgres" / "pgdata"
-DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/pdfsmaller"
-EDGE_URL = "http://127.0.0.1:8080"
+# `PDFSMALLER_PORT_OFFSET=1000 make run` moves every port of the stack (devtools/stack/stack.py Ports).
+PORT_OFFSET_SETTING = "PDFSMALLER_PORT_OFFSET"
+
+
+def _port(default: int) -> int:
+    offset = os.environ.get(PORT_OFFSET_SETTING, "0").strip() or "0"
+    return default + (int(offset) if offset.isdigit() else 0)
+
+
+DATABASE_URL = f"postgresql://postgres@127.0.0.1:{_port(5433)}/pdfsmaller"
+EDGE_URL = f"http://127.0.0.1:{_port(8080)}"
 
 
 def database_url() -> str:

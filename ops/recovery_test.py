@@ -93,11 +93,14 @@ HEALTH_POLL_SECONDS = 0.25
 # At most this many missing outputs are named in the failure (all are counted).
 NAMED_PROBLEMS = 5
 # SUCCEEDED jobs the file backup had to hold: those still within retention when it started.
+# Jobs that had succeeded when the file backup started (updated_at is their completion): later ones,
+# which the WAL replay brings back too, cannot be in it.
 SUCCEEDED_OUTPUTS = """
     SELECT id::text, output_key FROM jobs
-    WHERE state = 'SUCCEEDED' AND expire_at > %s
+    WHERE state = 'SUCCEEDED' AND expire_at > %(started)s AND updated_at < %(started)s
     ORDER BY created_at, id
 """
+SUCCEEDED_SINCE = "SELECT count(*) FROM jobs WHERE state = 'SUCCEEDED' AND updated_at >= %(started)s"
 # The scratch copy's backlog, held so its worker takes only the test's job (the copy is thrown away).
 HOLD_QUEUE = (
     "UPDATE jobs SET not_before = 'infinity' WHERE state = 'QUEUED'",
@@ -195,6 +198,7 @@ class Integrity:
     migrations_pending: list[str]
     job_count: int
     succeeded_checked: int
+    succeeded_since_file_backup: int
 
 
 def check_migrations(conn: psycopg.Connection) -> tuple[int, list[str]]:
@@ -234,10 +238,12 @@ def missing_outputs(
     return problems
 
 
-def check_outputs(conn: psycopg.Connection, location: BackupLocation, manifest: dict[str, Any]) -> int:
-    """Every SUCCEEDED job within retention when the file backup started has its output in that backup."""
-    started = datetime.fromisoformat(str(manifest["started_at"]))
-    rows = [(str(job_id), str(key)) for job_id, key in conn.execute(SUCCEEDED_OUTPUTS, (started,)).fetchall()]
+def check_outputs(conn: psycopg.Connection, location: BackupLocation, manifest: dict[str, Any]) -> tuple[int, int]:
+    """Every job that had SUCCEEDED, within retention, when the file backup started has its output in that
+    backup. Returns (jobs checked, jobs that succeeded since: their outputs are in no backup yet)."""
+    started = {"started": datetime.fromisoformat(str(manifest["started_at"]))}
+    rows = [(str(job_id), str(key)) for job_id, key in conn.execute(SUCCEEDED_OUTPUTS, started).fetchall()]
+    since_row = conn.execute(SUCCEEDED_SINCE, started).fetchone()
     problems = missing_outputs(rows, manifest["objects"], stored_hashes(location))
     if problems:
         named = "; ".join(f"job {job_id}: {key} {why}" for job_id, key, why in problems[:NAMED_PROBLEMS])
@@ -245,7 +251,7 @@ def check_outputs(conn: psycopg.Connection, location: BackupLocation, manifest: 
             f"{len(problems)} SUCCEEDED job(s) of {len(rows)} have no output in file backup run "
             f"{manifest['run_id']} (their downloads would fail after a restore): {named}"
         )
-    return len(rows)
+    return len(rows), int(since_row[0]) if since_row else 0
 
 
 def check_integrity(
@@ -254,8 +260,8 @@ def check_integrity(
     with psycopg.connect(server.conninfo(record.database), autocommit=True, connect_timeout=10) as conn:
         recorded, pending = check_migrations(conn)
         count = check_job_count(conn, record, wal_replayed)
-        checked = check_outputs(conn, location, manifest)
-    return Integrity(recorded, pending, count, checked)
+        checked, since = check_outputs(conn, location, manifest)
+    return Integrity(recorded, pending, count, checked, since)
 
 
 def hold_restored_queue(url: str) -> int:
@@ -484,6 +490,7 @@ def _restore_and_check(
     reporter.result("backup_job_count", newest.job_count)
     reporter.result("job_count", integrity.job_count)
     reporter.result("succeeded_jobs_checked", integrity.succeeded_checked)
+    reporter.result("succeeded_since_file_backup", integrity.succeeded_since_file_backup)
     return Restored(server, newest)
 
 

@@ -229,6 +229,12 @@ class PostgresServer:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if exists is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+            # PostgreSQL 18 applies archive_timeout only after a checkpoint since the start: until the first
+            # timed one (checkpoint_timeout, 5 minutes) no segment is switched and archived, so the recovery
+            # point of WAL archiving would not be bounded by archive_timeout right after a (re)start.
+            archiving = conn.execute("SHOW archive_mode").fetchone()
+            if archiving is not None and archiving[0] != "off":
+                conn.execute("CHECKPOINT")
 
     def stop(self, timeout: float = 15.0) -> None:
         """Fast shutdown (SIGINT: disconnect clients, checkpoint); SIGKILL if it does not finish."""

@@ -86,9 +86,12 @@ def test_a_file_backup_without_a_succeeded_jobs_output_fails_naming_the_job(
     scratch.mkdir()
     with source_database(tmp_path, archiving=False) as source:
         kept = succeeded_job(source.url, objects)
-        back_up(capsys, source, "backup-files", objects)
-        # Succeeded after the file backup, before the database backup: its output is in no file backup.
         lost = succeeded_job(source.url, objects)
+        # Its output gone from the store before the file backup: a restore could not serve its download.
+        LocalBackend(objects).delete(f"jobs/{lost}/output.pdf")
+        back_up(capsys, source, "backup-files", objects)
+        # Succeeded after the file backup started: its output is in no file backup yet, which is expected.
+        later = succeeded_job(source.url, objects)
         back_up(capsys, source, "backup", objects)
     status, output = run_ops(capsys, "recovery-test", "--work-dir", str(scratch), *source.location())
     assert status == 1, output
@@ -96,5 +99,6 @@ def test_a_file_backup_without_a_succeeded_jobs_output_fails_naming_the_job(
     assert "1 SUCCEEDED job(s) of 2 have no output in file backup run" in output
     assert f"job {lost}: jobs/{lost}/output.pdf not in the file backup" in output
     assert str(kept) not in output
+    assert str(later) not in output
     assert "start the services" not in output
     assert list(scratch.iterdir()) == []  # torn down after the failure too
