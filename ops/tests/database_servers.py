@@ -80,6 +80,9 @@ def create_jobs(url: str, count: int) -> list[uuid.UUID]:
 
 def wait_until_archived(source: Source, timeout: float = 30.0) -> None:
     """Switch to a new WAL segment and wait until the one holding everything so far is archived."""
+    # A record first: after an idle spell (archive_timeout switched already) pg_switch_wal does nothing
+    # and names a segment that no write will complete.
+    source.query("SELECT pg_logical_emit_message(false, 'test', 'archive now')::text")
     segment = source.query("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
