@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from deploy.k8s.tests.overlays import build_with_component
 
 K8S = Path(__file__).resolve().parents[1]
 COMPONENT = K8S / "components" / "monitoring"
@@ -61,34 +62,14 @@ def test_every_scraped_series_gets_the_service_label_the_rules_query() -> None:
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_an_overlay_with_the_component_builds(tmp_path: Path) -> None:
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                # kustomize takes relative paths only.
-                "resources": [os.path.relpath(K8S / "base", overlay)],
-                "components": [os.path.relpath(COMPONENT, overlay)],
-            }
-        )
-    )
-    result = subprocess.run(
-        ["kubectl", "kustomize", str(overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    kinds = {(doc["kind"], doc["metadata"]["name"].split("-")[0]) for doc in yaml.safe_load_all(result.stdout) if doc}
+    docs = build_with_component(COMPONENT, tmp_path)
+    kinds = {(doc["kind"], doc["metadata"]["name"].split("-")[0]) for doc in docs}
     assert ("PrometheusRule", "pdf") in kinds
     assert ("PodMonitor", "pdf") in kinds
     config_maps = [
         doc
-        for doc in yaml.safe_load_all(result.stdout)
-        if doc and doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("pdf-smaller-prometheus-rules")
+        for doc in docs
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("pdf-smaller-prometheus-rules")
     ]
     assert len(config_maps) == 1
     assert set(config_maps[0]["data"]) == {"rules.yaml", "alerts.yaml", "scrape-configs.yaml"}
