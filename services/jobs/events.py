@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import redis
 
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 QUEUE = "queue"
 # How long publishing is skipped after a failure.
 _PUBLISH_BACKOFF_SECONDS = 1.0
+
+
+def _keepalive(redis_url: str) -> dict[str, bool]:
+    """TCP keepalive for the long-lived subscriber, so a silently dropped connection is noticed. Not
+    for a unix:// URL: redis-py's Unix socket connection refuses the option (a TypeError on connect)."""
+    return {} if urlsplit(redis_url).scheme == "unix" else {"socket_keepalive": True}
 
 
 class Waiter:
@@ -59,7 +66,7 @@ class JobEvents:
         # Short timeouts: publishing happens on request threads, right after a commit.
         self._publisher = redis.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
         self._subscriber = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=10, socket_keepalive=True, health_check_interval=5
+            redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=5, **_keepalive(redis_url)
         )
         self._waiters: dict[str, set[Waiter]] = {}
         self._lock = threading.Lock()
