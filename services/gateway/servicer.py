@@ -28,11 +28,13 @@ from libs.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     ServiceError,
     Unauthenticated,
     Unavailable,
     error_info,
     from_rpc,
+    reason_of,
 )
 from libs.telemetry import current_traceparent
 from services.gateway.auth import Authenticator, Caller
@@ -288,7 +290,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             )
         except grpc.RpcError as error:
             self._uploads.labels("SCAN_FAILED").inc()
-            raise _scan_error(error) from None
+            raise _scan_error(error, key) from None
 
     def _check_scan(
         self, scan: scanner.ScanObjectResponse, context: grpc.ServicerContext, tenant: str, sha256: str
@@ -386,7 +388,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             for part in parts:
                 yield httpbody_pb2.HttpBody(content_type="application/pdf", data=part.chunk)
         except grpc.RpcError as error:
-            raise from_rpc(error, "storage") from None
+            raise _result_error(error, job) from None
 
     def GetQuota(self, request: public.GetQuotaRequest, context: grpc.ServicerContext) -> public.Quota:
         caller = self._caller(context)
@@ -448,9 +450,36 @@ def _request_id(requested: public.CreateJobRequest) -> str:
     return request_id
 
 
-def _scan_error(error: grpc.RpcError) -> ServiceError:
+def _is_not_found(error: grpc.RpcError) -> bool:
+    return isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _result_error(error: grpc.RpcError, job: jobs.Job) -> ServiceError:
+    """A failed read of a job's result as this API's error. Storage's NOT_FOUND names the object key
+    and its own domain; the client learns only that the result is gone (deleted by hand, or removed
+    by the retention sweep before a database restore brought the job back), the log which object."""
+    if not _is_not_found(error):
+        return from_rpc(error, "storage")
+    fields = {"job_id": job.id, "output_key": job.output_key, "reason": reason_of(error)}
+    log.warning("result %s of job %s is missing from storage", job.output_key, job.id, extra={"fields": fields})
+    return NotFound(
+        "RESULT_NOT_FOUND",
+        "the result of this job is no longer available; upload the file again",
+        metadata={"job_id": job.id},
+    )
+
+
+def _scan_error(error: grpc.RpcError, key: str) -> ServiceError:
     """A failed scan as this API's error. clamd being down keeps its own reason (CLAMD_UNAVAILABLE, a
-    documented 503) instead of the generic DEPENDENCY_UNAVAILABLE: the scanner itself is up."""
+    documented 503) instead of the generic DEPENDENCY_UNAVAILABLE: the scanner itself is up. The
+    upload `key` missing when the scanner reads it (storage's NOT_FOUND, naming the key, passed on by
+    the scanner) is storage failing, not the client: a 503 to retry, the key only in the log."""
+    if _is_not_found(error):
+        fields = {"input_key": key, "reason": reason_of(error)}
+        log.warning("stored upload %s was missing when scanned", key, extra={"fields": fields})
+        return Unavailable(
+            "DEPENDENCY_UNAVAILABLE", "storage is unavailable; retry later", metadata={"dependency": "storage"}
+        )
     info = error_info(error)
     if (
         isinstance(error, grpc.Call)
