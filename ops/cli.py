@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "smoke": "smoke",
     "backup": "db_backup",
     "archive-wal": "db_backup",
+    "receive-wal": "wal_receiver",
     "restore": "db_restore",
     "fetch-wal": "db_restore",
     "backup-files": "files_backup",

@@ -66,6 +66,9 @@ FIRST_INCREMENTAL_VERSION = 17
 _HASH_CHUNK = 1024 * 1024
 # WAL file names PostgreSQL archives: segments, timeline history, backup history, partial segments.
 WAL_NAME = re.compile(r"^[0-9A-F]{8}([0-9A-F]{16})?(\.[0-9A-F]{8}\.backup|\.history|\.partial)?$")
+# A WAL segment's own name (timeline, then position), and the suffix of one still being written.
+SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
+PARTIAL_SUFFIX = ".partial"
 ARCHIVE_TIMEOUT = "30s"
 
 
@@ -405,21 +408,40 @@ def wal_key(name: str) -> str:
     return f"{WAL_PREFIX}{name.lower()}.gz"
 
 
+class WalConflict(OpsError):
+    """A WAL file name already archived with other bytes: the archive belongs to another server's history."""
+
+
+def _gzipped(source: Path, name: str, work: str, level: int) -> Path:
+    packed = Path(work) / (name.lower() + ".gz")
+    with source.open("rb") as raw, gzip.GzipFile(packed, "wb", compresslevel=level, mtime=0) as out:
+        shutil.copyfileobj(raw, out, _HASH_CHUNK)
+    return packed
+
+
 def archive_wal(location: BackupLocation, source: Path, name: str, work_dir: str | None) -> str:
     """Store one WAL file, gzipped; the same file archived again is fine, another under its name is not."""
     key = wal_key(name)
     with tempfile.TemporaryDirectory(prefix="pdfsmaller-wal-", dir=work_dir) as work:
-        packed = Path(work) / (name.lower() + ".gz")
-        with source.open("rb") as raw, gzip.GzipFile(packed, "wb", compresslevel=6, mtime=0) as out:
-            shutil.copyfileobj(raw, out, _HASH_CHUNK)
+        packed = _gzipped(source, name, work, level=6)
         try:
             existing = location.stat(key)
         except NotFound:
             location.put_file(key, packed, "application/gzip")
             return "archived"
         if existing.sha256 != sha256_of(packed):
-            raise OpsError(f"{key} is already archived with other content: refusing to overwrite it")
+            raise WalConflict(f"{key} is already archived with other content: refusing to overwrite it")
         return "already archived"
+
+
+def store_partial_wal(location: BackupLocation, source: Path, name: str, work_dir: str | None) -> None:
+    """Store the segment being received (`<segment>.partial`) as it stands, replacing the previous copy.
+
+    Level 1: it is stored every few seconds, and the unwritten end of the segment is zeros."""
+    if not name.endswith(PARTIAL_SUFFIX):
+        raise OpsError(f"not a partial WAL segment: {name!r}")
+    with tempfile.TemporaryDirectory(prefix="pdfsmaller-wal-", dir=work_dir) as work:
+        location.put_file(wal_key(name), _gzipped(source, name, work, level=1), "application/gzip")
 
 
 def run_archive_wal(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -43,7 +43,15 @@ from ops.backup_catalog import (
     newest_logical,
     newest_restorable,
 )
-from ops.db_backup import connect, location_arguments, ops_command, sha256_of, wal_key
+from ops.db_backup import (
+    PARTIAL_SUFFIX,
+    SEGMENT_NAME,
+    connect,
+    location_arguments,
+    ops_command,
+    sha256_of,
+    wal_key,
+)
 from ops.location import BackupLocation
 from ops.postgres_tools import PostgresTools, ScratchServer, ToolFailed, split_password
 from ops.report import OpsError, Reporter
@@ -218,22 +226,29 @@ def wal_file_name(key: str) -> str:
     return ".".join(part.upper() if re.fullmatch(r"[0-9a-f]+", part) else part for part in parts)
 
 
+def segments_to_replay(wal_keys: list[str], start_wal_file: str | None) -> dict[str, str]:
+    """Segment name -> archived key, for the segments from `start_wal_file` on: the complete segment, or
+    where there is none the partial one receive-wal stored (PostgreSQL replays it to its last record)."""
+    start = (start_wal_file or "0" * 24).upper()[8:24]
+    chosen: dict[str, str] = {}
+    for key in sorted(wal_keys):
+        name = wal_file_name(key)
+        segment = name.removesuffix(PARTIAL_SUFFIX)
+        if SEGMENT_NAME.match(segment) and segment[8:24] >= start and (segment == name or segment not in chosen):
+            chosen[segment] = key
+    return chosen
+
+
 def prefetch_wal(catalog: BackupCatalog, record: BackupRecord, folder: Path, reporter: Reporter) -> int:
     """Copy the archived segments a recovery from `record` replays (as stored, gzipped) into `folder`."""
-    start = (record.start_wal_file or "0" * 24).upper()[8:24]
-    keys = [key for key in catalog.wal_keys() if _is_segment_from(key, start)]
+    segments = segments_to_replay(catalog.wal_keys(), record.start_wal_file)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for count, key in enumerate(sorted(keys), 1):
-        catalog.location.get_file(key, folder / (wal_file_name(key) + ".gz"))
+    for count, (name, key) in enumerate(sorted(segments.items()), 1):
+        catalog.location.get_file(key, folder / (name + ".gz"))
         if count % 100 == 0:
-            reporter.progress(f"{count} of {len(keys)} WAL segments fetched")
-    return len(keys)
-
-
-def _is_segment_from(key: str, start: str) -> bool:
-    name = wal_file_name(key)
-    return len(name) == 24 and name[8:24] >= start
+            reporter.progress(f"{count} of {len(segments)} WAL segments fetched")
+    return len(segments)
 
 
 @dataclass(frozen=True)
@@ -422,7 +437,12 @@ def fetch_wal(location: BackupLocation, name: str, destination: Path) -> None:
     packed = destination.with_name(destination.name + ".gz.partial")
     partial = destination.with_name(destination.name + ".partial")
     try:
-        location.get_file(wal_key(name), packed)
+        try:
+            location.get_file(wal_key(name), packed)
+        except NotFound:
+            if not SEGMENT_NAME.match(name):
+                raise
+            location.get_file(wal_key(name + PARTIAL_SUFFIX), packed)  # receive-wal's newest, as it stood
         with gzip.open(packed, "rb") as source, partial.open("wb") as out:
             for _ in range(MAX_WAL_BYTES // _CHUNK + 1):
                 chunk = source.read(_CHUNK)
