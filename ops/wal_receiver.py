@@ -206,6 +206,7 @@ class WalReceiver:
         try:
             if ensure_slot(self._url, self._slot):
                 self._reporter.progress(f"created replication slot {self._slot}")
+                self._start_afresh()
             self.metrics.slot_lost.set(0)
             return True
         except (psycopg.Error, OpsError) as error:
@@ -214,6 +215,16 @@ class WalReceiver:
             self._restart_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
             return False
+
+    def _start_afresh(self) -> None:
+        """A new slot starts where the server is now: a partial segment left in the spool belongs to an
+        earlier stream (a server restored to an earlier point, a slot dropped), and pg_receivewal would
+        resume from it. It is stored (as it was) and removed, so streaming starts at the slot."""
+        self.sweep()
+        for leftover in self._spool.glob("*" + PARTIAL_SUFFIX):
+            self._reporter.progress(f"{leftover.name} is of an earlier stream: stored, removed from the spool")
+            leftover.unlink()
+        self._stored_partials.clear()
 
     def _stop_child(self) -> None:
         child, self._child = self._child, None

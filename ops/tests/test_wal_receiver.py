@@ -172,3 +172,38 @@ def test_a_slot_the_server_invalidated_is_reported_with_what_to_do(tmp_path: Pat
             ensure_slot(url, "pdfsmaller_wal")
     finally:
         server.stop()
+
+
+def _streaming(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(url, autocommit=True) as conn:
+            if conn.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").fetchone() == (1,):
+                return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.integration
+def test_a_new_slot_streams_from_the_server_not_from_an_earlier_stream_s_spool(tmp_path: Path) -> None:
+    """After a restore to an earlier point the spool holds a partial segment ahead of the new server:
+    resuming from it would fail forever. It is stored as it was, then streaming starts at the slot."""
+    spool, archive = tmp_path / "spool", tmp_path / "archive"
+    spool.mkdir()
+    stale = "0000000100000000000000F0.partial"
+    (spool / stale).write_bytes(b"of an earlier stream")
+    server = PostgresServer(tmp_path / "source", port=0, durable=False)
+    try:
+        url = server.start()
+        command = [sys.executable, "-m", "ops", "receive-wal", "--database-url", url, "--spool", str(spool)]
+        receiver = subprocess.Popen([*command, "--partial-seconds", "0.5", "--backup-dir", str(archive)])
+        try:
+            assert _streaming(url, 30), "pg_receivewal did not stream"
+        finally:
+            receiver.terminate()
+            assert receiver.wait(30) == 0
+    finally:
+        server.stop()
+    location = BackupLocation.folder(archive)
+    assert gzip.decompress(location.get_bytes(wal_key(stale))) == b"of an earlier stream"
+    assert not (spool / stale).exists()
