@@ -59,7 +59,6 @@ from ops.location import BackupLocation
 from ops.postgres_tools import PostgresTools, ToolFailed, split_password
 from ops.report import OpsError, Reporter
 
-DEFAULT_RETENTION_DAYS = 30
 # The guide's schedule: a full backup daily, incrementals in between.
 FULL_BACKUP_INTERVAL = timedelta(days=1)
 FIRST_INCREMENTAL_VERSION = 17
@@ -505,7 +504,9 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     kinds.add_argument("--logical", dest="kind", action="store_const", const=LOGICAL, help="a pg_dump -Fc")
     backup.set_defaults(kind="")
-    backup.add_argument("--retention-days", type=int, default=DEFAULT_RETENTION_DAYS, help="default: %(default)s")
+    backup.add_argument(
+        "--retention-days", type=int, default=defaults.BACKUP_RETENTION_DAYS, help="default: %(default)s"
+    )
     _add_common(backup)
     backup.set_defaults(run=run_backup)
 

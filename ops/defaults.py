@@ -25,6 +25,9 @@ def _port(default: int) -> int:
     return default + (int(offset) if offset.isdigit() else 0)
 
 
+# How long backups are kept, database and files alike (the guide's 30 days; --retention-days).
+BACKUP_RETENTION_DAYS = 30
+
 DATABASE_URL = f"postgresql://postgres@127.0.0.1:{_port(5433)}/pdfsmaller"
 EDGE_URL = f"http://127.0.0.1:{_port(8080)}"
 

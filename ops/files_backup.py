@@ -5,6 +5,10 @@ still within retention, copied to the backup location, incrementally and content
     pdfsmaller-ops backup-files --database-url URL --storage-backend s3 --backup-s3-bucket B
     pdfsmaller-ops restore-files --storage-dir /srv/objects
 
+Runs older than --retention-days (30) are pruned after a run, never the latest complete one, and
+then every stored object no kept run lists: a database restored to any point within retention
+finds its objects in the run of that day.
+
 A run reads the job list first (one query: the jobs not expired), then copies each job's objects that
 exist, so the copy is consistent with that list: an object deleted meanwhile (its job was deleted) is
 reported missing, not a failure; an object that exists but cannot be read fails the run (exit 1).
@@ -25,7 +29,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +278,45 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def run_started_at(run_id: str) -> datetime | None:
+    try:
+        return datetime.strptime(run_id, "%Y%m%dt%H%M%S.%fz").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class FilesPruned:
+    runs: int
+    objects: int
+
+
+def prune_files(location: BackupLocation, retention_days: int, now: datetime, latest_run_id: str) -> FilesPruned:
+    """Delete the runs older than the retention (never the latest), then the stored objects no kept run
+    lists. Manifests go first: stopped half-way, only unlisted objects are left, for the next prune."""
+    cutoff = now - timedelta(days=retention_days)
+    kept: list[str] = []
+    expired: list[str] = []
+    for key in location.keys(RUNS_PREFIX):
+        run_id = key.removeprefix(RUNS_PREFIX).removesuffix(".json")
+        started = run_started_at(run_id)
+        old = started is not None and started < cutoff
+        (expired if old and run_id != latest_run_id else kept).append(key)
+    listed: set[str] = set()
+    for key in kept:  # a manifest that is not one of ours keeps everything: nothing is deleted on a guess
+        document = location.get_json(key)
+        objects = document.get("objects") if isinstance(document, dict) else None
+        if not isinstance(objects, dict):
+            return FilesPruned(0, 0)
+        listed.update(str(entry.get("stored_key")) for entry in objects.values() if isinstance(entry, dict))
+    for key in expired:
+        location.delete(key)
+    unlisted = [key for key in location.keys(OBJECTS_PREFIX) if key not in listed]
+    for key in unlisted:
+        location.delete(key)
+    return FilesPruned(len(expired), len(unlisted))
+
+
 def write_run_manifest(location: BackupLocation, run: FilesRun) -> str:
     key = f"{RUNS_PREFIX}{run.run_id}.json"
     location.put_json(key, run.manifest(datetime.now(UTC)))
@@ -417,6 +460,10 @@ def run_backup(args: argparse.Namespace, reporter: Reporter) -> int:
             )
     with reporter.step("record the run as the latest"):
         location.put_json(LATEST_KEY, {"run_id": run.run_id, "manifest": manifest_key, **run.counts()})
+    with reporter.step(f"prune what is older than {args.retention_days} days"):
+        pruned = prune_files(location, args.retention_days, datetime.now(UTC), run.run_id)
+        reporter.result("runs_pruned", pruned.runs)
+        reporter.result("objects_pruned", pruned.objects)
     return reporter.finish()
 
 
@@ -459,6 +506,12 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--database-url",
         default=defaults.database_url(),
         help="the jobs database (default: $DATABASE_URL or make run's %(default)s)",
+    )
+    backup.add_argument(
+        "--retention-days",
+        type=int,
+        default=defaults.BACKUP_RETENTION_DAYS,
+        help="keep the runs of this many days, and the objects they list (default: %(default)s)",
     )
     _add_common_arguments(backup)
     backup.set_defaults(run=run_backup)

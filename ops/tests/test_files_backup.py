@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,19 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from ops.cli import main
-from ops.files_backup import LATEST_KEY, FilesBackup, FilesRun, read_live_objects, stored_hashes, stored_key
+from ops.files_backup import (
+    LATEST_KEY,
+    OBJECTS_PREFIX,
+    RUNS_PREFIX,
+    FilesBackup,
+    FilesPruned,
+    FilesRun,
+    prune_files,
+    read_live_objects,
+    run_started_at,
+    stored_hashes,
+    stored_key,
+)
 from ops.location import BackupLocation
 from services.jobs.db import migrate, open_pool
 from services.jobs.repository import JobRecord, JobRepository, NewJob
@@ -196,6 +209,33 @@ def test_restore_files_puts_back_byte_identical_objects_and_refuses_a_tampered_c
     assert (results["objects_restored"], results["objects_failed"]) == (5, 1)
     assert jobs[0].input_key not in set(LocalBackend(fresh).keys("jobs/"))
     assert entry["stored_key"] == stored_key(entry["sha256"])
+
+
+def test_runs_past_retention_are_pruned_with_the_objects_only_they_list_never_the_latest(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = site.add_job(b"%PDF-1 kept", b"%PDF-1 kept out")
+    gone = site.add_job(b"%PDF-1 deleted later")
+    status, first = site.run(capsys, "backup-files")
+    assert (status, first["runs_pruned"], first["objects_pruned"]) == (0, 0, 0)
+    assert site.repo.delete(gone.id, gone.tenant)
+    status, second = site.run(capsys, "backup-files")
+    assert (status, second["runs_pruned"], second["objects_pruned"]) == (0, 0, 0)  # the first run is within 30 days
+    location = BackupLocation.folder(site.backups)
+    first_run_id = first["manifest"].removeprefix(RUNS_PREFIX).removesuffix(".json")
+    gone_stored = stored_key(location.get_json(first["manifest"])["objects"][gone.input_key]["sha256"])
+
+    # 31 days on: the first run goes, and the object only it listed; the latest run keeps its own.
+    latest_run_id = location.get_json(LATEST_KEY)["run_id"]
+    later = run_started_at(latest_run_id) + timedelta(days=31)  # type: ignore[operator]
+    assert prune_files(location, 30, later, latest_run_id) == FilesPruned(runs=1, objects=1)
+    assert [key.removeprefix(RUNS_PREFIX) for key in location.keys(RUNS_PREFIX)] == [f"{latest_run_id}.json"]
+    assert gone_stored not in set(location.keys(OBJECTS_PREFIX))
+    for key in kept.object_keys:
+        assert location.get_bytes(site.latest_manifest()["objects"][key]["stored_key"]) == _read(site.store, key)
+    assert first_run_id != latest_run_id
+    # Only the latest run is left: it is never pruned, whatever its age.
+    assert prune_files(location, 0, later + timedelta(days=365), latest_run_id) == FilesPruned(runs=0, objects=0)
 
 
 def _read(store: LocalBackend, key: str) -> bytes:
