@@ -156,7 +156,11 @@ class Stack:
 
     def _start_data_servers(self) -> tuple[str, str, str]:
         """PostgreSQL, Valkey and clamd (when installed); their addresses ("" for no clamd)."""
-        self.postgres = PostgresServer(self.data_dir / "postgres", self.ports.postgres, durable=self.durable)
+        # A replication slot left behind by a stopped `pdfsmaller-ops receive-wal` keeps WAL: at most this much.
+        settings = {"max_slot_wal_keep_size": "2GB"}
+        self.postgres = PostgresServer(
+            self.data_dir / "postgres", self.ports.postgres, durable=self.durable, settings=settings
+        )
         database_url = self.postgres.start()
         self.redis = RedisServer(self.data_dir / "valkey", self.ports.redis, persist=self.durable)
         redis_url = self.redis.start()
