@@ -6,10 +6,11 @@
 Import the JSON into Grafana (Dashboards > New > Import) and pick the Prometheus data source. Panels
 query the recording rules of deploy/monitoring/rules.py where one exists, so the dashboard and the
 alerts read the same numbers. Rows read top-down as on-call does: what users see, the services and
-upload checks, the queue and workers, the engine's results, the database, the resources; each panel's
-description says what it shows, what a bad value looks like and which alert watches it.
-tests/test_prometheus_stack.py runs every panel's query against the stack's real Prometheus and
-requires data.
+upload checks, the queue and workers, the engine's results, the database and its WAL archive, the
+resources; each panel's description says what it shows, what a bad value looks like and which alert
+watches it. tests/test_prometheus_stack.py runs every panel's query against the stack's real
+Prometheus and requires data, except where a query `needs` a series the stack lacks (no cgroup
+limit, no WAL receiver): there it requires none.
 """
 
 from __future__ import annotations
@@ -381,6 +382,59 @@ DATABASE: tuple[Panel, ...] = (
     ),
 )
 
+# wal-receiver (the backups component's `pdfsmaller-ops receive-wal`): only where one runs, hence `needs`.
+_WAL = "pdfsmaller_wal_receiver"
+WAL_ARCHIVE: tuple[Panel, ...] = (
+    Panel(
+        "WAL archive age",
+        "s",
+        (
+            Query(
+                "pdfsmaller:wal_archive_age_seconds:max",
+                "since the last store",
+                needs=f"{_WAL}_last_stored_timestamp_seconds",
+            ),
+        ),
+        "Seconds since wal-receiver last stored WAL in the backup location; it does every 5 s, even with "
+        "nothing new, so a few seconds is normal. No line: no receiver runs (make run, a managed database). "
+        "Bad: above 5 minutes for 2 minutes fires WalArchiveStale (its stores fail, or it is stuck or gone). "
+        "It stays low while pg_receivewal is down: see WAL streaming.",
+    ),
+    Panel(
+        "WAL streaming",
+        "short",
+        (
+            Query(f"max({_WAL}_streaming)", "pg_receivewal running (1)", needs=f"{_WAL}_streaming"),
+            Query(f"sum(increase({_WAL}_restarts_total[5m]))", "restarts in 5 min", needs=f"{_WAL}_restarts_total"),
+            Query(f"max({_WAL}_slot_lost)", "slot lost (1)", needs=f"{_WAL}_slot_lost"),
+        ),
+        "Whether pg_receivewal streams the WAL through the replication slot, its restarts, and whether the "
+        "server invalidated the slot. Bad: running at 0, or restarts climbing (it connects and exits again): "
+        "under half the time for 5 minutes fires WalReceiverNotStreaming; slot lost at 1 fires "
+        "WalReceiverSlotLost (the archive has a gap: take a full backup).",
+    ),
+    Panel(
+        "WAL stores",
+        "ops",
+        (
+            Query(
+                f"sum(rate({_WAL}_files_archived_total[5m]))",
+                "segments and history files",
+                needs=f"{_WAL}_files_archived_total",
+            ),
+            Query(
+                f"sum(rate({_WAL}_partial_uploads_total[5m]))",
+                "segment being written",
+                needs=f"{_WAL}_partial_uploads_total",
+            ),
+            Query(f"sum(rate({_WAL}_store_failures_total[5m]))", "failed", needs=f"{_WAL}_store_failures_total"),
+        ),
+        "Stores per second in the backup location: completed WAL segments (16 MiB each) and the partial "
+        "segment as it grows. Bad: failed above 0 for 10 minutes fires WalReceiverStoreFailures (S3 down or "
+        "refusing); no partial stores while the database takes writes (not streaming).",
+    ),
+)
+
 RESOURCES: tuple[Panel, ...] = (
     Panel(
         "CPU by service",
@@ -448,6 +502,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     ("Queue and workers", QUEUE),
     ("Engine results", ENGINE),
     ("Database (jobs service's PostgreSQL pool)", DATABASE),
+    ("WAL archive (wal-receiver)", WAL_ARCHIVE),
     ("Resources", RESOURCES),
 )
 

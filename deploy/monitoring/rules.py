@@ -17,6 +17,8 @@ every answer users get, the gateway's and Envoy's own (413, 429, 503 when the ga
 Latency is that of the `calls` virtual cluster: transfers and watches take as long as they must.
 Memory and CPU are the cgroup's (`pdfsmaller_container_*`, libs/cgroup.py: the container in
 Kubernetes, children included), against its limits; with no limit there is no series to alert on.
+The backups group watches wal-receiver (`pdfsmaller-ops receive-wal`): where none runs (`make run`, a
+managed database) it has no series, and nothing fires.
 """
 
 from __future__ import annotations
@@ -413,6 +415,74 @@ def _fault_alerts() -> list[Alert]:
     ]
 
 
+_WAL = "pdfsmaller_wal_receiver"
+# Window in which a receiver that vanished (its pod deleted, or Pending: no target, so no TargetDown) still
+# counts with its last value: the archive's age keeps growing, and WalArchiveStale keeps firing, for a day.
+_VANISHED_RECEIVER_WINDOW = "1d"
+
+
+def backup_records() -> list[Record]:
+    # `max by (service)`: a new receiver pod is a new series (its instance) beside the old one's, still in the
+    # window; the newest store of either is the archive's.
+    return [
+        Record(
+            "pdfsmaller:wal_archive_age_seconds:max",
+            f"time() - max by (service) (last_over_time({_WAL}_last_stored_timestamp_seconds"
+            f"[{_VANISHED_RECEIVER_WINDOW}]))",
+        ),
+    ]
+
+
+def backup_alerts() -> list[Alert]:
+    """wal-receiver (`pdfsmaller-ops receive-wal`): no series, no alert, where none runs (make run)."""
+    return [
+        # The share of the last 5 minutes, not `== 0`: a pg_receivewal that connects and exits at once
+        # (the slot in use, replication refused) runs for one pass of each backoff, a scrape now and then
+        # sees 1, and `== 0 for 5m` would never fire. The max over the pods: an old pod's series must not
+        # fire for a new pod that streams.
+        Alert(
+            "WalReceiverNotStreaming",
+            f"max by (service) (avg_over_time({_WAL}_streaming[5m])) < 0.5",
+            "5m",
+            "critical",
+            "WAL is not being streamed to the archive",
+            "For 5 minutes pg_receivewal has run less than half the time ({{ $value | humanizePercentage }} of "
+            "the last 5 minutes): new WAL does not reach the archive, the recovery point falls behind, and the "
+            "replication slot keeps that WAL on the database server meanwhile.",
+        ),
+        # The receiver refreshes its timestamp on every pass that stored what was new or found nothing new
+        # (even while pg_receivewal is down): a stale one means the stores fail or the receiver is stuck or gone.
+        Alert(
+            "WalArchiveStale",
+            "pdfsmaller:wal_archive_age_seconds:max > 300",
+            "2m",
+            "critical",
+            "The WAL archive has not been updated for over 5 minutes",
+            "The receiver last stored WAL {{ $value | humanizeDuration }} ago (decades: never since it started): "
+            "a restore now loses everything after that point.",
+        ),
+        Alert(
+            "WalReceiverStoreFailures",
+            f"sum by (service) (rate({_WAL}_store_failures_total[5m])) > 0",
+            "10m",
+            "warning",
+            "The WAL receiver keeps failing to store WAL",
+            "Stores of WAL in the backup location have kept failing for 10 minutes (each pass retries): the "
+            "spool fills with the segments not stored yet.",
+        ),
+        Alert(
+            "WalReceiverSlotLost",
+            f"{_WAL}_slot_lost == 1",
+            "0s",
+            "critical",
+            "The database server invalidated the WAL receiver's replication slot",
+            "The server dropped WAL the receiver had not received (max_slot_wal_keep_size): the archive has a "
+            "gap, no restore reaches past it, and the receiver cannot stream until a new full backup is taken "
+            "and the slot recreated.",
+        ),
+    ]
+
+
 def _sections() -> list[tuple[str, list[Record], list[Alert]]]:
     """(group name, its recording rules, its alerts): `<name>` in rules.yaml, `<name>-alerts` in alerts.yaml."""
     return [
@@ -420,6 +490,7 @@ def _sections() -> list[tuple[str, list[Record], list[Alert]]]:
         ("pdfsmaller-system", system_records(), system_alerts()),
         ("pdfsmaller-resources", resource_records(), resource_alerts()),
         ("pdfsmaller-product", product_records(), product_alerts()),
+        ("pdfsmaller-backups", backup_records(), backup_alerts()),
     ]
 
 

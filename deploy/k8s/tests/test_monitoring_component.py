@@ -14,7 +14,9 @@ from deploy.k8s.tests.overlays import build_with_component
 
 K8S = Path(__file__).resolve().parents[1]
 COMPONENT = K8S / "components" / "monitoring"
+BACKUPS = K8S / "components" / "backups"
 SERVICES = {"gateway", "jobs", "storage", "scanner", "compressor"}
+WAL_RECEIVER = "wal-receiver"
 
 
 def _pod_labels() -> dict[str, dict[str, str]]:
@@ -113,6 +115,68 @@ def test_the_plain_prometheus_scrape_job_finds_every_service_and_envoy() -> None
         "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
         "target_label": "service",
     } in relabel
+
+
+def _backups_pod_templates() -> dict[str, dict[str, Any]]:
+    """The backups component's pod templates (its CronJobs' and the wal-receiver StatefulSet's), by name."""
+    templates = {}
+    for path in BACKUPS.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CronJob":
+                templates[doc["metadata"]["name"]] = doc["spec"]["jobTemplate"]["spec"]["template"]
+            elif doc and doc.get("kind") == "StatefulSet":
+                templates[doc["metadata"]["name"]] = doc["spec"]["template"]
+    return templates
+
+
+def _port_names(template: dict[str, Any]) -> set[str]:
+    return {port["name"] for container in template["spec"]["containers"] for port in container.get("ports", [])}
+
+
+def test_the_wal_receiver_is_scraped_by_its_own_pod_monitor_only() -> None:
+    """Its series get service=backups, as the backup alerts and TargetDown expect; the CronJobs' pods (no
+    metrics) and the base's are not selected, and no other monitor scrapes the receiver a second time."""
+    monitors = _monitors()
+    templates = {**_pod_templates(), **_backups_pod_templates()}
+    assert WAL_RECEIVER in templates
+    selected_by = {
+        name: {m for m, monitor in monitors.items() if _selects(monitor["spec"]["selector"], t["metadata"]["labels"])}
+        for name, t in templates.items()
+    }
+    assert selected_by[WAL_RECEIVER] == {"pdf-smaller-wal-receiver"}
+    assert {name for name, found in selected_by.items() if "pdf-smaller-wal-receiver" in found} == {WAL_RECEIVER}
+    receiver = templates[WAL_RECEIVER]
+    for endpoint in monitors["pdf-smaller-wal-receiver"]["spec"]["podMetricsEndpoints"]:
+        assert endpoint["port"] in _port_names(receiver)
+        assert endpoint["relabelings"] == [
+            {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"], "targetLabel": "service"}
+        ]
+    assert receiver["metadata"]["labels"]["app.kubernetes.io/name"] == "backups"
+
+
+def test_the_plain_prometheus_scrape_job_finds_the_wal_receiver() -> None:
+    """The same keep rules as above hold for the receiver's pod, and for none of the CronJobs' pods."""
+    config = yaml.safe_load((COMPONENT / "scrape-configs.yaml").read_text())
+    keeps = {
+        rule["source_labels"][0]: rule["regex"]
+        for rule in config["scrape_configs"][0]["relabel_configs"]
+        if rule.get("action") == "keep"
+    }
+    annotation = "__meta_kubernetes_pod_annotation_prometheus_io_scrape"
+    part_of = "__meta_kubernetes_pod_label_app_kubernetes_io_part_of"
+    port_name = "__meta_kubernetes_pod_container_port_name"
+    scraped = set()
+    for name, template in _backups_pod_templates().items():
+        metadata = template["metadata"]
+        if (
+            metadata.get("annotations", {}).get("prometheus.io/scrape") == keeps[annotation]
+            and metadata["labels"].get("app.kubernetes.io/part-of") == keeps[part_of]
+            and keeps[port_name] in _port_names(template)
+        ):
+            scraped.add(name)
+            ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+            assert ports["metrics"] == int(metadata["annotations"]["prometheus.io/port"])
+    assert scraped == {WAL_RECEIVER}
 
 
 def _promtool_check(config: dict[str, Any], folder: Path) -> subprocess.CompletedProcess[str]:

@@ -57,6 +57,8 @@ WRONG_THRESHOLDS = [
     ("edge.test.yaml", "ratio_rate1m > 0.05", "ratio_rate1m > 0.07", "ServiceUnavailable"),
     ("resources.test.yaml", "memory_usage:ratio > 0.95", "memory_usage:ratio > 0.97", "MemoryUsageCritical"),
     ("product.test.yaml", "oldest_queued_seconds:max > 600", "oldest_queued_seconds:max > 580", "QueueBacklog"),
+    ("backups.test.yaml", "wal_archive_age_seconds:max > 300", "wal_archive_age_seconds:max > 270", "WalArchiveStale"),
+    ("backups.test.yaml", "_streaming[5m])) < 0.5", "_streaming[5m])) < 0.3", "WalReceiverNotStreaming"),
 ]
 
 
