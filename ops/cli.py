@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
     "backup-files": "files_backup",
     "restore-files": "files_backup",
     "recovery-test": "recovery_test",
+    "sweep-orphans": "orphans",
 }
 
 

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from libs.errors import NotFound, ResourceExhausted
@@ -21,6 +22,14 @@ class ObjectMeta:
     size_bytes: int
     sha256: str
     content_type: str
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A key a listing found, and when its object was last written."""
+
+    key: str
+    modified_at: datetime
 
 
 class Backend(Protocol):
@@ -43,6 +52,10 @@ class Backend(Protocol):
     def keys(self, prefix: str) -> Iterator[str]:
         """Every key that starts with `prefix` (a whole leading segment path such as "jobs/"), in no
         particular order; used by operator tools (backups, sweeps), never by the request path."""
+        ...
+
+    def listing(self, prefix: str) -> Iterator[Listed]:
+        """`keys(prefix)` with each object's last write time (the orphan sweep spares recent ones)."""
         ...
 
     def ready(self) -> bool:

@@ -25,11 +25,12 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from libs.errors import InvalidArgument
-from services.storage.backends import READ_CHUNK_BYTES, ObjectMeta, copy_hashed, not_found
+from services.storage.backends import READ_CHUNK_BYTES, Listed, ObjectMeta, copy_hashed, not_found
 from services.storage.keys import DOMAIN
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,17 @@ class LocalBackend:
     # -- listing -----------------------------------------------------------------------------------------
 
     def keys(self, prefix: str) -> Iterator[str]:
+        return (path.relative_to(self.root).as_posix().removesuffix(OBJECT_SUFFIX) for path in self._paths(prefix))
+
+    def listing(self, prefix: str) -> Iterator[Listed]:
+        for path in self._paths(prefix):
+            try:
+                modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except FileNotFoundError:
+                continue  # deleted since the walk saw it
+            yield Listed(path.relative_to(self.root).as_posix().removesuffix(OBJECT_SUFFIX), modified)
+
+    def _paths(self, prefix: str) -> Iterator[Path]:
         # Walk only the folder the prefix names; a trailing partial segment filters within it.
         folder = prefix.rpartition("/")[0]
         start = self.root / folder if folder else self.root
@@ -152,9 +164,9 @@ class LocalBackend:
             for name in files:
                 if not name.endswith(OBJECT_SUFFIX) or name.startswith(_TMP_PREFIX):
                     continue
-                key = (Path(directory) / name).relative_to(self.root).as_posix().removesuffix(OBJECT_SUFFIX)
-                if key.startswith(prefix):
-                    yield key
+                path = Path(directory) / name
+                if path.relative_to(self.root).as_posix().startswith(prefix):
+                    yield path
 
     # -- health and housekeeping -------------------------------------------------------------------------
 

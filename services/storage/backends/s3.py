@@ -16,13 +16,14 @@ import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import urllib3
 from minio import Minio
 from minio.error import S3Error
 
 from libs.errors import Unavailable
-from services.storage.backends import READ_CHUNK_BYTES, ObjectMeta, copy_hashed, not_found
+from services.storage.backends import READ_CHUNK_BYTES, Listed, ObjectMeta, copy_hashed, not_found
 from services.storage.keys import DOMAIN
 
 log = logging.getLogger(__name__)
@@ -147,10 +148,13 @@ class S3Backend:
             raise _unavailable() from None
 
     def keys(self, prefix: str) -> Iterator[str]:
+        return (listed.key for listed in self.listing(prefix))
+
+    def listing(self, prefix: str) -> Iterator[Listed]:
         with _read_errors("list", prefix):
             for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
                 if item.object_name and not item.is_dir:
-                    yield item.object_name
+                    yield Listed(item.object_name, item.last_modified or datetime.now(UTC))
 
     def ready(self) -> bool:
         try:

@@ -8,6 +8,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -260,3 +261,7 @@ def test_keys_lists_what_a_prefix_holds_on_both_backends(storage: StorageUnderTe
     assert list(storage.backend.keys("missing/")) == []
     storage.backend.delete("list/a/input.pdf")
     assert sorted(storage.backend.keys("list/a/")) == ["list/a/output.pdf"]
+    listed = list(storage.backend.listing("list/a/"))
+    assert [item.key for item in listed] == ["list/a/output.pdf"]
+    # The time the object was written (the sweep of orphans spares young ones), give or take clock skew.
+    assert abs((listed[0].modified_at - datetime.now(UTC)).total_seconds()) < 120

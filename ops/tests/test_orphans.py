@@ -1,0 +1,98 @@
+"""`pdfsmaller-ops sweep-orphans` against a real PostgreSQL (jobs through the repository) and a folder store."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops.cli import main
+from ops.orphans import job_id_of
+from services.jobs.db import migrate, open_pool
+from services.jobs.repository import JobRepository, NewJob
+from services.storage.backends.local import OBJECT_SUFFIX, LocalBackend
+
+pytestmark = pytest.mark.integration
+
+HOUR_AND_A_BIT = 3700
+
+
+def _put(store: LocalBackend, key: str, *, age_seconds: float) -> str:
+    store.put(key, "application/pdf", [b"%PDF-1.7 " + key.encode()], 0)
+    written = time.time() - age_seconds
+    os.utime(store.root / (key + OBJECT_SUFFIX), (written, written))
+    return key
+
+
+def _sweep(capsys: pytest.CaptureFixture[str], url: str, objects: Path, *extra: str) -> dict[str, Any]:
+    capsys.readouterr()
+    status = main(["--json", "sweep-orphans", "--database-url", url, "--storage-dir", str(objects), *extra])
+    document = json.loads(capsys.readouterr().out)
+    assert status == 0, document
+    return dict(document["results"])
+
+
+def test_only_old_objects_no_job_references_are_deleted_and_dry_run_deletes_nothing(
+    fresh_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate(fresh_database_url)
+    store = LocalBackend(tmp_path / "objects")
+    job_id = uuid.uuid4()
+    kept_input = _put(store, f"inputs/{job_id}.pdf", age_seconds=HOUR_AND_A_BIT)
+    kept_output = _put(store, f"outputs/{job_id}-2.pdf", age_seconds=HOUR_AND_A_BIT)
+    pool = open_pool(fresh_database_url, max_size=2)
+    pool.wait(timeout=10)
+    try:
+        repo = JobRepository(pool, retention_hours=168)
+        meta = store.stat(kept_input)
+        repo.create(NewJob(job_id, "t", "", "a.pdf", "medium", 0, kept_input, meta.size_bytes, meta.sha256, "", {}))
+        lease = repo.lease("worker-1", 60)
+        assert lease is not None
+        out = store.stat(kept_output)
+        repo.complete(
+            job_id,
+            lease.token,
+            output_key=kept_output,
+            output_size_bytes=out.size_bytes,
+            output_sha256=out.sha256,
+            report=None,
+        )
+    finally:
+        pool.close()
+    orphans = {
+        _put(store, f"inputs/{uuid.uuid4()}.pdf", age_seconds=HOUR_AND_A_BIT),  # a job the restore lost
+        _put(store, f"outputs/{job_id}-1.pdf", age_seconds=HOUR_AND_A_BIT),  # an earlier attempt's output
+    }
+    young = _put(store, f"inputs/{uuid.uuid4()}.pdf", age_seconds=60)  # an upload creating its job now
+    odd = _put(store, "inputs/not-a-job-key.pdf", age_seconds=HOUR_AND_A_BIT)
+    everything = {kept_input, kept_output, young, odd, *orphans}
+
+    dry = _sweep(capsys, fresh_database_url, store.root, "--dry-run")
+    assert (dry["orphans"], dry["orphans_deleted"], dry["objects_listed"]) == (2, 0, 6)
+    assert set(store.keys("")) == everything
+
+    swept = _sweep(capsys, fresh_database_url, store.root)
+    assert swept == {
+        "objects_listed": 6,
+        "objects_recent": 1,
+        "objects_unrecognised": 1,
+        "objects_referenced": 2,
+        "orphans": 2,
+        "orphans_deleted": 2,
+    }
+    assert set(store.keys("")) == everything - orphans
+    # The young one goes once it is old enough and still unreferenced.
+    assert _sweep(capsys, fresh_database_url, store.root, "--older-than-minutes", "0")["orphans_deleted"] == 1
+
+
+def test_job_keys_are_recognised_only_in_the_shapes_the_services_write() -> None:
+    job_id = uuid.uuid4()
+    assert job_id_of(f"inputs/{job_id}.pdf") == job_id
+    assert job_id_of(f"outputs/{job_id}-12.pdf") == job_id
+    for key in (f"inputs/{job_id}.pdf.tmp", f"outputs/{job_id}.pdf", f"inputs/x/{job_id}.pdf", "inputs/" + "g" * 36):
+        assert job_id_of(key) is None, key
