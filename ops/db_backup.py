@@ -36,7 +36,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 from libs.errors import NotFound
@@ -55,7 +54,9 @@ from ops.backup_catalog import (
     backups_to_prune,
     wal_to_prune,
 )
+from ops.database import connect
 from ops.location import BackupLocation
+from ops.locks import RunLock
 from ops.postgres_tools import PostgresTools, ToolFailed, split_password
 from ops.report import OpsError, Reporter
 
@@ -82,13 +83,6 @@ class DatabaseFacts:
     job_count: int | None
     system_identifier: str
     summarize_wal: bool
-
-
-def connect(url: str) -> psycopg.Connection:
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10, options="-c statement_timeout=300000")
-    except psycopg.OperationalError as error:
-        raise OpsError(f"cannot connect to the database: {str(error).strip()}") from error
 
 
 def inspect_database(url: str) -> DatabaseFacts:
@@ -374,6 +368,13 @@ def prune(catalog: BackupCatalog, retention_days: int, reporter: Reporter) -> No
 
 
 def run_backup(args: argparse.Namespace, reporter: Reporter) -> int:
+    with reporter.step("take the backup lock"):
+        lock = RunLock.take(args.database_url, "backup")
+    with lock:
+        return _backup(args, reporter)
+
+
+def _backup(args: argparse.Namespace, reporter: Reporter) -> int:
     with reporter.step("inspect the database"):
         location = BackupLocation.from_args(args)
         catalog = BackupCatalog(location)

@@ -43,10 +43,10 @@ from ops.backup_catalog import (
     newest_logical,
     newest_restorable,
 )
+from ops.database import connect
 from ops.db_backup import (
     PARTIAL_SUFFIX,
     SEGMENT_NAME,
-    connect,
     location_arguments,
     ops_command,
     sha256_of,

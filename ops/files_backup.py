@@ -38,6 +38,7 @@ import psycopg
 from libs.errors import InvalidArgument, NotFound, ServiceError
 from ops import defaults
 from ops.location import BackupLocation
+from ops.locks import RunLock
 from ops.object_store import add_storage_arguments, storage_backend
 from ops.report import OpsError, Reporter
 from services.storage.backends import Backend, ObjectMeta, copy_hashed
@@ -403,6 +404,13 @@ def _source_description(args: argparse.Namespace) -> str:
 
 
 def run_backup(args: argparse.Namespace, reporter: Reporter) -> int:
+    with reporter.step("take the backup-files lock"):
+        lock = RunLock.take(args.database_url, "backup-files")
+    with lock:
+        return _backup(args, reporter)
+
+
+def _backup(args: argparse.Namespace, reporter: Reporter) -> int:
     started = datetime.now(UTC)
     run = FilesRun(new_run_id(started), started, source=_source_description(args))
     with reporter.step("open the object store and the backup location"):

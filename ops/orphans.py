@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ops import defaults
-from ops.db_backup import connect
+from ops.database import connect
+from ops.locks import RunLock
 from ops.object_store import add_storage_arguments, storage_backend
 from ops.report import Reporter
 from services.storage.backends import Backend
@@ -126,11 +127,13 @@ class OrphanSweeper:
 def run_sweep(args: argparse.Namespace, reporter: Reporter) -> int:
     with reporter.step("open the object store"):
         store = storage_backend(args)
+        # One sweep at a time: a scheduled one and one started by hand would race on the same objects.
+        lock = RunLock.take(args.database_url, "sweep-orphans")
     sweeper = OrphanSweeper(
         store, args.database_url, timedelta(minutes=args.older_than_minutes), dry_run=args.dry_run, reporter=reporter
     )
     verb = "find" if args.dry_run else "delete"
-    with reporter.step(f"{verb} the objects no job references (older than {args.older_than_minutes} min)"):
+    with lock, reporter.step(f"{verb} the objects no job references (older than {args.older_than_minutes} min)"):
         outcome = sweeper.sweep(datetime.now(UTC))
     for name, value in outcome.counts().items():
         reporter.result(name, value)

@@ -42,13 +42,13 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from ops import defaults
+from ops.database import connect
 from ops.db_backup import (
     PARTIAL_SUFFIX,
     SEGMENT_NAME,
     WAL_NAME,
     WalConflict,
     archive_wal,
-    connect,
     store_partial_wal,
     wal_key,
 )

@@ -23,6 +23,7 @@ from ops.backup_catalog import (
 from ops.db_backup import DatabaseFacts, archive_wal, plan_backup, wal_key
 from ops.db_restore import wal_file_name
 from ops.location import BackupLocation
+from ops.locks import RunLock
 from ops.postgres_tools import split_password
 from ops.report import OpsError
 from ops.tests.database_servers import create_jobs, run_ops, source_database
@@ -200,3 +201,23 @@ def test_a_password_goes_to_the_environment_not_the_command_line() -> None:
 def test_archived_wal_keys_map_back_to_postgresql_names() -> None:
     for name in ("00000001000000000000000A", "00000002.history", "00000001000000000000000B.00000028.backup"):
         assert wal_file_name(wal_key(name)) == name
+
+
+@pytest.mark.integration
+def test_a_backup_refuses_to_run_beside_another_and_runs_once_it_ended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with source_database(tmp_path, archiving=False) as source:
+        with RunLock.take(source.url, "backup"):  # as a running backup holds it
+            status, output = run_ops(capsys, "backup", "--database-url", source.url, *source.location())
+            assert status == 1
+            assert "another `pdfsmaller-ops backup` is running on this database" in output
+            with (
+                pytest.raises(OpsError, match="another `pdfsmaller-ops backup-files`"),
+                RunLock.take(source.url, "backup-files"),
+                RunLock.take(source.url, "backup-files"),
+            ):
+                pass
+        status, output = run_ops(capsys, "backup", "--database-url", source.url, *source.location())
+        assert status == 0, output
+    assert [record.kind for record in BackupCatalog(BackupLocation.folder(source.backup_dir)).records()] == [FULL]
