@@ -19,8 +19,9 @@ import pytest
 from devtools.servers.postgres import PostgresServer
 from ops import cli
 from services.jobs.db import migrate, open_pool
-from services.jobs.repository import JobRepository
+from services.jobs.repository import JobRecord, JobRepository, NewJob
 from services.jobs.tests.test_repository import new_job
+from services.storage.backends import Backend
 
 
 @dataclass
@@ -76,6 +77,30 @@ def create_jobs(url: str, count: int) -> list[uuid.UUID]:
         return ids
     finally:
         pool.close()
+
+
+def create_stored_job(
+    repo: JobRepository, store: Backend, job_id: uuid.UUID, tenant: str, input_key: str, data: bytes
+) -> JobRecord:
+    """A job as an upload makes it: its input stored under `input_key`, then the row (JobRepository.create)."""
+    meta = store.put(input_key, "application/pdf", [data], 0)
+    new = NewJob(job_id, tenant, "", "a.pdf", "medium", 0, meta.key, meta.size_bytes, meta.sha256, "", {})
+    return repo.create(new)[0]
+
+
+def complete_stored_job(
+    repo: JobRepository, store: Backend, job_id: uuid.UUID, output_key: str, data: bytes
+) -> JobRecord:
+    """The queued job `job_id` leased and completed as a worker does, its output stored under `output_key`."""
+    lease = repo.lease("worker-1", 60)
+    assert lease is not None
+    assert lease.job.id == job_id
+    out = store.put(output_key, "application/pdf", [data], 0)
+    done = repo.complete(
+        job_id, lease.token, output_key=out.key, output_size_bytes=out.size_bytes, output_sha256=out.sha256, report=None
+    )
+    assert done is not None
+    return done
 
 
 def wait_until_archived(source: Source, timeout: float = 30.0) -> None:

@@ -30,8 +30,9 @@ from ops.files_backup import (
     stored_key,
 )
 from ops.location import BackupLocation
+from ops.tests.database_servers import complete_stored_job, create_stored_job
 from services.jobs.db import migrate, open_pool
-from services.jobs.repository import JobRecord, JobRepository, NewJob
+from services.jobs.repository import JobRecord, JobRepository
 from services.storage.backends.local import OBJECT_SUFFIX, LocalBackend
 
 
@@ -53,25 +54,10 @@ class Site:
         """A job with its input stored; with `output`, leased and completed with that output stored."""
         repo = repo or self.repo
         job_id = uuid.uuid4()
-        meta = self.store.put(f"jobs/{job_id}/input.pdf", "application/pdf", [data], 0)
-        new = NewJob(job_id, "tenant-a", "", "a.pdf", "medium", 0, meta.key, meta.size_bytes, meta.sha256, "", {})
-        job, _created = repo.create(new)
+        job = create_stored_job(repo, self.store, job_id, "tenant-a", f"jobs/{job_id}/input.pdf", data)
         if output is None:
             return job
-        lease = repo.lease("worker-1", 60)
-        assert lease is not None
-        assert lease.job.id == job_id
-        out = self.store.put(f"jobs/{job_id}/output.pdf", "application/pdf", [output], 0)
-        done = repo.complete(
-            job_id,
-            lease.token,
-            output_key=out.key,
-            output_size_bytes=out.size_bytes,
-            output_sha256=out.sha256,
-            report=None,
-        )
-        assert done is not None
-        return done
+        return complete_stored_job(repo, self.store, job_id, f"jobs/{job_id}/output.pdf", output)
 
     def run(self, capsys: pytest.CaptureFixture[str], command: str, *extra: str) -> tuple[int, dict[str, Any]]:
         """Run the subcommand with --json; (exit status, results)."""

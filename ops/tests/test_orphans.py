@@ -13,8 +13,9 @@ import pytest
 
 from ops.cli import main
 from ops.orphans import job_id_of
+from ops.tests.database_servers import complete_stored_job, create_stored_job
 from services.jobs.db import migrate, open_pool
-from services.jobs.repository import JobRepository, NewJob
+from services.jobs.repository import JobRepository
 from services.storage.backends.local import OBJECT_SUFFIX, LocalBackend
 
 pytestmark = pytest.mark.integration
@@ -22,10 +23,14 @@ pytestmark = pytest.mark.integration
 HOUR_AND_A_BIT = 3700
 
 
-def _put(store: LocalBackend, key: str, *, age_seconds: float) -> str:
-    store.put(key, "application/pdf", [b"%PDF-1.7 " + key.encode()], 0)
+def _age(store: LocalBackend, key: str, age_seconds: float) -> None:
     written = time.time() - age_seconds
     os.utime(store.root / (key + OBJECT_SUFFIX), (written, written))
+
+
+def _put(store: LocalBackend, key: str, *, age_seconds: float) -> str:
+    store.put(key, "application/pdf", [b"%PDF-1.7 " + key.encode()], 0)
+    _age(store, key, age_seconds)
     return key
 
 
@@ -43,27 +48,17 @@ def test_only_old_objects_no_job_references_are_deleted_and_dry_run_deletes_noth
     migrate(fresh_database_url)
     store = LocalBackend(tmp_path / "objects")
     job_id = uuid.uuid4()
-    kept_input = _put(store, f"inputs/{job_id}.pdf", age_seconds=HOUR_AND_A_BIT)
-    kept_output = _put(store, f"outputs/{job_id}-2.pdf", age_seconds=HOUR_AND_A_BIT)
+    kept_input, kept_output = f"inputs/{job_id}.pdf", f"outputs/{job_id}-2.pdf"
     pool = open_pool(fresh_database_url, max_size=2)
     pool.wait(timeout=10)
     try:
         repo = JobRepository(pool, retention_hours=168)
-        meta = store.stat(kept_input)
-        repo.create(NewJob(job_id, "t", "", "a.pdf", "medium", 0, kept_input, meta.size_bytes, meta.sha256, "", {}))
-        lease = repo.lease("worker-1", 60)
-        assert lease is not None
-        out = store.stat(kept_output)
-        repo.complete(
-            job_id,
-            lease.token,
-            output_key=kept_output,
-            output_size_bytes=out.size_bytes,
-            output_sha256=out.sha256,
-            report=None,
-        )
+        create_stored_job(repo, store, job_id, "t", kept_input, b"%PDF-1.7 in")
+        complete_stored_job(repo, store, job_id, kept_output, b"%PDF-1.7 out")
     finally:
         pool.close()
+    for key in (kept_input, kept_output):
+        _age(store, key, HOUR_AND_A_BIT)
     orphans = {
         _put(store, f"inputs/{uuid.uuid4()}.pdf", age_seconds=HOUR_AND_A_BIT),  # a job the restore lost
         _put(store, f"outputs/{job_id}-1.pdf", age_seconds=HOUR_AND_A_BIT),  # an earlier attempt's output

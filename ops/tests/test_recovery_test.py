@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from ops.tests.database_servers import Source, create_jobs, run_ops, source_database, wait_until_archived
+from ops.tests.database_servers import (
+    Source,
+    complete_stored_job,
+    create_jobs,
+    create_stored_job,
+    run_ops,
+    source_database,
+    wait_until_archived,
+)
 from services.jobs.db import open_pool
-from services.jobs.repository import JobRepository, NewJob
+from services.jobs.repository import JobRepository
 from services.storage.backends.local import LocalBackend
 
 
@@ -24,22 +32,10 @@ def succeeded_job(url: str, objects: Path) -> uuid.UUID:
     try:
         repository = JobRepository(pool, retention_hours=168)
         job_id = uuid.uuid4()
-        stored = store.put(f"jobs/{job_id}/input.pdf", "application/pdf", [b"%PDF-1.4 input " + job_id.bytes], 0)
-        new = NewJob(job_id, "recovery", "", "a.pdf", "medium", 0, stored.key, stored.size_bytes, stored.sha256, "", {})
-        repository.create(new)
-        lease = repository.lease("worker-1", 60)
-        assert lease is not None
-        assert lease.job.id == job_id
-        output = store.put(f"jobs/{job_id}/output.pdf", "application/pdf", [b"%PDF-1.4 out " + job_id.bytes], 0)
-        done = repository.complete(
-            job_id,
-            lease.token,
-            output_key=output.key,
-            output_size_bytes=output.size_bytes,
-            output_sha256=output.sha256,
-            report=None,
+        create_stored_job(
+            repository, store, job_id, "recovery", f"jobs/{job_id}/input.pdf", b"%PDF-1.4 in " + job_id.bytes
         )
-        assert done is not None
+        complete_stored_job(repository, store, job_id, f"jobs/{job_id}/output.pdf", b"%PDF-1.4 out " + job_id.bytes)
         return job_id
     finally:
         pool.close()
