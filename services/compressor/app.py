@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import grpc
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc
 from pdfsmaller.storage.v1 import storage_service_pb2_grpc
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
@@ -19,6 +19,7 @@ from libs.service import Service
 from services.compressor.engine import Limits, compress_isolated_json
 from services.compressor.readiness import Dependency, DependencyGate
 from services.compressor.settings import CompressorSettings
+from services.compressor.workdir import sweep_stale
 from services.compressor.worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ def build(settings: CompressorSettings) -> Service:
     )
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     registry.register(VolumeUsage({"work": settings.work_dir}))
+    swept = sweep_stale(settings.work_dir)  # what workers killed before this start left behind
+    Counter(
+        "pdfsmaller_compressor_workdir_swept_folders",
+        "Job folders of killed workers removed at start.",
+        registry=registry,
+    ).inc(swept.folders)
+    Counter("pdfsmaller_compressor_workdir_swept_bytes", "Bytes of those folders.", registry=registry).inc(swept.bytes)
     # Utilisation = rate(pdfsmaller_compressor_busy_seconds_total) / this.
     threads_gauge = Gauge("pdfsmaller_compressor_worker_threads", "WORKER_CONCURRENCY here.", registry=registry)
     threads_gauge.set(settings.concurrency)

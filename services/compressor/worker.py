@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from services.compressor.engine.errors import ENGINE_CRASHED, OUT_OF_MEMORY, TIM
 from services.compressor.engine.errors import REASONS as ENGINE_REASONS
 from services.compressor.heartbeat import Heartbeat
 from services.compressor.readiness import DependencyGate
+from services.compressor.workdir import job_folder
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("pdfsmaller.compressor")
@@ -227,13 +227,13 @@ class Worker:
             with (
                 traceparent_context(job.traceparent),
                 tracer.start_as_current_span("compress job", attributes={"pdfsmaller.job_id": job.id}) as span,
-                tempfile.TemporaryDirectory(prefix=f"job-{job.id[:8]}-", dir=self._config.work_dir) as tmp,
+                job_folder(self._config.work_dir, job.id) as tmp,
                 Heartbeat(self._jobs, job.id, lease_token, self._config.lease_seconds) as heartbeat,
             ):
                 fields = {"job_id": job.id, "attempt": job.attempts, "input_size_bytes": job.input_size_bytes}
                 log.info("job %s leased", job.id, extra={"fields": fields})
                 try:
-                    completion = self._compress(job, Path(tmp), heartbeat)
+                    completion = self._compress(job, tmp, heartbeat)
                 except _JobFailed as failure:
                     span.set_attribute("pdfsmaller.failure_reason", failure.reason)
                     log.info(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -96,6 +97,10 @@ def system(
     running_jobs = service_starter(build_jobs, jobs_settings, event_prefix=prefix)
     compressor_env = {**loopback_env("compressor"), **storage, "JOBS_ADDR": running_jobs.address}
     compressor_env |= {"WORK_DIR": str(tmp_path / "work"), "LEASE_WAIT_SECONDS": "1"}
+    left_by_a_killed_worker = tmp_path / "work" / "job-deadbeef-left"
+    left_by_a_killed_worker.mkdir(parents=True)
+    long_ago = time.time() - 3600
+    os.utime(left_by_a_killed_worker, (long_ago, long_ago))
     compressor = service_starter(build_compressor, CompressorSettings.from_env(compressor_env), grace=10)
     return System(running_jobs, jobs_settings, prefix, compressor, storage_server.address, service_starter)
 
@@ -107,8 +112,9 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
         time.sleep(0.2)
 
 
-def test_the_built_compressor_takes_a_job_to_succeeded(system: System) -> None:
+def test_the_built_compressor_takes_a_job_to_succeeded(system: System, tmp_path: Path) -> None:
     eventually(lambda: system.health() == SERVING, "the compressor never became ready")
+    assert not (tmp_path / "work" / "job-deadbeef-left").exists(), "the start did not sweep the work folder"
     job_id = system.submit()
     eventually(lambda: system.job(job_id).state == jobs.JOB_STATE_SUCCEEDED, "the job did not succeed", 90)
     assert system.job(job_id).output_size_bytes > 0
