@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "restore-files": "files_backup",
     "recovery-test": "recovery_test",
     "sweep-orphans": "orphans",
+    "vacuum": "vacuum",
 }
 
 

@@ -37,7 +37,12 @@ def _built(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def _cron_jobs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "CronJob"}
+    """The component's CronJobs (the base has maintenance ones of its own)."""
+    return {
+        doc["metadata"]["name"]: doc
+        for doc in docs
+        if doc["kind"] == "CronJob" and doc["metadata"]["labels"].get("app.kubernetes.io/name") == "backups"
+    }
 
 
 def _wal_receiver(docs: list[dict[str, Any]]) -> dict[str, Any]:
