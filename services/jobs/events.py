@@ -148,8 +148,9 @@ class JobEvents:
 
     def _run(self) -> None:
         backoff = 0.2
+        reported = False  # an unexpected failure is logged with its traceback once per streak
         while not self._stopping.is_set():
-            pubsub = self._subscriber.pubsub()
+            pubsub = self._subscriber.pubsub()  # no connection yet: that is made by the first subscribe
             try:
                 pubsub.psubscribe(self._job_prefix + "*")
                 pubsub.subscribe(self._queue_channel)
@@ -158,8 +159,15 @@ class JobEvents:
                     if message is not None:
                         self._handle(message)
                         backoff = 0.2
-            except (redis.RedisError, OSError):
+            except Exception as error:  # the thread must outlive any failure: it is the only subscriber
                 if self._subscribed.is_set():
+                    reported = False
+                if not isinstance(error, (redis.RedisError, OSError)):
+                    # Not an outage: a bug or a client misconfiguration. Logged once with its traceback, retried.
+                    if not reported:
+                        log.error("job events subscriber failed; retrying with a backoff", exc_info=True)
+                    reported = True
+                elif self._subscribed.is_set():
                     log.warning("lost the Redis subscription; watchers re-read periodically until it is back")
                 self._subscribed.clear()
                 self.wake_all()

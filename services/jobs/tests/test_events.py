@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,3 +54,40 @@ def test_events_flow_over_a_unix_socket_redis_url(unix_redis_url: str) -> None:
             assert waiter.wait(WAIT_SECONDS), "the published event did not wake the waiter"
     finally:
         events.close()
+
+
+def test_an_unexpected_error_in_the_subscriber_is_logged_once_and_the_thread_goes_on(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = JobEvents(redis_url, JobsMetrics(CollectorRegistry()), prefix=f"test-{uuid.uuid4().hex[:8]}")
+    handle = events._handle
+    failures = []
+
+    def fail_on_the_first_two_events(message: dict[str, object]) -> None:
+        if message.get("type") in ("message", "pmessage") and len(failures) < 2:
+            failures.append(message)
+            raise TypeError("a bug in handling an event")
+        handle(message)
+
+    events._handle = fail_on_the_first_two_events  # type: ignore[method-assign]
+    try:
+        events.start(wait_seconds=WAIT_SECONDS)
+        # Each failure ends one subscription and the thread subscribes again; events published while it
+        # is away are missed (as in an outage), so publish until both failures happened.
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(failures) < 2:
+            assert time.monotonic() < deadline, "the subscriber did not come back after the first failure"
+            events.job_changed("job-0", "RUNNING")
+            time.sleep(0.1)
+        # The thread goes on: a later event still wakes its waiter (without the thread, nothing would).
+        with events.waiter("job-1") as waiter:
+            while not waiter.wait(0.2):
+                assert time.monotonic() < deadline + WAIT_SECONDS, "the thread did not go on after the errors"
+                events.job_changed("job-1", "RUNNING")
+    finally:
+        events.close()
+    errors = [record for record in caplog.records if "job events subscriber failed" in record.getMessage()]
+    assert len(failures) == 2
+    # Once per streak: each failure came after a working subscription.
+    assert len(errors) == 2
+    assert errors[0].exc_info is not None
