@@ -14,7 +14,6 @@ has loaded its libraries (so a low memory limit fails on the work, not on import
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import json
 import os
@@ -28,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from libs.parent_death import kill_when_parent_dies
 
 Message = dict[str, Any]
 
@@ -43,7 +44,6 @@ _POLL_SECONDS = 1.0
 _CPU_HARD_MARGIN_SECONDS = 5
 # What a child that could not allocate leaves in its stderr (Python, C++ and C libraries).
 _OOM_MARKERS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "out of memory")
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -313,10 +313,11 @@ def enter_child() -> ChildSide:
 def _die_with_parent(parent_pid: int) -> None:
     """Be killed when the parent dies (a SIGKILLed worker must not leave children running, unseen).
 
-    Linux sends the signal when the *thread* that started the child ends; the worker's threads live as long as
-    the worker, and the CLI calls from its main thread.
+    The worker's threads, which start the children, live as long as the worker, and the CLI calls from its main
+    thread (libs/parent_death.py says why that matters).
     """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    arrange = kill_when_parent_dies()
+    if arrange is not None:
+        arrange()
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+
 import psycopg
 
+from ops import defaults
 from ops.report import OpsError
+
+
+def add_database_argument(
+    parser: argparse.ArgumentParser, *, help_text: str = "the jobs database (default: $DATABASE_URL or make run's)"
+) -> None:
+    """`--database-url`, defaulting to $DATABASE_URL, else the development stack's database."""
+    parser.add_argument("--database-url", default=defaults.database_url(), help=help_text)
 
 
 def connect(url: str) -> psycopg.Connection:

@@ -54,7 +54,7 @@ from ops.backup_catalog import (
     backups_to_prune,
     wal_to_prune,
 )
-from ops.database import connect
+from ops.database import add_database_argument, connect
 from ops.location import BackupLocation
 from ops.locks import RunLock
 from ops.postgres_tools import PostgresTools, ToolFailed, split_password
@@ -493,7 +493,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    backup.add_argument("--database-url", default=defaults.database_url(), help="default: $DATABASE_URL or make run's")
+    add_database_argument(backup)
     kinds = backup.add_mutually_exclusive_group()
     kinds.add_argument("--full", dest="kind", action="store_const", const=FULL, help="a full pg_basebackup")
     kinds.add_argument(
@@ -519,7 +519,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="set archive_mode, archive_command and archive_timeout on the server (ALTER SYSTEM)",
     )
-    archive.add_argument("--database-url", default=defaults.database_url(), help="for --enable")
+    add_database_argument(archive, help_text="for --enable: the database to set up")
     _add_common(archive)
     archive.set_defaults(run=run_archive_wal)
 

@@ -43,7 +43,7 @@ from ops.backup_catalog import (
     newest_logical,
     newest_restorable,
 )
-from ops.database import connect
+from ops.database import add_database_argument, connect
 from ops.db_backup import (
     PARTIAL_SUFFIX,
     SEGMENT_NAME,
@@ -485,7 +485,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     targets.add_argument("--to-lsn", type=_lsn_argument, help="recover up to this WAL position (e.g. 0/3000028)")
     restore.add_argument("--logical", action="store_true", help="the newest pg_dump, into an empty database")
-    restore.add_argument("--database-url", default=defaults.database_url(), help="for --logical: the empty database")
+    add_database_argument(restore, help_text="for --logical: the empty database")
     restore.add_argument("--target-dir", default=str(defaults.PGDATA), help="the data folder (default: %(default)s)")
     restore.add_argument("--force", action="store_true", help="move a non-empty target folder aside first")
     restore.add_argument("--start-and-check", action="store_true", help="start it once here, count jobs, stop it")

@@ -37,6 +37,7 @@ import psycopg
 
 from libs.errors import InvalidArgument, NotFound, ServiceError
 from ops import defaults
+from ops.database import add_database_argument
 from ops.location import BackupLocation
 from ops.locks import RunLock
 from ops.object_store import add_storage_arguments, storage_backend
@@ -478,11 +479,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    backup.add_argument(
-        "--database-url",
-        default=defaults.database_url(),
-        help="the jobs database (default: $DATABASE_URL or make run's %(default)s)",
-    )
+    add_database_argument(backup)
     backup.add_argument(
         "--retention-days",
         type=int,

@@ -25,8 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ops import defaults
-from ops.database import connect
+from ops.database import add_database_argument, connect
 from ops.locks import RunLock
 from ops.object_store import add_storage_arguments, storage_backend
 from ops.report import Reporter
@@ -127,7 +126,8 @@ class OrphanSweeper:
 def run_sweep(args: argparse.Namespace, reporter: Reporter) -> int:
     with reporter.step("open the object store"):
         store = storage_backend(args)
-        # One sweep at a time: a scheduled one and one started by hand would race on the same objects.
+    # One sweep at a time: a scheduled one and one started by hand would race on the same objects.
+    with reporter.step("take the sweep-orphans lock"):
         lock = RunLock.take(args.database_url, "sweep-orphans")
     sweeper = OrphanSweeper(
         store, args.database_url, timedelta(minutes=args.older_than_minutes), dry_run=args.dry_run, reporter=reporter
@@ -147,7 +147,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sweep.add_argument("--database-url", default=defaults.database_url(), help="default: $DATABASE_URL or make run's")
+    add_database_argument(sweep)
     sweep.add_argument(
         "--older-than-minutes",
         type=int,

@@ -251,8 +251,14 @@ class ScratchServer:
     def start(self) -> ScratchServer:
         folder = Path(tempfile.mkdtemp(prefix="pgscratch-"))
         if len(str(folder)) > _MAX_SOCKET_DIR:
-            # A Unix socket path has ~107 bytes; mkdtemp's folder is private (0700) wherever it is.
-            folder = Path(tempfile.mkdtemp(prefix="pgs-", dir="/tmp"))  # nosec B108
+            # A Unix socket path has ~107 bytes; mkdtemp's folder is private (0700) wherever it is. "/tmp" stands
+            # alone on its line: bandit tests every string of a nosec line, and would warn about "pgs-".
+            folder = Path(
+                tempfile.mkdtemp(
+                    prefix="pgs-",
+                    dir="/tmp",  # nosec B108
+                )
+            )
         self._folder = folder
         self.pgdata.chmod(0o700)  # the server refuses a data folder others can read
         with self.log_path.open("ab") as log_file:

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
-from ops import defaults
-from ops.database import connect
+from ops.database import add_database_argument, connect
 from ops.locks import RunLock
 from ops.report import OpsError, Reporter
 
@@ -39,41 +39,39 @@ class TableStats:
     last_autoanalyze: Any
 
 
-def _stats(conn: Any, table: str) -> TableStats:
+def _stats(conn: psycopg.Connection, table: str) -> TableStats:
     row = conn.execute(_STATS, (table,)).fetchone()
     if row is None:
         raise OpsError(f"table {table} has no statistics")
     return TableStats(int(row[0]), int(row[1]), row[2], row[3])
 
 
-def vacuum_tables(database_url: str, timeout_seconds: float, reporter: Reporter) -> dict[str, dict[str, Any]]:
+def vacuum_tables(conn: psycopg.Connection, timeout_seconds: float, reporter: Reporter) -> dict[str, dict[str, Any]]:
     """VACUUM (ANALYZE) each table; per table its rows and dead rows before and after, and the seconds."""
     done: dict[str, dict[str, Any]] = {}
-    with connect(database_url) as conn:
-        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(f"{int(timeout_seconds * 1000)}ms")))
-        for (table,) in conn.execute(_TABLES).fetchall():
-            before = _stats(conn, table)
-            started = time.monotonic()
-            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
-            seconds = time.monotonic() - started
-            # The statistics collector reports the vacuum's effect asynchronously; this reads it now.
-            conn.execute("SELECT pg_stat_force_next_flush()")
-            after = _stats(conn, table)
-            done[table] = {
-                "live_rows": after.live_rows,
-                "dead_rows_before": before.dead_rows,
-                "dead_rows_after": after.dead_rows,
-                "seconds": round(seconds, 3),
-                "last_autovacuum": after.last_autovacuum,
-                "last_autoanalyze": after.last_autoanalyze,
-            }
-            reporter.progress(f"{table}: {before.dead_rows} dead rows, {after.dead_rows} after ({seconds:.1f} s)")
+    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(f"{int(timeout_seconds * 1000)}ms")))
+    for (table,) in conn.execute(_TABLES).fetchall():
+        before = _stats(conn, table)
+        started = time.monotonic()
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+        seconds = time.monotonic() - started
+        # The statistics collector reports the vacuum's effect asynchronously; this reads it now.
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        after = _stats(conn, table)
+        done[table] = {
+            "live_rows": after.live_rows,
+            "dead_rows_before": before.dead_rows,
+            "dead_rows_after": after.dead_rows,
+            "seconds": round(seconds, 3),
+            "last_autovacuum": after.last_autovacuum,
+            "last_autoanalyze": after.last_autoanalyze,
+        }
+        reporter.progress(f"{table}: {before.dead_rows} dead rows, {after.dead_rows} after ({seconds:.1f} s)")
     return done
 
 
-def autovacuum_setting(database_url: str) -> str:
-    with connect(database_url) as conn:
-        row = conn.execute("SHOW autovacuum").fetchone()
+def autovacuum_setting(conn: psycopg.Connection) -> str:
+    row = conn.execute("SHOW autovacuum").fetchone()
     return str(row[0]) if row else "unknown"
 
 
@@ -81,11 +79,12 @@ def run_vacuum(args: argparse.Namespace, reporter: Reporter) -> int:
     with reporter.step("take the vacuum lock"):
         lock = RunLock.take(args.database_url, "vacuum")
     with lock:
-        with reporter.step("VACUUM (ANALYZE) every table"):
-            tables = vacuum_tables(args.database_url, args.timeout, reporter)
+        with reporter.step("VACUUM (ANALYZE) every table"), connect(args.database_url) as conn:
+            tables = vacuum_tables(conn, args.timeout, reporter)
+            # Read on the vacuum's connection, after vacuuming; the step below checks it.
+            setting = autovacuum_setting(conn)
         reporter.result("tables", tables)
         with reporter.step("autovacuum is on"):
-            setting = autovacuum_setting(args.database_url)
             reporter.result("autovacuum", setting)
             if setting != "on":
                 raise OpsError("autovacuum is off: dead rows grow between runs; set autovacuum = on on the server")
@@ -99,6 +98,6 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    vacuum.add_argument("--database-url", default=defaults.database_url(), help="default: $DATABASE_URL or make run's")
+    add_database_argument(vacuum)
     vacuum.add_argument("--timeout", type=float, default=3600.0, help="seconds one table's VACUUM may take")
     vacuum.set_defaults(run=run_vacuum)

@@ -25,7 +25,6 @@ REPLICATION privilege. A slot holds WAL on the server while nobody receives it: 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import itertools
 import os
 import re
@@ -33,7 +32,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -41,8 +39,9 @@ from types import FrameType
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from libs.parent_death import kill_when_parent_dies
 from ops import defaults
-from ops.database import connect
+from ops.database import add_database_argument, connect
 from ops.db_backup import (
     PARTIAL_SUFFIX,
     SEGMENT_NAME,
@@ -64,7 +63,6 @@ MAX_BACKOFF_SECONDS = 30.0
 # Entries of the spool looked at per pass: it holds a few segments normally; more waits for the next pass.
 MAX_SPOOL_ENTRIES = 1000
 _STOP_SECONDS = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -90,16 +88,6 @@ class ReceiverMetrics:
             "when WAL was last stored in the backup location (the recovery point reached)",
             registry=self.registry,
         )
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """What makes a child be killed when we are (a SIGKILLed receiver must not leave pg_receivewal holding
-    the slot, where the next receiver cannot use it). Resolved here: the child may only call it."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class SlotLost(OpsError):
@@ -194,9 +182,10 @@ class WalReceiver:
             "--dbname",
             conninfo,
         ]
-        # Its few lines (errors, "starting log streaming at") go to our stderr, the pod's log.
+        # Its few lines (errors, "starting log streaming at") go to our stderr, the pod's log. It dies with us:
+        # a SIGKILLed receiver must not leave it holding the slot, where the next receiver cannot use it.
         self._child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, env={**os.environ, **env}, preexec_fn=_die_with_parent()
+            argv, stdin=subprocess.DEVNULL, env={**os.environ, **env}, preexec_fn=kill_when_parent_dies()
         )
         self._started_at = time.monotonic()
         self.metrics.streaming.set(1)
@@ -329,7 +318,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    receive.add_argument("--database-url", default=defaults.database_url(), help="default: $DATABASE_URL or make run's")
+    add_database_argument(receive)
     receive.add_argument("--slot", default=DEFAULT_SLOT, help="physical replication slot (default: %(default)s)")
     receive.add_argument(
         "--spool", default=str(defaults.DATA_DIR / "wal-spool"), help="pg_receivewal's folder (default: %(default)s)"

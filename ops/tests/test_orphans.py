@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ops.cli import main
+from ops.locks import RunLock
 from ops.orphans import job_id_of
 from ops.tests.database_servers import complete_stored_job, create_stored_job
 from services.jobs.db import migrate, open_pool
@@ -83,6 +84,26 @@ def test_only_old_objects_no_job_references_are_deleted_and_dry_run_deletes_noth
     assert set(store.keys("")) == everything - orphans
     # The young one goes once it is old enough and still unreferenced.
     assert _sweep(capsys, fresh_database_url, store.root, "--older-than-minutes", "0")["orphans_deleted"] == 1
+
+
+def test_a_sweep_beside_a_running_one_fails_at_its_lock_step_and_deletes_nothing(
+    fresh_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate(fresh_database_url)
+    store = LocalBackend(tmp_path / "objects")
+    orphan = _put(store, f"inputs/{uuid.uuid4()}.pdf", age_seconds=HOUR_AND_A_BIT)
+    with RunLock.take(fresh_database_url, "sweep-orphans"):  # as a running sweep holds it
+        capsys.readouterr()
+        status = main(
+            ["--json", "sweep-orphans", "--database-url", fresh_database_url, "--storage-dir", str(store.root)]
+        )
+        document = json.loads(capsys.readouterr().out)
+    assert status == 1
+    failed = document["steps"][-1]
+    assert failed["name"] == "take the sweep-orphans lock"
+    assert "another `pdfsmaller-ops sweep-orphans` is running" in failed["error"]
+    assert set(store.keys("")) == {orphan}
+    assert _sweep(capsys, fresh_database_url, store.root)["orphans_deleted"] == 1
 
 
 def test_job_keys_are_recognised_only_in_the_shapes_the_services_write() -> None:
