@@ -237,6 +237,8 @@ class ServerSpec:
     # Defaults to the gRPC listen host, so a pod listening on 0.0.0.0 can be scraped.
     metrics_host: str | None = None
     max_workers: int = 32
+    # Run inside the shared ones (their errors become rich statuses and are counted like the servicers').
+    interceptors: Sequence[grpc.ServerInterceptor] = ()
     grace_seconds: float = 10.0
     readiness_interval_seconds: float = 2.0
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -259,6 +261,7 @@ class RunningServer:
             interceptors=[
                 otel_server_interceptor(),
                 _ErrorMappingInterceptor(spec.registry, f"{spec.name}.pdfsmaller"),
+                *spec.interceptors,
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -123,6 +123,22 @@ class EnvReader:
         if self._problems:
             raise SettingsError(self._problems)
 
+    def named_secrets(self, name: builtins.str, *, min_length: builtins.int = 16) -> dict[builtins.str, builtins.str]:
+        """`name:secret,name:secret` (API_KEYS, OPERATOR_TOKENS) -> {name: secret}; a name given twice is a
+        problem, not a silent replacement. Names are letters, digits, - or _; problems never quote a secret."""
+        secrets: dict[builtins.str, builtins.str] = {}
+        for entry in filter(None, (part.strip() for part in (self.optional(name) or "").split(","))):
+            label, sep, secret = entry.partition(":")
+            if not sep or not label or len(secret) < min_length:
+                self.problem(f"{name} entries must be name:secret with a secret of at least {min_length} characters")
+            elif not label.replace("-", "").replace("_", "").isalnum():
+                self.problem(f"{name} name {label!r} must be letters, digits, - or _")
+            elif label in secrets:
+                self.problem(f"{name} names {label!r} twice")
+            else:
+                secrets[label] = secret
+        return secrets
+
 
 # Where each service listens when nothing is configured (`make run`, a service started by hand):
 # below Linux's ephemeral range (32768-60999), so an outgoing connection can never hold one of them.

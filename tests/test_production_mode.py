@@ -10,11 +10,18 @@ import pytest
 
 from libs.settings import EnvReader, SettingsError
 from services.gateway.settings import GatewaySettings
+from services.jobs.settings import JobsSettings
 from services.scanner.settings import ScannerSettings
 
 GATEWAY_BASE = {"REDIS_URL": "redis://127.0.0.1:1/0"}
 API_KEYS = "tenant-a:0123456789abcdef0123"
 SCANNER_BASE = {"STORAGE_ADDR": "127.0.0.1:1"}
+JOBS_BASE = {
+    "DATABASE_URL": "postgresql://127.0.0.1:1/jobs",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "STORAGE_ADDR": "127.0.0.1:1",
+}
+OPERATOR_TOKENS = "oncall:0123456789abcdef01234567"
 
 
 def problems(build, environ: dict[str, str]) -> list[str]:
@@ -31,14 +38,14 @@ def test_development_is_the_default_and_allows_anonymous_access_and_no_clamd() -
     assert problems(ScannerSettings.from_env, SCANNER_BASE) == []
 
 
-def test_production_gateway_refuses_to_run_without_api_keys() -> None:
-    found = problems(GatewaySettings.from_env, {**GATEWAY_BASE, "PDFSMALLER_ENV": "production"})
-    assert len(found) == 1
-    assert "API_KEYS" in found[0]
-    assert found[0].startswith("PDFSMALLER_ENV=production")
-    assert (
-        problems(GatewaySettings.from_env, {**GATEWAY_BASE, "PDFSMALLER_ENV": "production", "API_KEYS": API_KEYS}) == []
-    )
+def test_a_production_gateway_always_needs_a_key_even_with_api_keys_empty() -> None:
+    """Keys come from the jobs database (ApiKeyService) too, so API_KEYS may be empty in production; but no
+    call is anonymous there. Only development with API_KEYS empty lets a call without a key in."""
+    production = {**GATEWAY_BASE, "PDFSMALLER_ENV": "production"}
+    assert GatewaySettings.from_env(production).anonymous_access is False
+    assert GatewaySettings.from_env({**production, "API_KEYS": API_KEYS}).anonymous_access is False
+    assert GatewaySettings.from_env(GATEWAY_BASE).anonymous_access is True
+    assert GatewaySettings.from_env({**GATEWAY_BASE, "API_KEYS": API_KEYS}).anonymous_access is False
 
 
 def test_production_scanner_refuses_to_run_without_clamd() -> None:
@@ -53,6 +60,20 @@ def test_production_scanner_refuses_to_run_without_clamd() -> None:
     )
 
 
+def test_production_jobs_refuses_to_run_without_operator_tokens() -> None:
+    assert problems(JobsSettings.from_env, JOBS_BASE) == []  # development: operator calls are refused
+    found = problems(JobsSettings.from_env, {**JOBS_BASE, "PDFSMALLER_ENV": "production"})
+    assert len(found) == 1
+    assert found[0].startswith("PDFSMALLER_ENV=production")
+    assert "OPERATOR_TOKENS" in found[0]
+    production = {**JOBS_BASE, "PDFSMALLER_ENV": "production", "OPERATOR_TOKENS": OPERATOR_TOKENS}
+    assert problems(JobsSettings.from_env, production) == []
+    # A short token is a problem of its own, never quoted.
+    found = problems(JobsSettings.from_env, {**production, "OPERATOR_TOKENS": "oncall:short-token"})
+    assert any("at least 24 characters" in problem for problem in found)
+    assert not any("short-token" in problem for problem in found)
+
+
 def test_an_unknown_mode_is_a_problem_and_treated_as_production() -> None:
     found = problems(ScannerSettings.from_env, {**SCANNER_BASE, "PDFSMALLER_ENV": "prod"})
     assert any("PDFSMALLER_ENV='prod'" in problem for problem in found)
@@ -62,9 +83,10 @@ def test_an_unknown_mode_is_a_problem_and_treated_as_production() -> None:
 @pytest.mark.parametrize(
     ("service", "environ", "expected"),
     [
-        # No API keys, and no Redis either: both reasons in one start.
-        ("gateway", {}, ["API_KEYS is empty", "REDIS_URL is required"]),
+        # No Redis, and a bad listen address: both reasons in one start (no API_KEYS is no problem).
+        ("gateway", {"GATEWAY_LISTEN": "nowhere"}, ["REDIS_URL is required", "GATEWAY_LISTEN='nowhere'"]),
         ("scanner", {"SCANNER_LISTEN": "nowhere"}, ["CLAMD_ADDR is not set", "SCANNER_LISTEN='nowhere'"]),
+        ("jobs", {**JOBS_BASE, "JOBS_LISTEN": "nowhere"}, ["OPERATOR_TOKENS is empty", "JOBS_LISTEN='nowhere'"]),
     ],
 )
 def test_a_production_service_does_not_start_and_says_every_reason(
@@ -73,7 +95,7 @@ def test_a_production_service_does_not_start_and_says_every_reason(
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"API_KEYS", "REDIS_URL", "CLAMD_ADDR", f"{service.upper()}_LISTEN"}
+        if key not in {"API_KEYS", "REDIS_URL", "CLAMD_ADDR", "OPERATOR_TOKENS", f"{service.upper()}_LISTEN"}
     }
     env.update({"PDFSMALLER_ENV": "production", **environ})
     done = subprocess.run(

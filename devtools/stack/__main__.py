@@ -25,6 +25,8 @@ pdf-smaller is running, in development mode: anonymous access unless API_KEYS is
   upload:               curl --data-binary @file.pdf -H 'Content-Type: application/pdf' \\
                           '{url}/v1/jobs?filename=file.pdf'
   grpcurl:              .venv/bin/grpcurl -plaintext {address} list
+  operator API (jobs):  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $(cat {data}/operator-token)" \\
+                          {jobs} list     (docs/runbook.md has the commands)
   metrics (Prometheus): {prometheus}
   data (kept):          {data}
   logs:                 {data}/logs/
@@ -55,7 +57,9 @@ def main() -> None:
             if stack.prometheus
             else "not installed (Debian: prometheus)"
         )
-        print(BANNER.format(url=stack.url, address=address, data=stack.data_dir, prometheus=prometheus), flush=True)
+        jobs = stack.service("jobs").address
+        banner = BANNER.format(url=stack.url, address=address, data=stack.data_dir, prometheus=prometheus, jobs=jobs)
+        print(banner, flush=True)
         while not stop_requested.wait(1.0):
             stack.check_alive()
     except (PostgresError, RedisServerError, ClamdServerError, PrometheusServerError) as error:

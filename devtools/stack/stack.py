@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -37,6 +38,11 @@ from libs.settings import DEVELOPMENT, LOCAL_GRPC_PORTS, LOCAL_METRICS_PORTS, En
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The operator token of the embedded system (OperatorService, ApiKeyService), kept in the data folder so
+# the runbook's grpcurl commands read it: -H "authorization: Bearer $(cat .data/operator-token)".
+# A file name, not a secret.
+OPERATOR_TOKEN_FILE = "operator-token"  # noqa: S105  # nosec B105
+OPERATOR_NAME = "oncall"
 
 
 # Start order: each service needs only those before it.
@@ -133,6 +139,17 @@ class Stack:
     _log_files: list[IO[bytes]] = field(default_factory=list)
 
     @property
+    def operator_token(self) -> str:
+        """The token the operator APIs accept (made once, then kept with the data)."""
+        path = self.data_dir / OPERATOR_TOKEN_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    @property
     def url(self) -> str:
         return self.envoy.url if self.envoy else ""
 
@@ -197,6 +214,8 @@ class Stack:
             # Services stop by themselves if this launcher dies without stopping them (libs/service.py).
             PARENT_PID_VARIABLE: str(os.getpid()),
         }
+        # The shell's OPERATOR_TOKENS, when set, wins (extra_env is applied after this).
+        env.setdefault("OPERATOR_TOKENS", f"{OPERATOR_NAME}:{self.operator_token}")
         env.pop("CLAMD_ADDR", None)  # only the stack's own clamd, never one from the shell
         if clamd_addr:
             env["CLAMD_ADDR"] = clamd_addr

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from opentelemetry import trace
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
@@ -71,6 +73,10 @@ class WorkerConfig:
     # How long to keep reporting an outcome while the jobs service is unreachable (the heartbeat keeps
     # the lease meanwhile, or learns it was lost).
     finish_retry_seconds: float = 600.0
+    # Sent with each lease call for OperatorService.ListWorkers: where this worker runs, since when (the
+    # config is made once, as the process starts).
+    host: str = field(default_factory=socket.gethostname)
+    start_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 # Ratio buckets (output / input): 1.0 is a kept original.
@@ -175,6 +181,8 @@ class Worker:
         self._engine = engine
         self._metrics = _Metrics(registry)
         self._gate = gate
+        # Why the last lease calls got nothing ("paused", "draining"), so it is logged once, not per poll.
+        self._held_back = ""
 
     def run(self, stop: threading.Event) -> None:
         """Lease and process jobs until `stop` is set; a job in hand is finished first."""
@@ -204,11 +212,15 @@ class Worker:
 
     def _lease(self, stop: threading.Event) -> jobs.LeaseJobResponse:
         """Wait for a job in a long poll that a shutdown cancels at once."""
+        start_time = timestamp_pb2.Timestamp()
+        start_time.FromDatetime(self._config.start_time)
         pending = self._jobs.LeaseJob.future(
             jobs.LeaseJobRequest(
                 worker_id=self._config.worker_id,
                 lease_seconds=self._config.lease_seconds,
                 wait_seconds=self._config.lease_wait_seconds,
+                host=self._config.host,
+                worker_start_time=start_time,
             ),
             timeout=self._config.lease_wait_seconds + self._config.call_timeout_seconds,
         )
@@ -216,7 +228,17 @@ class Worker:
             if stop.wait(0.1):
                 pending.cancel()
                 break
-        return pending.result()
+        answer = pending.result()
+        held_back = "paused" if answer.paused else "draining" if answer.draining else ""
+        if held_back != self._held_back:
+            if held_back == "paused":
+                log.warning("the queue is paused (OperatorService.PauseQueue): leasing no jobs until it resumes")
+            elif held_back == "draining":
+                log.warning("this worker is drained (OperatorService.DrainWorker): leasing no more jobs")
+            else:
+                log.info("leasing jobs again (the queue resumed or the drain was undone)")
+            self._held_back = held_back
+        return answer
 
     def process(self, job: jobs.Job, lease_token: str) -> None:
         started = time.monotonic()

@@ -61,7 +61,8 @@ def _dependencies(
     redis_client: redis.Redis,
     registry: CollectorRegistry,
 ) -> Dependencies:
-    authenticator = Authenticator(settings.api_keys)
+    jobs_stub = jobs_service_pb2_grpc.JobsServiceStub(jobs_channel)
+    authenticator = Authenticator(settings.api_keys, jobs_stub, anonymous=settings.anonymous_access)
     redis_up = Gauge(
         "pdfsmaller_gateway_redis_up",
         "1 after the feature's last Redis call succeeded, 0 after one failed (the feature then fails open).",
@@ -69,7 +70,6 @@ def _dependencies(
         registry=registry,
     )
     scanner_stub = scanner_service_pb2_grpc.ScannerServiceStub(scanner_channel)
-    jobs_stub = jobs_service_pb2_grpc.JobsServiceStub(jobs_channel)
     health = HealthReporter(
         channels={
             "jobs": (jobs_channel, JOBS_SERVICE_NAME),

@@ -37,7 +37,7 @@ from libs.errors import (
     reason_of,
 )
 from libs.telemetry import current_traceparent
-from services.gateway.auth import Authenticator, Caller
+from services.gateway.auth import Authenticator, Caller, Scope
 from services.gateway.convert import download_name, parse_options, to_public
 from services.gateway.health import HealthReporter, status_header
 from services.gateway.quotas import Quotas, QuotaUsage
@@ -76,10 +76,10 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     # --- helpers -------------------------------------------------------------
 
-    def _tenant(self, context: grpc.ServicerContext, budget: Budget = Budget.UPLOADS) -> str:
-        """Authenticate and spend one request of the caller's `budget`; the RateLimit headers go out
-        now as initial metadata."""
-        tenant, headers = self._limited(context, budget)
+    def _tenant(self, context: grpc.ServicerContext, scope: Scope | None, budget: Budget = Budget.UPLOADS) -> str:
+        """Authenticate, check the key has `scope`, and spend one request of the caller's `budget`; the
+        RateLimit headers go out now as initial metadata."""
+        tenant, headers = self._limited(context, budget, scope)
         context.send_initial_metadata(headers)
         return tenant
 
@@ -88,14 +88,14 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         quota is used up. The headers are not sent yet: an upload answers with them, or fails with
         them in a trailers-only status (the only trailers Envoy turns into HTTP headers), so a
         refusal decided after the body arrived still carries Retry-After to REST clients."""
-        tenant, headers = self._limited(context, Budget.UPLOADS)
+        tenant, headers = self._limited(context, Budget.UPLOADS, Scope.UPLOAD)
         with _limit_headers(context, headers), self._quota_refusals_logged(context, tenant):
             self._deps.quotas.ensure_room(tenant)
         return tenant, headers
 
-    def _limited(self, context: grpc.ServicerContext, budget: Budget) -> tuple[str, Metadata]:
+    def _limited(self, context: grpc.ServicerContext, budget: Budget, scope: Scope | None) -> tuple[str, Metadata]:
         """The tenant and the RateLimit headers, for a call that sends its own initial metadata."""
-        caller = self._caller(context)
+        caller = self._caller(context, scope)
         with _limit_headers(context):
             try:
                 decision = self._deps.rate_limiter.check(caller.limiter_id, budget)
@@ -104,13 +104,17 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
                 raise
         return caller.tenant, decision.headers()
 
-    def _caller(self, context: grpc.ServicerContext) -> Caller:
-        """Who is calling; a missing or unknown API key is a security event."""
+    def _caller(self, context: grpc.ServicerContext, scope: Scope | None = None) -> Caller:
+        """Who is calling, refused (PERMISSION_DENIED) when the key lacks `scope`; a missing or unknown
+        API key is a security event."""
         try:
-            return self._deps.authenticator.caller_of(context)
+            caller = self._deps.authenticator.caller_of(context)
         except Unauthenticated as refused:
             self._deps.security_events.authentication_failed(context, refused.reason)
             raise
+        if scope is not None:
+            caller.require(scope)
+        return caller
 
     @contextmanager
     def _quota_refusals_logged(self, context: grpc.ServicerContext, tenant: str) -> Iterator[None]:
@@ -325,10 +329,10 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     # --- job resource ----------------------------------------------------------
 
     def GetJob(self, request: public.GetJobRequest, context: grpc.ServicerContext) -> public.Job:
-        return to_public(self._get_job(request.id, self._tenant(context, Budget.READS)))
+        return to_public(self._get_job(request.id, self._tenant(context, Scope.READ, Budget.READS)))
 
     def ListJobs(self, request: public.ListJobsRequest, context: grpc.ServicerContext) -> public.ListJobsResponse:
-        tenant = self._tenant(context, Budget.READS)
+        tenant = self._tenant(context, Scope.READ, Budget.READS)
         page = self._call_jobs(
             self._deps.jobs.ListJobs,
             jobs.ListJobsRequest(tenant=tenant, page_size=request.page_size, page_token=request.page_token),
@@ -336,12 +340,12 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
         return public.ListJobsResponse(jobs=[to_public(job) for job in page.jobs], next_page_token=page.next_page_token)
 
     def DeleteJob(self, request: public.DeleteJobRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
-        tenant = self._tenant(context)
+        tenant = self._tenant(context, Scope.DELETE)
         self._call_jobs(self._deps.jobs.DeleteJob, jobs.DeleteJobRequest(id=request.id, tenant=tenant))
         return empty_pb2.Empty()
 
     def CancelJob(self, request: public.CancelJobRequest, context: grpc.ServicerContext) -> public.Job:
-        tenant = self._tenant(context)
+        tenant = self._tenant(context, Scope.DELETE)
         return to_public(
             self._call_jobs(self._deps.jobs.CancelJob, jobs.CancelJobRequest(id=request.id, tenant=tenant))
         )
@@ -349,7 +353,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     def WatchJob(self, request: public.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[public.Job]:
         # The RateLimit headers go with the first update: once initial metadata is out, an error
         # (no such job) can no longer set the HTTP status of a REST watch (Envoy's transcoder).
-        tenant, limit_headers = self._limited(context, Budget.READS)
+        tenant, limit_headers = self._limited(context, Budget.READS, Scope.READ)
         updates = self._deps.jobs.WatchJob(jobs.WatchJobRequest(id=request.id, tenant=tenant))
         context.add_callback(updates.cancel)
         try:
@@ -364,7 +368,7 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
     def GetJobResult(
         self, request: public.GetJobResultRequest, context: grpc.ServicerContext
     ) -> Iterator[httpbody_pb2.HttpBody]:
-        tenant, limit_headers = self._limited(context, Budget.READS)
+        tenant, limit_headers = self._limited(context, Budget.READS, Scope.READ)
         job = self._get_job(request.id, tenant)
         if job.state != jobs.JOB_STATE_SUCCEEDED:
             state = jobs.JobState.Name(job.state).removeprefix("JOB_STATE_")
@@ -391,8 +395,9 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
             raise _result_error(error, job) from None
 
     def GetQuota(self, request: public.GetQuotaRequest, context: grpc.ServicerContext) -> public.Quota:
+        # Any key may see its own tenant's quota, whatever its scopes.
         caller = self._caller(context)
-        tenant = self._tenant(context, Budget.READS)
+        tenant = self._tenant(context, None, Budget.READS)
         usage = self._deps.quotas.usage(tenant)
         windows = self._deps.rate_limiter.peek(caller.limiter_id) or ()
         return quota_reply(tenant, usage, windows)

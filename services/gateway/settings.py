@@ -27,7 +27,8 @@ class GatewaySettings:
     storage_addr: str
     scanner_addr: str
     redis_url: str
-    # tenant -> API key; empty means anonymous access as tenant "public" (development only).
+    # tenant -> API key (a development bootstrap; every scope). Keys operators create through ApiKeyService
+    # live in the jobs database and are checked there.
     api_keys: Mapping[str, str]
     # Per API key: uploads and job changes spend `default`, polls and downloads `read` (RATE_LIMIT*).
     rate_limits: Mapping[Budget, Policy]
@@ -45,13 +46,15 @@ class GatewaySettings:
     # Written with the bound ports once serving (GATEWAY_ADDRESS_FILE), for launchers using port 0.
     address_file: Path | None = None
     log_level: str = "INFO"
+    # A call without an API key is the anonymous tenant "public": development mode with API_KEYS empty only.
+    # Otherwise (production always, even with API_KEYS empty) every call needs a key.
+    anonymous_access: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         env = EnvReader(environ)
         listen, metrics_port, address_file = common_ports(env, "gateway")
-        api_keys = _parse_api_keys(env, env.optional("API_KEYS") or "")
-        env.require_in_production(bool(api_keys), "API_KEYS is empty, so every caller would be the anonymous tenant")
+        api_keys = env.named_secrets("API_KEYS")
         settings = cls(
             listen=listen,
             metrics_port=metrics_port,
@@ -73,6 +76,7 @@ class GatewaySettings:
             upload_timeout_seconds=env.float("UPLOAD_TIMEOUT_SECONDS", 3600.0),
             health_cache_seconds=_health_cache_seconds(env),
             log_level=env.log_level(),
+            anonymous_access=not api_keys and not env.production,
         )
         env.done()
         return settings
@@ -131,18 +135,3 @@ def _parse_kinds(env: EnvReader, raw: str) -> frozenset[str]:
     if unknown:
         env.problem(f"REFUSE_ACTIVE_CONTENT has unknown kinds {sorted(unknown)}; use {sorted(ACTIVE_CONTENT_KINDS)}")
     return kinds & ACTIVE_CONTENT_KINDS
-
-
-def _parse_api_keys(env: EnvReader, raw: str) -> dict[str, str]:
-    """`tenant:key,tenant:key` -> {tenant: key}."""
-    keys: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in raw.split(","))):
-        tenant, sep, key = entry.partition(":")
-        if not sep or not tenant or len(key) < 16:
-            env.problem("API_KEYS entries must be tenant:key with a key of at least 16 characters")
-            continue
-        if not tenant.replace("-", "").replace("_", "").isalnum():
-            env.problem(f"API_KEYS tenant {tenant!r} must be letters, digits, - or _")
-            continue
-        keys[tenant] = key
-    return keys

@@ -1,7 +1,9 @@
 """Prometheus metrics of the jobs service (registered on the server's registry).
 
-The queue gauges are set by the sweeper (every SWEEP_INTERVAL_SECONDS) and by GetQueueStats, never
-by a scrape; the pool's figures are read from psycopg_pool at each scrape (in memory, no query).
+The queue gauges are set by the sweeper (every SWEEP_INTERVAL_SECONDS) and by GetQueueStats
+(`observe_queue`), never by a scrape; being read from the database they are global: every replica
+reports the same figures (dashboards take the max, never the sum). The pool's figures are read from
+psycopg_pool at each scrape (in memory, no query).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool
+
+from libs.compression import LEVEL_NAMES
+from services.jobs.queue_stats import THROUGHPUT_WINDOWS_SECONDS, QueueStats
 
 
 class JobsMetrics:
@@ -44,6 +49,19 @@ class JobsMetrics:
             "Queued jobs waiting for their retry backoff to pass (included in jobs_queue_depth{state=QUEUED}).",
             registry=registry,
         )
+        self.level_queue_depth = Gauge(
+            "pdfsmaller_jobs_level_queue_depth",
+            "Jobs QUEUED or RUNNING, by compression level, refreshed by the sweeper.",
+            ["level", "state"],
+            registry=registry,
+        )
+        self.finished_in_window = Gauge(
+            "pdfsmaller_jobs_finished_in_window",
+            "Jobs that finished SUCCEEDED or FAILED within the last window_seconds (from the database: "
+            "all replicas' work), refreshed by the sweeper.",
+            ["window_seconds", "state"],
+            registry=registry,
+        )
         self.outage_requeues = Counter(
             "jobs_outage_requeues_total",
             "Jobs requeued because of the system's own outage (no attempt used), by cause.",
@@ -61,6 +79,11 @@ class JobsMetrics:
             self.finished.labels(state)
         for state in ("QUEUED", "RUNNING"):
             self.queue_depth.labels(state)
+            for level in LEVEL_NAMES:
+                self.level_queue_depth.labels(level, state)
+        for window in THROUGHPUT_WINDOWS_SECONDS:
+            for state in ("SUCCEEDED", "FAILED"):
+                self.finished_in_window.labels(str(window), state)
         for outcome in ("requeued", "failed", "outage"):
             self.lease_expirations.labels(outcome)
         for cause in ("dependency", "lease"):
@@ -75,6 +98,41 @@ class JobsMetrics:
             "Failed deletions of stored objects through the storage service (retried by the sweeper).",
             registry=registry,
         )
+        # OperatorService (services/jobs/workers.py, queue_control.py, queue_admin.py).
+        self.workers = Gauge(
+            "pdfsmaller_jobs_workers",
+            "Known workers by state (ACTIVE, DRAINING, DRAINED, LOST), refreshed by the sweeper.",
+            ["state"],
+            registry=registry,
+        )
+        for state in ("ACTIVE", "DRAINING", "DRAINED", "LOST"):
+            self.workers.labels(state)
+        self.queue_paused = Gauge(
+            "pdfsmaller_jobs_queue_paused",
+            "1 while OperatorService.PauseQueue is in force (workers lease nothing), else 0.",
+            registry=registry,
+        )
+        self.operator_changes = Counter(
+            "pdfsmaller_jobs_operator_changed_total",
+            "Jobs changed by operators, by action (requeued, purged, lease_expired).",
+            ["action"],
+            registry=registry,
+        )
+        for action in ("requeued", "purged", "lease_expired"):
+            self.operator_changes.labels(action)
+
+    def observe_queue(self, stats: QueueStats) -> None:
+        """Set the queue gauges to a fresh reading (the sweeper's and GetQueueStats')."""
+        self.queue_depth.labels("QUEUED").set(stats.queued)
+        self.queue_depth.labels("RUNNING").set(stats.running)
+        self.waiting_retry.set(stats.waiting_retry)
+        self.oldest_queued.set(stats.oldest_queued_seconds)
+        for level in stats.by_level:
+            self.level_queue_depth.labels(level.level, "QUEUED").set(level.queued)
+            self.level_queue_depth.labels(level.level, "RUNNING").set(level.running)
+        for window in stats.throughput:
+            self.finished_in_window.labels(str(window.window_seconds), "SUCCEEDED").set(window.succeeded)
+            self.finished_in_window.labels(str(window.window_seconds), "FAILED").set(window.failed)
 
 
 # The pool's counters: (name without _total, help, get_stats() key, factor to base units).

@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 from libs.errors import Unavailable
 from services.jobs.db import database_errors, pending_migrations
 from services.jobs.outages import DatabaseOutages, Outage
+from services.jobs.queue_stats import QueueStats, read_queue_stats
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"
@@ -97,6 +98,8 @@ class JobRecord:
     not_before: datetime
     # Requeues caused by outages; these did not use an attempt.
     outage_retries: int
+    # When the current (or last) lease began (migration 0007).
+    leased_at: datetime | None = None
 
     @property
     def object_keys(self) -> list[str]:
@@ -124,40 +127,6 @@ class Lease:
     job: JobRecord
     token: uuid.UUID
     expires_at: datetime
-
-
-# One subquery per partial index (jobs_queue_not_before, jobs_running_lease), so the cost follows the
-# queue, not the table: one scan with `state IN ('QUEUED', 'RUNNING')` is planned as a sequential scan of
-# every job ever kept (PostgreSQL 18; services/jobs/tests/test_metrics.py checks the plan).
-ACTIVE_QUEUE_QUERY = """
-    SELECT (SELECT count(*) FROM jobs WHERE state = 'QUEUED') AS queued,
-           (SELECT count(*) FROM jobs WHERE state = 'RUNNING') AS running,
-           (SELECT count(*) FROM jobs WHERE state = 'QUEUED' AND not_before > now()) AS waiting_retry,
-           -- As GetQueueStats: how long the longest-waiting due job has been due (0: none).
-           COALESCE(EXTRACT(EPOCH FROM now() - (
-               SELECT min(not_before) FROM jobs WHERE state = 'QUEUED' AND not_before <= now())), 0)::float8
-               AS oldest_queued_seconds
-"""
-
-
-@dataclass(frozen=True)
-class ActiveQueue:
-    """What the queue holds now; `waiting_retry` jobs (backing off) are part of `queued`."""
-
-    queued: int
-    running: int
-    waiting_retry: int
-    oldest_queued_seconds: float
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    queued: int
-    running: int
-    succeeded: int
-    failed: int
-    oldest_queued_seconds: float
-    waiting_retry: int
 
 
 class JobIdConflict(Exception):
@@ -315,13 +284,16 @@ class JobRepository:
     # --- worker side -----------------------------------------------------
 
     def lease(self, worker_id: str, lease_seconds: int) -> Lease | None:
-        """Lease the oldest QUEUED job that is due, or None when there is none."""
+        """Lease the oldest QUEUED job that is due, or None when there is none, when the queue is paused
+        or when this worker is draining (OperatorService; read in this statement, so a pause is immediate)."""
         token = uuid.uuid4()
         rows = self._fetch(
             """
             WITH next AS (
                 SELECT id FROM jobs
                 WHERE state = 'QUEUED' AND not_before <= now() AND expire_at > now()
+                  AND NOT EXISTS (SELECT FROM queue_control WHERE paused)
+                  AND NOT EXISTS (SELECT FROM workers WHERE id = %(worker_id)s AND draining)
                 ORDER BY created_at, id
                 FOR UPDATE SKIP LOCKED
                 LIMIT 1
@@ -329,7 +301,7 @@ class JobRepository:
             UPDATE jobs SET state = 'RUNNING', lease_token = %(token)s,
                    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
                    attempts = jobs.attempts + 1, worker_id = %(worker_id)s, progress_percent = 0,
-                   error_reason = '', error_message = '', updated_at = now()
+                   error_reason = '', error_message = '', updated_at = now(), leased_at = now()
             FROM next WHERE jobs.id = next.id
             RETURNING jobs.*
             """,
@@ -561,23 +533,6 @@ class JobRepository:
         )
         return len(rows)
 
-    def active_queue(self) -> ActiveQueue:
-        """The queue's size and age, from the partial indexes alone (ACTIVE_QUEUE_QUERY)."""
-        return ActiveQueue(**self._fetch(ACTIVE_QUEUE_QUERY)[0])
-
-    def queue_counts(self) -> QueueCounts:
-        rows = self._fetch(
-            """
-            SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued,
-                   count(*) FILTER (WHERE state = 'RUNNING') AS running,
-                   count(*) FILTER (WHERE state = 'SUCCEEDED') AS succeeded,
-                   count(*) FILTER (WHERE state = 'FAILED') AS failed,
-                   count(*) FILTER (WHERE state = 'QUEUED' AND not_before > now()) AS waiting_retry,
-                   -- How long the longest-waiting due job has been due (a job waiting to retry is not late).
-                   COALESCE(EXTRACT(EPOCH FROM now() - min(not_before)
-                       FILTER (WHERE state = 'QUEUED' AND not_before <= now())), 0)::float8
-                       AS oldest_queued_seconds
-            FROM jobs
-            """
-        )
-        return QueueCounts(**rows[0])
+    def queue_stats(self) -> QueueStats:
+        """The queue's depth (by level), age and recent throughput, from the partial indexes alone."""
+        return read_queue_stats(self._fetch)

@@ -20,19 +20,22 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from pdfsmaller.jobs.v1 import api_keys_pb2
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 
 from libs import compression
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.jobs.api_key_servicer import identity_to_proto
+from services.jobs.api_keys import ApiKeyStore
 from services.jobs.events import QUEUE, JobEvents
 from services.jobs.metrics import JobsMetrics
 from services.jobs.objects import ObjectDeleter
+from services.jobs.queue_control import QueueControl
 from services.jobs.repository import (
     CANCELLED,
     FAILED,
     QUEUED,
-    RUNNING,
     SUCCEEDED,
     TERMINAL_STATES,
     JobIdConflict,
@@ -41,6 +44,7 @@ from services.jobs.repository import (
     NewJob,
     RequestIdReused,
 )
+from services.jobs.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +170,17 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         deleter: ObjectDeleter,
         metrics: JobsMetrics,
         *,
+        api_keys: ApiKeyStore,
         recheck_seconds: float = RECHECK_SECONDS,
+        workers: WorkerRegistry | None = None,
+        queue_control: QueueControl | None = None,
     ) -> None:
+        """`workers` (None: not tracked) learns of every worker call; `queue_control` says why a worker got
+        nothing (paused, draining) and whether GetQueueStats is paused."""
         self._repo = repository
+        self._workers = workers
+        self._queue_control = queue_control
+        self._api_keys = api_keys
         self._events = events
         self._deleter = deleter
         self._metrics = metrics
@@ -325,6 +337,9 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             # Answer "nothing" before the client's deadline rather than let the call fail.
             wait = min(wait, max(remaining_rpc - 0.5, 0.0))
         deadline = time.monotonic() + wait
+        if self._workers is not None:
+            start = request.worker_start_time.ToDatetime(tzinfo=UTC) if request.HasField("worker_start_time") else None
+            self._workers.lease_call(request.worker_id, request.host, start)
         with self._events.waiter(QUEUE) as waiter:
             context.add_callback(waiter.wake)
             while True:
@@ -341,8 +356,16 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
                     )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return pb.LeaseJobResponse()
+                    return self._no_job_for(request.worker_id)
+                # Paused or draining too: the call waits out its time, so a held-back worker does not spin.
                 waiter.wait(self._idle_wait(remaining))
+
+    def _no_job_for(self, worker_id: str) -> pb.LeaseJobResponse:
+        """The empty answer, saying whether the queue is paused or this worker draining."""
+        if self._queue_control is None:
+            return pb.LeaseJobResponse()
+        gate = self._queue_control.lease_gate(worker_id)
+        return pb.LeaseJobResponse(paused=gate.paused, draining=gate.draining)
 
     def _idle_wait(self, remaining: float) -> float:
         """How long an idle LeaseJob sleeps: until an event, a re-check, or the next retry coming due."""
@@ -361,6 +384,8 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         if renewed is None:
             raise _lease_lost()
         job, progressed = renewed
+        if self._workers is not None:
+            self._workers.seen(job.worker_id)
         if progressed:
             self._announce(job)
         assert job.lease_expires_at is not None
@@ -384,6 +409,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         )
         if job is None:
             raise _lease_lost()
+        self._count_for_worker(job, succeeded=True)
         self._metrics.finished.labels(SUCCEEDED).inc()
         self._announce(job)
         log.info(
@@ -392,6 +418,13 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             extra={"fields": _log_fields(job, output_size_bytes=job.output_size_bytes, worker_id=job.worker_id)},
         )
         return job_to_proto(job)
+
+    def _count_for_worker(self, job: JobRecord, *, succeeded: bool) -> None:
+        """The worker's counters: one job done or failed, held from its lease until now (database times)."""
+        if self._workers is None:
+            return
+        busy = (job.updated_at - job.leased_at).total_seconds() if job.leased_at is not None else 0.0
+        self._workers.finished(job.worker_id, succeeded=succeeded, busy_seconds=busy)
 
     def FailJob(self, request: pb.FailJobRequest, context: grpc.ServicerContext) -> pb.Job:
         job_id = parse_job_id(request.id)
@@ -410,6 +443,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         )
         if job is None:
             raise _lease_lost()
+        self._count_for_worker(job, succeeded=False)
         fields = _log_fields(job, reason=request.error.reason, worker_id=job.worker_id, outage=request.outage)
         if job.state == FAILED:
             self._metrics.finished.labels(FAILED).inc()
@@ -430,18 +464,39 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         return job_to_proto(job)
 
     def GetQueueStats(self, request: pb.GetQueueStatsRequest, context: grpc.ServicerContext) -> pb.QueueStats:
-        counts = self._repo.queue_counts()
-        self._metrics.queue_depth.labels(QUEUED).set(counts.queued)
-        self._metrics.queue_depth.labels(RUNNING).set(counts.running)
-        self._metrics.waiting_retry.set(counts.waiting_retry)
+        stats = self._repo.queue_stats()
+        self._metrics.observe_queue(stats)
         return pb.QueueStats(
-            queued=counts.queued,
-            running=counts.running,
-            succeeded=counts.succeeded,
-            failed=counts.failed,
-            oldest_queued_seconds=counts.oldest_queued_seconds,
-            waiting_retry=counts.waiting_retry,
+            queued=stats.queued,
+            running=stats.running,
+            # The longest window's: totals over every job kept would cost a scan of them all.
+            succeeded=stats.longest_window.succeeded,
+            failed=stats.longest_window.failed,
+            oldest_queued_seconds=stats.oldest_queued_seconds,
+            waiting_retry=stats.waiting_retry,
+            paused=self._queue_control is not None and self._queue_control.paused(),
+            by_level=[
+                pb.LevelDepth(
+                    level=level.level, queued=level.queued, running=level.running, waiting_retry=level.waiting_retry
+                )
+                for level in stats.by_level
+            ],
+            throughput=[
+                pb.Throughput(
+                    window_seconds=window.window_seconds,
+                    succeeded=window.succeeded,
+                    failed=window.failed,
+                    jobs_per_minute=window.jobs_per_minute,
+                )
+                for window in stats.throughput
+            ],
         )
+
+    def AuthenticateApiKey(
+        self, request: api_keys_pb2.AuthenticateApiKeyRequest, context: grpc.ServicerContext
+    ) -> api_keys_pb2.ApiKeyIdentity:
+        """The gateway's check of a presented key (services.jobs.api_keys); never logs the key."""
+        return identity_to_proto(self._api_keys.authenticate(request.api_key))
 
 
 def _log_fields(job: JobRecord, **more: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from libs.settings import EnvReader, common_ports
@@ -41,6 +41,14 @@ class JobsSettings:
     # once they can reach us), then requeued without using an attempt.
     outage_lease_grace_seconds: float = 60.0
     log_level: str = "INFO"
+    # OPERATOR_TOKENS (`name:token,...`, from a Secret): bearer tokens of the operator APIs
+    # (OperatorService, ApiKeyService); the name is who the audit log says called. Empty refuses every
+    # operator call; required in production.
+    operator_tokens: Mapping[str, str] = field(default_factory=dict)
+    # A worker with no lease call or renewal for this long shows LOST in OperatorService.ListWorkers:
+    # three of the compressor's longest gaps (LEASE_WAIT_SECONDS 20 between polls, a renewal every
+    # LEASE_SECONDS / 3 = 20 s), with room for the call itself.
+    worker_lost_after_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> JobsSettings:
@@ -64,11 +72,17 @@ class JobsSettings:
             max_outage_retries=env.int("MAX_OUTAGE_RETRIES", 100, minimum=0),
             outage_lease_grace_seconds=env.float("OUTAGE_LEASE_GRACE_SECONDS", 60.0),
             log_level=env.log_level(),
+            operator_tokens=env.named_secrets("OPERATOR_TOKENS", min_length=24),
+            worker_lost_after_seconds=env.float("WORKER_LOST_AFTER_SECONDS", 120.0),
+        )
+        env.require_in_production(
+            bool(settings.operator_tokens), "OPERATOR_TOKENS is empty, so no operator could steer the queue"
         )
         for name, value in (
             ("RETRY_BACKOFF_BASE_SECONDS", settings.retry_backoff_base_seconds),
             ("RETRY_BACKOFF_CAP_SECONDS", settings.retry_backoff_cap_seconds),
             ("OUTAGE_LEASE_GRACE_SECONDS", settings.outage_lease_grace_seconds),
+            ("WORKER_LOST_AFTER_SECONDS", settings.worker_lost_after_seconds),
         ):
             if value < 0:
                 env.problem(f"{name}={value} must not be negative")

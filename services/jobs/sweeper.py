@@ -26,7 +26,8 @@ from services.jobs.events import JobEvents
 from services.jobs.metrics import JobsMetrics
 from services.jobs.objects import ObjectDeleter
 from services.jobs.outages import Outage
-from services.jobs.repository import ACTIVE_STATES, FAILED, QUEUED, RUNNING, JobRepository
+from services.jobs.repository import ACTIVE_STATES, FAILED, QUEUED, JobRepository
+from services.jobs.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,11 @@ class Sweeper:
         interval_seconds: float,
         keep_expired_days: int = 30,
         outage_lease_grace_seconds: float = 60.0,
+        workers: WorkerRegistry | None = None,
     ) -> None:
+        """`workers`: its lost workers are forgotten after a day, its gauge refreshed, each pass."""
         self._repo = repository
+        self._workers = workers
         self._events = events
         self._deleter = deleter
         self._metrics = metrics
@@ -81,14 +85,13 @@ class Sweeper:
         if purged:
             log.info("purged %d expired job record(s)", purged)
         self.refresh_queue_metrics()
+        if self._workers is not None:
+            self._workers.upkeep()
 
     def refresh_queue_metrics(self) -> None:
-        """Queue depth and age, here rather than at each scrape: a scrape never queries the database."""
-        queue = self._repo.active_queue()
-        self._metrics.queue_depth.labels(QUEUED).set(queue.queued)
-        self._metrics.queue_depth.labels(RUNNING).set(queue.running)
-        self._metrics.waiting_retry.set(queue.waiting_retry)
-        self._metrics.oldest_queued.set(queue.oldest_queued_seconds)
+        """Queue depth (by level), age and throughput, here rather than at each scrape: a scrape never
+        queries the database."""
+        self._metrics.observe_queue(self._repo.queue_stats())
 
     def _refund_window(self) -> Outage | None:
         """The last database outage widened by the grace: leases that lapsed in it were not the job's fault."""
