@@ -15,9 +15,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import ModuleType
 
 from ops.report import Failed, Reporter
+from ops.run_record import record_run
 
 Command = Callable[[argparse.Namespace, Reporter], int]
 
@@ -35,6 +37,7 @@ SUBCOMMANDS: dict[str, str] = {
     "recovery-test": "recovery_test",
     "sweep-orphans": "orphans",
     "vacuum": "vacuum",
+    "rollout-guard": "rollout_guard",
 }
 
 
@@ -60,13 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(argv).parse_args(argv)
     reporter = Reporter(as_json=args.json, debug=args.debug)
     run: Command = args.run
+    started_at = datetime.now(UTC)
     try:
-        return run(args, reporter)
+        status = run(args, reporter)
     except Failed:
-        return reporter.finish()
+        status = reporter.finish()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    # The scheduled commands' runs, for the jobs service's gauges and the alerts (ops/run_record.py).
+    record_run(args, reporter, started_at, datetime.now(UTC), status)
+    return status
 
 
 if __name__ == "__main__":

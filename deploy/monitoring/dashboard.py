@@ -183,6 +183,17 @@ QUEUE: tuple[Panel, ...] = (
         "saturated) or at 0 (workers down: NoCompressorWorkers). QueueDepthCritical fires above 1000 queued.",
     ),
     Panel(
+        "Queue depth by level",
+        "short",
+        (
+            Query('max by (level) (pdfsmaller_jobs_level_queue_depth{state="QUEUED"})', "{{level}} queued"),
+            Query('max by (level) (pdfsmaller_jobs_level_queue_depth{state="RUNNING"})', "{{level}} running"),
+        ),
+        "Queued and running jobs per compression level (from the database, like Queue depth: the max over "
+        "jobs replicas). The heavy levels (high, maximum) take longest per job. Bad: one level's queue "
+        "growing while the others drain (its jobs are slow or keep failing and retrying).",
+    ),
+    Panel(
         "Oldest queued job's wait",
         "s",
         (Query("pdfsmaller:jobs_oldest_queued_seconds:max", "oldest due job"),),
@@ -199,6 +210,19 @@ QUEUE: tuple[Panel, ...] = (
         ),
         "Jobs per second entering the queue and leaving it for good, by final state. Bad: created above "
         "SUCCEEDED + FAILED for long (the queue grows), or FAILED rising (see Engine results).",
+    ),
+    Panel(
+        "Throughput, last 5 minutes",
+        "opm",
+        (
+            Query(
+                'max by (state) (pdfsmaller_jobs_finished_in_window{window_seconds="300"}) / 5', "{{state}} per minute"
+            ),
+        ),
+        "Jobs per minute that finished SUCCEEDED or FAILED over the last 5 minutes, counted in the database "
+        "by finish time (every replica's work, restarts included; the max over jobs replicas), as the "
+        "queue statistics call reports it. Bad: SUCCEEDED falling to 0 while jobs queue (workers stopped), "
+        "or FAILED above SUCCEEDED.",
     ),
     Panel(
         "Lease expirations and outage requeues",

@@ -483,6 +483,72 @@ def backup_alerts() -> list[Alert]:
     ]
 
 
+_MAINTENANCE = "pdfsmaller_maintenance"
+# The runs the CronJobs schedule (deploy/k8s/base/maintenance.yaml, components/backups/cronjobs.yaml), by the
+# task ops/run_record.py records them as, and how old their last success may grow: one period and a margin,
+# two for the orphan sweep (a missed day is harmless). Hand-run variants (sweep-orphans-dry-run) are not watched.
+MAINTENANCE_DEADLINES = {"sweep-orphans": "50h", "vacuum": "8d"}
+BACKUP_DEADLINES = {"backup": "7h", "backup-logical": "26h", "backup-files": "26h"}
+_SCHEDULED_TASKS = "|".join([*MAINTENANCE_DEADLINES, *BACKUP_DEADLINES])
+
+
+def _seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"h": 3600, "d": 86400}[duration[-1]]
+
+
+def _overdue(deadlines: dict[str, str]) -> str:
+    return " or ".join(
+        f'pdfsmaller:maintenance_success_age_seconds:max{{task="{task}"}} > {_seconds(deadline)}'
+        for task, deadline in deadlines.items()
+    )
+
+
+def maintenance_records() -> list[Record]:
+    # Every jobs replica reads the same table and reports the same figures: max, never sum. A task that never
+    # succeeded has no success series, so no age: nothing fires where no run ever happened (make run).
+    return [
+        Record(
+            "pdfsmaller:maintenance_success_age_seconds:max",
+            f"time() - max by (task) ({_MAINTENANCE}_last_success_timestamp_seconds)",
+        ),
+    ]
+
+
+def maintenance_alerts() -> list[Alert]:
+    """The pdfsmaller-ops runs recorded in maintenance_runs (ops/run_record.py), as the jobs service exports them."""
+    return [
+        Alert(
+            "MaintenanceOverdue",
+            _overdue(MAINTENANCE_DEADLINES),
+            "0s",
+            "warning",
+            "A scheduled maintenance task has not succeeded for too long",
+            "The last successful {{ $labels.task }} run finished {{ $value | humanizeDuration }} ago (the orphan "
+            "sweep runs daily, VACUUM weekly): its CronJob does not run, or its runs fail.",
+        ),
+        Alert(
+            "BackupOverdue",
+            _overdue(BACKUP_DEADLINES),
+            "0s",
+            "warning",
+            "A scheduled backup has not succeeded for too long",
+            "The last successful {{ $labels.task }} run finished {{ $value | humanizeDuration }} ago (physical "
+            "backups run every 6 hours, logical and file backups daily): a restore now starts from an older "
+            "backup, and replays more WAL.",
+        ),
+        # 1h: a CronJob retries a failed run (backoffLimit), and a retry that succeeds ends the failure.
+        Alert(
+            "MaintenanceFailing",
+            f'max by (task) ({_MAINTENANCE}_last_run_ok{{task=~"{_SCHEDULED_TASKS}"}}) == 0',
+            "1h",
+            "warning",
+            "The last run of a scheduled maintenance or backup task failed",
+            "The newest {{ $labels.task }} run failed, and no run has succeeded since, for an hour: "
+            "maintenance_runs says at which step and why.",
+        ),
+    ]
+
+
 def _sections() -> list[tuple[str, list[Record], list[Alert]]]:
     """(group name, its recording rules, its alerts): `<name>` in rules.yaml, `<name>-alerts` in alerts.yaml."""
     return [
@@ -491,6 +557,7 @@ def _sections() -> list[tuple[str, list[Record], list[Alert]]]:
         ("pdfsmaller-resources", resource_records(), resource_alerts()),
         ("pdfsmaller-product", product_records(), product_alerts()),
         ("pdfsmaller-backups", backup_records(), backup_alerts()),
+        ("pdfsmaller-maintenance", maintenance_records(), maintenance_alerts()),
     ]
 
 
