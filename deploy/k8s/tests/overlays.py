@@ -12,8 +12,9 @@ import yaml
 K8S = Path(__file__).resolve().parents[1]
 
 
-def build_with_component(component: Path, folder: Path) -> list[dict[str, Any]]:
-    """The documents kustomize renders for the base with `component` added (kubectl must be installed)."""
+def build_with_component(component: Path, folder: Path, *more_components: Path, **fields: Any) -> list[dict[str, Any]]:
+    """The documents kustomize renders for the base with `component` (then `more_components`) added,
+    and any other kustomization `fields` (images, patches, ...) of the overlay (kubectl must be installed)."""
     overlay = folder / "overlay"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(
@@ -23,7 +24,8 @@ def build_with_component(component: Path, folder: Path) -> list[dict[str, Any]]:
                 "kind": "Kustomization",
                 # kustomize takes relative paths only.
                 "resources": [os.path.relpath(K8S / "base", overlay)],
-                "components": [os.path.relpath(component, overlay)],
+                "components": [os.path.relpath(path, overlay) for path in (component, *more_components)],
+                **fields,
             }
         )
     )

@@ -371,6 +371,62 @@ def check_secrets_complete(docs: list[Doc]) -> None:
                     assert ref["key"] in _secret_values(docs, ref["name"])
 
 
+def _selects(selector: Doc, labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def check_operator_apis_stay_internal(docs: list[Doc]) -> None:
+    """The operator APIs (OperatorService, ApiKeyService) are served on the jobs port: its tokens come
+    from the Secret to the jobs pod only, and no Service, Ingress, Envoy cluster or NetworkPolicy
+    opens that port to the edge (operators use kubectl port-forward, secret.template.yaml)."""
+    readers = []
+    for workload in _workloads(docs):
+        for container in _all_containers(_pod_spec(workload)):
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            assert not [s for s in container.get("envFrom", []) if "secretRef" in s], f"{where}: a whole Secret"
+            readers += [(where, entry) for entry in container.get("env", []) if entry["name"] == "OPERATOR_TOKENS"]
+    assert [reader for reader, _ in readers] == ["jobs/jobs"]
+    entry = readers[0][1]
+    assert set(entry.get("valueFrom", {})) == {"secretKeyRef"}  # never a value in the manifest
+    ref = entry["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "OPERATOR_TOKENS"
+    assert ref["name"].startswith(SECRET_NAME)  # the dev overlay's generated Secret has a hash suffix
+    assert not [doc for doc in _of_kind(docs, "ConfigMap") if "OPERATOR_TOKENS" in doc.get("data", {})]
+
+    jobs = _named(docs, "Deployment", "jobs")
+    jobs_labels = jobs["spec"]["template"]["metadata"]["labels"]
+    grpc_port = _container_port(_main_container(jobs), "grpc")
+    assert not [doc for doc in docs if doc["kind"] in ("Ingress", "Gateway", "HTTPRoute", "GRPCRoute")]
+    for service in _of_kind(docs, "Service"):
+        selector = service["spec"].get("selector")
+        if selector and _selects({"matchLabels": selector}, jobs_labels):
+            assert service["metadata"]["name"] == "jobs", f"Service {service['metadata']['name']} selects jobs"
+            assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    for config_map in _of_kind(docs, "ConfigMap"):
+        for text in config_map.get("data", {}).values():
+            if "static_resources" not in text:
+                continue
+            for cluster in yaml.safe_load(text)["static_resources"]["clusters"]:
+                for endpoint in cluster.get("load_assignment", {}).get("endpoints", []):
+                    for lb in endpoint["lb_endpoints"]:
+                        address = lb["endpoint"]["address"]["socket_address"]
+                        assert address["address"].split(".")[0] not in ("jobs", "jobs-headless"), cluster["name"]
+                        assert address["port_value"] != grpc_port, cluster["name"]
+    # Who may open a connection to the jobs grpc port: the gateway and the workers, nothing else.
+    for policy in _of_kind(docs, "NetworkPolicy"):
+        if not _selects(policy["spec"]["podSelector"], jobs_labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            ports = [port["port"] for port in rule.get("ports", [])]
+            if ports and grpc_port not in ports and "grpc" not in ports:
+                continue
+            peers = rule.get("from", [])
+            assert peers, f"NetworkPolicy {policy['metadata']['name']} opens the jobs port to anyone"
+            for peer in peers:
+                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: {peer}"
+                assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in ("gateway", "compressor")
+
+
 INVARIANTS = [
     check_pod_security,
     check_resources,
@@ -381,6 +437,7 @@ INVARIANTS = [
     check_disruption_and_scaling,
     check_network_policies,
     check_secrets_complete,
+    check_operator_apis_stay_internal,
 ]
 
 

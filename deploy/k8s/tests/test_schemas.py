@@ -72,18 +72,20 @@ def _kustomize(directory: Path) -> list[Doc]:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_resource_file_matches_the_schemas(version: str) -> None:
     files = _resource_files(K8S)
-    assert {path.parent.name for path in files} >= {"base", "backups", "monitoring"}
+    assert {path.parent.name for path in files} >= {"base", "backups", "monitoring", "blue-green"}
     errors = [f"{path.relative_to(K8S)}: {e}" for path in files for e in schema_errors(_documents(path), version)]
     assert not errors, "\n".join(errors)
 
 
 # The oldest release only: the patches and generators add fields, not kinds or API versions, and the
 # newest release's removals are caught on the files above.
-@pytest.mark.parametrize("target", ["base", "overlays/dev", "overlays/production", "monitoring", "backups"])
+@pytest.mark.parametrize(
+    "target", ["base", "overlays/dev", "overlays/production", "monitoring", "backups", "blue-green"]
+)
 def test_every_rendered_target_matches_the_schemas(target: str, tmp_path: Path) -> None:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
-    if target in {"monitoring", "backups"}:
+    if target in {"monitoring", "backups", "blue-green"}:
         docs = build_with_component(K8S / "components" / target, tmp_path)
     else:
         docs = _kustomize(K8S / target)
