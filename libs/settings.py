@@ -131,6 +131,9 @@ class EnvReader:
             label, sep, secret = entry.partition(":")
             if not sep or not label or len(secret) < min_length:
                 self.problem(f"{name} entries must be name:secret with a secret of at least {min_length} characters")
+            elif any(char.isspace() for char in secret):
+                # A header value cannot carry it as configured, so that entry could never match.
+                self.problem(f"{name} entry {label!r} has a secret with white space")
             elif not label.replace("-", "").replace("_", "").isalnum():
                 self.problem(f"{name} name {label!r} must be letters, digits, - or _")
             elif label in secrets:

@@ -40,3 +40,30 @@ def test_a_bad_log_level_is_a_settings_problem_not_a_crash_at_logging_set_up() -
     assert env.log_level() == "INFO"
     with pytest.raises(SettingsError, match="LOG_LEVEL='LOUD' is not one of DEBUG, INFO"):
         env.done()
+
+
+def test_named_secrets_parse_and_each_bad_entry_is_a_problem_that_never_quotes_a_secret() -> None:
+    good = EnvReader({"TOKENS": " oncall:aaaaaaaaaaaaaaaa , ci-bot:bbbbbbbbbbbbbbbb,"})
+    assert good.named_secrets("TOKENS") == {"oncall": "a" * 16, "ci-bot": "b" * 16}
+    good.done()
+
+    secrets = {"short": "tiny", "twice": "cccccccccccccccc", "spaced": "dddddddd dddddddd", "name": "e" * 16}
+    raw = ",".join(
+        [
+            f"a:{secrets['short']}",
+            f"dup:{secrets['twice']}",
+            f"dup:{secrets['twice']}",
+            f"b:{secrets['spaced']}",
+            f"bad name:{secrets['name']}",
+            "no-separator",
+        ]
+    )
+    env = EnvReader({"TOKENS": raw})
+    assert env.named_secrets("TOKENS") == {"dup": secrets["twice"]}
+    with pytest.raises(SettingsError) as caught:
+        env.done()
+    problems = caught.value.problems
+    assert len(problems) == 5
+    assert any("'dup' twice" in problem for problem in problems)
+    assert any("'b' has a secret with white space" in problem for problem in problems)
+    assert not any(secret in problem for problem in problems for secret in secrets.values())

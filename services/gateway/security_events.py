@@ -32,6 +32,8 @@ MAX_NUMBER_DIGITS = 18
 
 class SecurityEvent(enum.Enum):
     AUTHENTICATION_FAILED = "authentication_failed"
+    # A valid key without the scope the call needs (reason: that scope).
+    PERMISSION_DENIED = "permission_denied"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     QUOTA_EXCEEDED = "quota_exceeded"
     MALWARE_DETECTED = "malware_detected"
@@ -48,6 +50,7 @@ def _kind_sets() -> tuple[str, ...]:
 # The only `reason` values each event has (the metric's series, all present from the start at 0).
 REASONS: Mapping[SecurityEvent, tuple[str, ...]] = {
     SecurityEvent.AUTHENTICATION_FAILED: ("missing_key", "invalid_key"),
+    SecurityEvent.PERMISSION_DENIED: ("upload", "read", "delete"),
     SecurityEvent.RATE_LIMIT_EXCEEDED: tuple(budget.value for budget in Budget),
     SecurityEvent.QUOTA_EXCEEDED: ("files", "bytes"),
     SecurityEvent.MALWARE_DETECTED: ("infected",),
@@ -77,6 +80,10 @@ class SecurityEvents:
         """A missing or unknown API key (`error_reason`: the Unauthenticated reason)."""
         reason = AUTHENTICATION_REASONS.get(error_reason, OTHER_REASON)
         self._record(SecurityEvent.AUTHENTICATION_FAILED, reason, context, None, {})
+
+    def permission_denied(self, context: grpc.ServicerContext, tenant: str, scope: str) -> None:
+        """A known key used for a call outside its scopes (`scope`: the one missing)."""
+        self._record(SecurityEvent.PERMISSION_DENIED, scope, context, tenant, {"scope": scope})
 
     def rate_limit_exceeded(
         self, context: grpc.ServicerContext, tenant: str, budget: Budget, details: Mapping[str, str]

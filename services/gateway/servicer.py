@@ -29,6 +29,7 @@ from libs.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ServiceError,
     Unauthenticated,
     Unavailable,
@@ -106,14 +107,18 @@ class GatewayServicer(public_grpc.GatewayServiceServicer):
 
     def _caller(self, context: grpc.ServicerContext, scope: Scope | None = None) -> Caller:
         """Who is calling, refused (PERMISSION_DENIED) when the key lacks `scope`; a missing or unknown
-        API key is a security event."""
+        API key, and a key used outside its scopes, are security events."""
         try:
             caller = self._deps.authenticator.caller_of(context)
         except Unauthenticated as refused:
             self._deps.security_events.authentication_failed(context, refused.reason)
             raise
         if scope is not None:
-            caller.require(scope)
+            try:
+                caller.require(scope)
+            except PermissionDenied:
+                self._deps.security_events.permission_denied(context, caller.tenant, scope.label)
+                raise
         return caller
 
     @contextmanager

@@ -83,6 +83,10 @@ class JobEvents:
         if queued:
             self._publish(self._queue_channel, job_id)
 
+    def queue_changed(self, why: str) -> None:
+        """Wake idle workers although no job changed (the queue resumed, a drain was undone)."""
+        self._publish(self._queue_channel, why)
+
     def _publish(self, channel: str, payload: str) -> None:
         if time.monotonic() < self._publish_paused_until:
             self._metrics.event_publish_failures.inc()

@@ -116,7 +116,7 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
 
     def _wake_workers(self) -> None:
         """Idle LeaseJob calls on every replica look again (jobs may be theirs to lease now)."""
-        self._events.job_changed(QUEUE_CONTROL_EVENT, "QUEUE_CHANGED", queued=True)
+        self._events.queue_changed(QUEUE_CONTROL_EVENT)
 
     # --- jobs ----------------------------------------------------------------
 

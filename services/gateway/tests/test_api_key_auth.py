@@ -218,6 +218,14 @@ def test_each_rpc_needs_its_scope(rpc: str, checks: FakeKeyChecks, clock: Clock)
     with pytest.raises(PermissionDenied) as refused:
         call(servicer, _context(OTHER_KEY))
     assert (refused.value.reason, refused.value.metadata) == ("API_KEY_SCOPE_MISSING", {"scope": scope.name.lower()})
+    # A security event, counted under the missing scope.
+    events = {
+        reason: registry.get_sample_value(
+            "pdfsmaller_gateway_security_events_total", {"event": "permission_denied", "reason": reason}
+        )
+        for reason in ("upload", "read", "delete")
+    }
+    assert events == {other.label: float(other == scope) for other in Scope}
     # Refused before anything was asked or spent.
     for name in ("jobs", "storage", "scanner", "rate_limiter", "quotas"):
         assert getattr(deps[name], "mock_calls", []) == [], name
