@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from psycopg_pool import ConnectionPool
@@ -11,6 +13,24 @@ from psycopg_pool import ConnectionPool
 from services.jobs.db import migrate, open_pool
 from services.jobs.events import Waiter
 from services.jobs.repository import JobRepository
+from services.jobs.settings import JobsSettings
+
+
+def service_settings(database_url: str, redis_url: str, storage_address: str, **overrides: Any) -> JobsSettings:
+    """A jobs service under test: gRPC on port 0, no metrics port, sweeps left to the test (it runs them)."""
+    base = JobsSettings(
+        listen="127.0.0.1:0",
+        metrics_port=0,
+        database_url=database_url,
+        redis_url=redis_url,
+        storage_addr=storage_address,
+        retention_hours=168,
+        max_attempts=3,
+        sweep_interval_seconds=3600,
+        database_pool_size=10,
+        max_workers=64,
+    )
+    return dataclasses.replace(base, **overrides)
 
 
 @pytest.fixture

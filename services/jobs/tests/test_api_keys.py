@@ -23,7 +23,7 @@ from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthent
 from libs.service import RunningService
 from services.jobs.api_keys import ALL_SCOPES, DEFAULT_GRACE, ApiKeyStore, Scope
 from services.jobs.app import build
-from services.jobs.settings import JobsSettings
+from services.jobs.tests.conftest import service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -211,15 +211,10 @@ class KeysService:
 
 @pytest.fixture
 def keys_service(jobs_database_url: str, redis_url: str, storage_server: RunningService) -> Iterator[KeysService]:
-    settings = JobsSettings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        database_url=jobs_database_url,
-        redis_url=redis_url,
-        storage_addr=storage_server.address,
-        retention_hours=168,
-        max_attempts=3,
-        sweep_interval_seconds=3600,
+    settings = service_settings(
+        jobs_database_url,
+        redis_url,
+        storage_server.address,
         database_pool_size=4,
         max_workers=16,
         operator_tokens={"oncall": OPERATOR_TOKEN},

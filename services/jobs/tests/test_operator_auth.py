@@ -40,7 +40,7 @@ from services.jobs.operator_auth import (
     current_operator,
     request_summary,
 )
-from services.jobs.settings import JobsSettings
+from services.jobs.tests.conftest import service_settings
 from tests.plugins.services import in_process
 
 TOKEN = "oncall-token-0123456789abcdefghij"
@@ -215,18 +215,8 @@ class Gated:
 
 @contextmanager
 def gated_server(database_url: str, redis_url: str, storage_address: str, tokens: dict[str, str]) -> Iterator[Gated]:
-    settings = JobsSettings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        database_url=database_url,
-        redis_url=redis_url,
-        storage_addr=storage_address,
-        retention_hours=168,
-        max_attempts=3,
-        sweep_interval_seconds=3600,
-        database_pool_size=4,
-        max_workers=16,
-        operator_tokens=tokens,
+    settings = service_settings(
+        database_url, redis_url, storage_address, database_pool_size=4, max_workers=16, operator_tokens=tokens
     )
     registry = CollectorRegistry()
     with in_process(build, settings, registry=registry) as running, grpc.insecure_channel(running.address) as channel:

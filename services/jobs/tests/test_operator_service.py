@@ -24,8 +24,7 @@ from libs.errors import reason_of
 from libs.service import RunningService
 from services.jobs.app import JobsService, build
 from services.jobs.outages import DatabaseOutages
-from services.jobs.settings import JobsSettings
-from services.jobs.tests.conftest import ParkedCalls
+from services.jobs.tests.conftest import ParkedCalls, service_settings
 from services.jobs.tests.test_service import JobsUnderTest, Service, object_exists, put_object, rpc_error
 from services.jobs.tests.test_service import create as create_job
 
@@ -80,17 +79,10 @@ class Operator:
 
 
 def start_jobs(database_url: str, redis_url: str, storage_address: str) -> tuple[JobsUnderTest, grpc.Channel]:
-    settings = JobsSettings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        database_url=database_url,
-        redis_url=redis_url,
-        storage_addr=storage_address,
-        retention_hours=168,
-        max_attempts=3,
-        sweep_interval_seconds=3600,
-        database_pool_size=10,
-        max_workers=64,
+    settings = service_settings(
+        database_url,
+        redis_url,
+        storage_address,
         wait_recheck_seconds=RECHECK_SECONDS,
         operator_tokens={"oncall": TOKEN},
         worker_lost_after_seconds=LOST_AFTER_SECONDS,

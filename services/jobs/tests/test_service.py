@@ -24,9 +24,8 @@ from libs.service import RunningService
 from services.jobs.app import JobsService, build
 from services.jobs.events import JobEvents
 from services.jobs.outages import DatabaseOutages
-from services.jobs.settings import JobsSettings
 from services.jobs.sweeper import Sweeper
-from services.jobs.tests.conftest import ParkedCalls
+from services.jobs.tests.conftest import ParkedCalls, service_settings
 from services.storage.tests.helpers import put_requests
 
 pytestmark = pytest.mark.integration
@@ -92,20 +91,7 @@ def start_service(
     wait_recheck_seconds: float = RECHECK_SECONDS,
     outages: DatabaseOutages | None = None,
 ) -> tuple[JobsUnderTest, grpc.Channel]:
-    settings = JobsSettings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        database_url=database_url,
-        redis_url=redis_url,
-        storage_addr=storage_address,
-        retention_hours=168,
-        max_attempts=3,
-        # The tests run sweeps themselves.
-        sweep_interval_seconds=3600,
-        database_pool_size=10,
-        max_workers=64,
-        wait_recheck_seconds=wait_recheck_seconds,
-    )
+    settings = service_settings(database_url, redis_url, storage_address, wait_recheck_seconds=wait_recheck_seconds)
     # A channel prefix per test: pub/sub channels are shared by the whole Valkey server.
     outages = outages if outages is not None else DatabaseOutages()
     service = build(settings, event_prefix=f"test-{uuid.uuid4().hex}", outages=outages)
