@@ -7,10 +7,10 @@ Import the JSON into Grafana (Dashboards > New > Import) and pick the Prometheus
 query the recording rules of deploy/monitoring/rules.py where one exists, so the dashboard and the
 alerts read the same numbers. Rows read top-down as on-call does: what users see, the services and
 upload checks, the queue and workers, the engine's results, the database and its WAL archive, the
-resources; each panel's description says what it shows, what a bad value looks like and which alert
-watches it. tests/test_prometheus_stack.py runs every panel's query against the stack's real
-Prometheus and requires data, except where a query `needs` a series the stack lacks (no cgroup
-limit, no WAL receiver): there it requires none.
+maintenance and backup runs, the resources; each panel's description says what it shows, what a bad
+value looks like and which alert watches it. tests/test_prometheus_stack.py runs every panel's query
+against the stack's real Prometheus and requires data, except where a query `needs` a series the
+stack lacks (no cgroup limit, no WAL receiver, no maintenance run yet): there it requires none.
 """
 
 from __future__ import annotations
@@ -459,6 +459,47 @@ WAL_ARCHIVE: tuple[Panel, ...] = (
     ),
 )
 
+_RUNS = "pdfsmaller_maintenance"
+# The pdfsmaller-ops runs recorded in maintenance_runs (ops/run_record.py): absent until a first run.
+MAINTENANCE: tuple[Panel, ...] = (
+    Panel(
+        "Time since the last successful run",
+        "s",
+        (
+            Query(
+                "pdfsmaller:maintenance_success_age_seconds:max",
+                "{{task}}",
+                needs=f"{_RUNS}_last_success_timestamp_seconds",
+            ),
+        ),
+        "How long ago each scheduled task (backup, backup-files, backup-logical, sweep-orphans, vacuum) last "
+        "succeeded, from the runs pdfsmaller-ops records in the jobs database. Bad: backup above 7 h fires "
+        "BackupOverdue (backup-logical and backup-files above 26 h), sweep-orphans above 50 h or vacuum above "
+        "8 days MaintenanceOverdue.",
+    ),
+    Panel(
+        "Last run of each task",
+        "none",
+        (Query(f"max by (task) ({_RUNS}_last_run_ok)", "{{task}} ok", needs=f"{_RUNS}_last_run_ok"),),
+        "1 when the newest run of the task succeeded, 0 when it failed (its failed step is in maintenance_runs "
+        "and the run's log). Bad: 0 for an hour fires MaintenanceFailing.",
+        soft_max=1,
+    ),
+    Panel(
+        "Run duration",
+        "s",
+        (
+            Query(
+                f"max by (task) ({_RUNS}_last_run_duration_seconds)",
+                "{{task}}",
+                needs=f"{_RUNS}_last_run_duration_seconds",
+            ),
+        ),
+        "How long each task's newest run took. Bad: a backup or vacuum growing run after run (the database "
+        "grows, or the backup location slows down) toward its scheduled job's deadline.",
+    ),
+)
+
 RESOURCES: tuple[Panel, ...] = (
     Panel(
         "CPU by service",
@@ -527,6 +568,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     ("Engine results", ENGINE),
     ("Database (jobs service's PostgreSQL pool)", DATABASE),
     ("WAL archive (wal-receiver)", WAL_ARCHIVE),
+    ("Maintenance and backups (pdfsmaller-ops runs)", MAINTENANCE),
     ("Resources", RESOURCES),
 )
 
