@@ -17,8 +17,9 @@ from libs.ports import PortInUse
 from libs.settings import SettingsError
 
 BANNER = """
-pdf-smaller is running, in development mode: anonymous access unless API_KEYS is set, clamd optional.
-  (PDFSMALLER_ENV=production, as the Kubernetes base sets it, refuses to start without clamd and API keys.)
+pdf-smaller is running, in development mode: a caller without an API key is the anonymous tenant unless
+  API_KEYS is set; clamd optional. (PDFSMALLER_ENV=production, as the Kubernetes base sets it, always
+  requires an API key and refuses to start without clamd and OPERATOR_TOKENS.)
   REST + gRPC (Envoy):  {url}
   upload page:          {url}/
   health:               curl {url}/v1/health
