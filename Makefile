@@ -82,8 +82,9 @@ system-deps:
 run: install
 	$(PY) -m devtools.stack
 
+# The slowest tests are listed at the end, so a CI log shows where the suite's time goes.
 test: install-tools system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 # Tests that need no server (about a minute): everything not marked `integration`.
 test-unit: install-tools
