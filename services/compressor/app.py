@@ -102,6 +102,7 @@ def build(settings: CompressorSettings) -> Service:
     worker = Worker(
         WorkerConfig(
             worker_id=settings.worker_id,
+            host=settings.worker_host,
             lease_seconds=settings.lease_seconds,
             lease_wait_seconds=settings.lease_wait_seconds,
             limits=Limits(cpu_seconds=settings.engine_cpu_seconds, memory_bytes=settings.engine_memory_bytes),

@@ -19,6 +19,9 @@ class CompressorSettings:
     jobs_addr: str
     storage_addr: str
     worker_id: str
+    # Where the worker runs, as OperatorService.ListWorkers shows it: the node in Kubernetes (WORKER_HOST
+    # from spec.nodeName, so on-call sees which workers a node drain takes), else this host's name.
+    worker_host: str
     concurrency: int
     lease_seconds: int
     lease_wait_seconds: int
@@ -43,6 +46,7 @@ class CompressorSettings:
             jobs_addr=env.address("JOBS_ADDR", local_address("jobs")),
             storage_addr=env.address("STORAGE_ADDR", local_address("storage")),
             worker_id=env.str("WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            worker_host=env.str("WORKER_HOST", socket.gethostname()),
             concurrency=env.int("WORKER_CONCURRENCY", 1, minimum=1),
             lease_seconds=env.int("LEASE_SECONDS", 60, minimum=5),
             lease_wait_seconds=env.int("LEASE_WAIT_SECONDS", 20, minimum=1),

@@ -327,6 +327,12 @@ def check_compressor_memory(docs: list[Doc]) -> None:
     assert str(settings.work_dir).startswith("/tmp"), settings.work_dir
 
 
+def check_compressor_reports_its_node(docs: list[Doc]) -> None:
+    """ListWorkers shows each worker's node, so on-call knows which workers a node drain takes."""
+    env = {entry["name"]: entry for entry in _main_container(_named(docs, "Deployment", "compressor"))["env"]}
+    assert env["WORKER_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
 def check_disruption_and_scaling(docs: list[Doc]) -> None:
     budgets = {doc["metadata"]["name"]: doc for doc in _of_kind(docs, "PodDisruptionBudget")}
     for deployment in _of_kind(docs, "Deployment"):
@@ -434,6 +440,7 @@ INVARIANTS = [
     check_python_services,
     check_termination_grace,
     check_compressor_memory,
+    check_compressor_reports_its_node,
     check_disruption_and_scaling,
     check_network_policies,
     check_secrets_complete,
