@@ -45,6 +45,7 @@ from libs.grpc_client import open_channel
 from libs.service import RunningService, Service
 from ops import defaults
 from ops.backup_catalog import BackupCatalog, BackupRecord
+from ops.database import add_database_argument
 from ops.db_restore import (
     Target,
     append_settings,
@@ -539,5 +540,8 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="seconds the services may take to be healthy, and the PDF to be compressed (default %(default)s)",
     )
     parser.add_argument("--work-dir", default=None, help="where the scratch folder goes (default: the system's)")
+    add_database_argument(
+        parser, help_text="the jobs database this run is recorded in (maintenance_runs); the test reads only backups"
+    )
     BackupLocation.add_arguments(parser, defaults.BACKUP_DIR)
     parser.set_defaults(run=run)

@@ -2,8 +2,9 @@
 
     pdfsmaller-ops --json vacuum      # prints its document, then writes one row of maintenance_runs
 
-`vacuum`, `sweep-orphans`, `backup` and `backup-files` record every run as it ends, success or failure,
-in the table `maintenance_runs` of the database they work on (their --database-url): the task, when it
+`vacuum`, `sweep-orphans`, `backup`, `backup-files` and `recovery-test` record every run as it ends, success
+or failure, in the table `maintenance_runs` of the jobs database (their --database-url: the one they work on;
+for `recovery-test`, which works on scratch servers, only where its run is recorded): the task, when it
 started and finished, whether it succeeded, the step that failed and why, the results of the --json
 document, and their numeric figures. The jobs service exports the newest run of each task
 (services/jobs/maintenance_metrics.py) and deploy/monitoring/rules.py alerts when one has not
@@ -15,8 +16,7 @@ not migrated yet) it prints one line on stderr and the exit status stays the com
 
 A variant that must not stand for the scheduled run is a task of its own: `sweep-orphans --dry-run`
 (deletes nothing) is `sweep-orphans-dry-run`, `backup --logical` is `backup-logical`; `backup`
-is the physical backups, full and incremental alike. `recovery-test` records nothing: it works on
-scratch servers and has no URL of the jobs database.
+is the physical backups, full and incremental alike.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from psycopg.types.json import Jsonb
 from ops.backup_catalog import LOGICAL
 from ops.report import Reporter
 
-RECORDED_COMMANDS = frozenset({"vacuum", "sweep-orphans", "backup", "backup-files"})
+RECORDED_COMMANDS = frozenset({"vacuum", "sweep-orphans", "backup", "backup-files", "recovery-test"})
 # Rows kept per task: a year of weekly vacuums, 50 days of daily sweeps, 12 days of 6-hourly backups.
 KEEP_RUNS = 50
 # The figures exported per run: the label set of pdfsmaller_maintenance_last_run_items stays small.

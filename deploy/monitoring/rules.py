@@ -488,7 +488,7 @@ _MAINTENANCE = "pdfsmaller_maintenance"
 # task ops/run_record.py records them as, and how old their last success may grow: one period and a margin,
 # two for the orphan sweep (a missed day is harmless). Hand-run variants (sweep-orphans-dry-run) are not watched.
 MAINTENANCE_DEADLINES = {"sweep-orphans": "50h", "vacuum": "8d"}
-BACKUP_DEADLINES = {"backup": "7h", "backup-logical": "26h", "backup-files": "26h"}
+BACKUP_DEADLINES = {"backup": "7h", "backup-logical": "26h", "backup-files": "26h", "recovery-test": "32d"}
 _SCHEDULED_TASKS = "|".join([*MAINTENANCE_DEADLINES, *BACKUP_DEADLINES])
 
 
@@ -533,8 +533,8 @@ def maintenance_alerts() -> list[Alert]:
             "warning",
             "A scheduled backup has not succeeded for too long",
             "The last successful {{ $labels.task }} run finished {{ $value | humanizeDuration }} ago (physical "
-            "backups run every 6 hours, logical and file backups daily): a restore now starts from an older "
-            "backup, and replays more WAL.",
+            "backups run every 6 hours, logical and file backups daily, the recovery test monthly): a restore "
+            "now starts from an older backup and replays more WAL, or nobody has proved lately that one works.",
         ),
         # 1h: a CronJob retries a failed run (backoffLimit), and a retry that succeeds ends the failure.
         Alert(

@@ -205,7 +205,7 @@ def test_the_table_keeps_each_tasks_newest_runs_and_its_newest_success(jobs_url:
         (["backup", "--incremental"], "backup"),
         (["backup", "--logical"], "backup-logical"),
         (["backup-files"], "backup-files"),
-        (["recovery-test"], None),  # no jobs database to record in
+        (["recovery-test"], "recovery-test"),
         (["smoke"], None),
         (["restore", "--logical"], None),
         (["archive-wal", "--enable"], None),
