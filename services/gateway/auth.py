@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import hmac
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from pdfsmaller.jobs.v1 import api_keys_pb2 as keys_pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 
 from libs.errors import PermissionDenied, Unauthenticated, from_rpc
+from libs.named_secrets import NamedSecrets, secret_digest
 
 ANONYMOUS_TENANT = "public"
 API_KEY_HEADER = "x-api-key"
@@ -137,8 +137,7 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        # Compare digests so the comparison time does not depend on the key's length.
-        self._digests = {tenant: hashlib.sha256(key.encode()).digest() for tenant, key in api_keys.items()}
+        self._bootstrap = NamedSecrets(api_keys)
         self._jobs = jobs
         self._anonymous = not api_keys if anonymous is None else anonymous
         self._timeout = check_timeout_seconds
@@ -162,13 +161,10 @@ class Authenticator:
                 return Caller(ANONYMOUS_TENANT, f"tenant:{ANONYMOUS_TENANT}")
             raise Unauthenticated("API_KEY_MISSING", f"send your API key in the {API_KEY_HEADER} header")
         key = str(presented)
-        digest = hashlib.sha256(key.encode()).digest()
+        digest = secret_digest(key)
         # Redis key names (and dumps, and MONITOR) show this digest of the digest, never the key.
         limiter_id = "key:" + hashlib.sha256(b"ratelimit:" + digest).hexdigest()[:16]
-        match = None
-        for tenant, expected in self._digests.items():
-            if hmac.compare_digest(digest, expected):
-                match = tenant
+        match = self._bootstrap.name_of(digest)
         if match is not None:
             return Caller(match, limiter_id)
         if self._jobs is None or len(key) != STORED_KEY_CHARS or not key.startswith(STORED_KEY_PREFIX):

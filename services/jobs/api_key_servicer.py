@@ -13,13 +13,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from pdfsmaller.jobs.v1 import api_key_service_pb2 as pb
 from pdfsmaller.jobs.v1 import api_key_service_pb2_grpc as pb_grpc
 from pdfsmaller.jobs.v1 import api_keys_pb2 as keys_pb
 
 from libs.errors import InvalidArgument
+from libs.proto_time import timestamp
 from services.jobs.api_keys import ApiKeyRecord, ApiKeyStore, Identity, NewApiKey, Scope, checked_tenant
 
 DEFAULT_PAGE_SIZE = 50
@@ -40,12 +40,6 @@ def scopes_from_proto(numbers: list[int]) -> list[Scope]:
     return [SCOPE_NAMES[number] for number in numbers]  # type: ignore[index]
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _optional_time(message: Message, field: str) -> datetime | None:
     return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None
 
@@ -56,7 +50,7 @@ def key_to_proto(record: ApiKeyRecord) -> pb.ApiKey:
         tenant=record.tenant,
         name=record.name,
         scopes=[SCOPE_NUMBERS[scope] for scope in record.scopes],
-        create_time=_timestamp(record.created_at),
+        create_time=timestamp(record.created_at),
         rotated_from_id=record.rotated_from or "",
     )
     for field, value in (
@@ -65,7 +59,7 @@ def key_to_proto(record: ApiKeyRecord) -> pb.ApiKey:
         ("revoke_time", record.revoked_at),
     ):
         if value is not None:
-            getattr(key, field).CopyFrom(_timestamp(value))
+            getattr(key, field).CopyFrom(timestamp(value))
     return key
 
 
@@ -141,5 +135,5 @@ def identity_to_proto(identity: Identity) -> keys_pb.ApiKeyIdentity:
         key_id=identity.key_id,
         tenant=identity.tenant,
         scopes=[SCOPE_NUMBERS[scope] for scope in identity.scopes],
-        cache_until=_timestamp(identity.cache_until),
+        cache_until=timestamp(identity.cache_until),
     )

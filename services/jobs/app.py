@@ -39,7 +39,6 @@ from services.jobs.queue_control import QueueControl
 from services.jobs.repository import JobRepository, RetryPolicy
 from services.jobs.servicer import JobsServicer
 from services.jobs.settings import JobsSettings
-from services.jobs.statements import Statements
 from services.jobs.sweeper import Sweeper
 from services.jobs.workers import WorkerRegistry
 
@@ -104,7 +103,7 @@ def build(
     channel = storage_channel if storage_channel is not None else open_channel(settings.storage_addr)
     deleter = ObjectDeleter(channel)
     api_keys = ApiKeyStore(pool)
-    statements = Statements(pool, repository.outages)
+    statements = repository.statements
     workers = WorkerRegistry(statements, metrics, lost_after_seconds=settings.worker_lost_after_seconds)
     queue_control = QueueControl(statements, metrics)
     operator_tokens = OperatorTokens(settings.operator_tokens)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -28,6 +26,7 @@ from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter
 
 from libs.errors import ServiceError, Unauthenticated
+from libs.named_secrets import NamedSecrets, secret_digest
 
 AUDIT_LOGGER = "audit"
 AUTHORIZATION_HEADER = "authorization"
@@ -51,25 +50,17 @@ def current_operator() -> str:
     return _current_operator.get("")
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
 class OperatorTokens:
-    """Maps a presented bearer token to the operator's name; compares digests in constant time."""
+    """Maps a presented bearer token to the operator's name."""
 
     def __init__(self, tokens: Mapping[str, str]) -> None:
         # Stripped like the presented token: a Secret value often ends with a newline.
-        self._digests = {name: _digest(token.strip()) for name, token in tokens.items()}
+        self._tokens = NamedSecrets({name: token.strip() for name, token in tokens.items()})
 
     def operator_of(self, metadata: Collection[tuple[str, str | bytes]] | None) -> str:
-        if not self._digests:
+        if not self._tokens:
             raise Unauthenticated("OPERATOR_TOKENS_UNSET", "this server has no operator tokens (OPERATOR_TOKENS)")
-        digest = _digest(_bearer_token(metadata or ()))
-        match = None
-        for name, expected in self._digests.items():  # every entry, so the time does not tell which matched
-            if hmac.compare_digest(digest, expected):
-                match = name
+        match = self._tokens.name_of(secret_digest(_bearer_token(metadata or ())))
         if match is None:
             raise Unauthenticated("OPERATOR_TOKEN_INVALID", "the operator token is not valid")
         return match

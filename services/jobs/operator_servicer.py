@@ -8,15 +8,15 @@ idle workers wake at once (a requeue, a resume, a drain undone) and watchers see
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs_pb
 from pdfsmaller.jobs.v1 import operator_service_pb2 as pb
 from pdfsmaller.jobs.v1 import operator_service_pb2_grpc as pb_grpc
 
 from libs.errors import InvalidArgument, NotFound
+from libs.proto_time import timestamp
 from services.jobs.events import JobEvents
 from services.jobs.job_filter import parse_filter
 from services.jobs.operator_auth import current_operator
@@ -39,20 +39,14 @@ LISTED_IDS = 100
 QUEUE_CONTROL_EVENT = "queue-control"
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def job_view(listed: ListedJob) -> pb.JobView:
     job = listed.job
     view = pb.JobView(job=job_to_proto(job), worker_id=job.worker_id, age_seconds=listed.age_seconds)
     if job.state == RUNNING:
         if job.lease_expires_at is not None:
-            view.lease_expire_time.CopyFrom(_timestamp(job.lease_expires_at))
+            view.lease_expire_time.CopyFrom(timestamp(job.lease_expires_at))
         if job.leased_at is not None:
-            view.lease_start_time.CopyFrom(_timestamp(job.leased_at))
+            view.lease_start_time.CopyFrom(timestamp(job.leased_at))
     return view
 
 
@@ -62,8 +56,8 @@ def worker_to_proto(worker: WorkerRecord) -> pb.Worker:
         host=worker.host,
         state=pb.WorkerState.Value(f"WORKER_STATE_{worker.state}"),
         job_ids=worker.job_ids,
-        start_time=_timestamp(worker.start_time),
-        last_seen_time=_timestamp(worker.last_seen),
+        start_time=timestamp(worker.start_time),
+        last_seen_time=timestamp(worker.last_seen),
         jobs_succeeded=worker.jobs_succeeded,
         jobs_failed=worker.jobs_failed,
         busy_seconds=worker.busy_seconds,
@@ -73,7 +67,7 @@ def worker_to_proto(worker: WorkerRecord) -> pb.Worker:
 def control_to_proto(state: QueueControlState) -> pb.QueueControl:
     message = pb.QueueControl(paused=state.paused, reason=state.reason, paused_by=state.paused_by)
     if state.paused_at is not None:
-        message.pause_time.CopyFrom(_timestamp(state.paused_at))
+        message.pause_time.CopyFrom(timestamp(state.paused_at))
     return message
 
 
@@ -99,6 +93,20 @@ def _expected_count(value: int) -> int:
     if value < 0:
         raise InvalidArgument("INVALID_EXPECTED_COUNT", "expected_count must not be negative (0: not checked)")
     return value
+
+
+def _bulk_request(
+    request: pb.RequeueJobsRequest | pb.PurgeJobsRequest, allowed_states: tuple[str, ...], refused_reason: str
+) -> dict[str, Any]:
+    """QueueAdmin.requeue's and purge's arguments from their requests, checked (FAILED when no state is named)."""
+    return {
+        "selection": parse_filter(
+            request.filter, allowed_states=allowed_states, default_states=(FAILED,), refused_reason=refused_reason
+        ),
+        "dry_run": request.dry_run,
+        "expected_count": _expected_count(request.expected_count),
+        "limit": _limit(request.limit),
+    }
 
 
 class OperatorServicer(pb_grpc.OperatorServiceServicer):
@@ -135,18 +143,7 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         return response
 
     def RequeueJobs(self, request: pb.RequeueJobsRequest, context: grpc.ServicerContext) -> pb.BulkJobsResponse:
-        selection = parse_filter(
-            request.filter,
-            allowed_states=REQUEUEABLE,
-            default_states=(FAILED,),
-            refused_reason="STATE_NOT_REQUEUEABLE",
-        )
-        result = self._admin.requeue(
-            selection,
-            dry_run=request.dry_run,
-            expected_count=_expected_count(request.expected_count),
-            limit=_limit(request.limit),
-        )
+        result = self._admin.requeue(**_bulk_request(request, REQUEUEABLE, "STATE_NOT_REQUEUEABLE"))
         if not result.dry_run and result.job_ids:
             for job_id in result.job_ids:
                 self._events.job_changed(str(job_id), QUEUED)
@@ -156,18 +153,7 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         return bulk_to_proto(result)
 
     def PurgeJobs(self, request: pb.PurgeJobsRequest, context: grpc.ServicerContext) -> pb.BulkJobsResponse:
-        selection = parse_filter(
-            request.filter,
-            allowed_states=PURGEABLE,
-            default_states=(FAILED,),
-            refused_reason="STATE_NOT_PURGEABLE",
-        )
-        result = self._admin.purge(
-            selection,
-            dry_run=request.dry_run,
-            expected_count=_expected_count(request.expected_count),
-            limit=_limit(request.limit),
-        )
+        result = self._admin.purge(**_bulk_request(request, PURGEABLE, "STATE_NOT_PURGEABLE"))
         if not result.dry_run and result.job_ids:
             for job_id in result.job_ids:
                 self._events.job_changed(str(job_id), "DELETED")

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
@@ -34,6 +33,7 @@ from libs.errors import Unavailable
 from services.jobs.db import database_errors, pending_migrations
 from services.jobs.outages import DatabaseOutages, Outage
 from services.jobs.queue_stats import QueueStats, read_queue_stats
+from services.jobs.statements import Statements
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"
@@ -171,17 +171,11 @@ class JobRepository:
         self.retry = retry if retry is not None else RetryPolicy(max_attempts=max_attempts)
         self.max_attempts = self.retry.max_attempts
         self.outages = outages if outages is not None else DatabaseOutages()
+        # Every query's connection, error mapping and outage accounting; shared with the operator modules.
+        self.statements = Statements(pool, self.outages)
 
     def _fetch(self, query: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        try:
-            with database_errors(), self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(query.encode(), params)
-                rows = cur.fetchall() if cur.description is not None else []
-        except Unavailable:
-            self.outages.failed()
-            raise
-        self.outages.succeeded()
-        return rows
+        return self.statements.fetch(query, params)
 
     def _retry_params(self) -> dict[str, Any]:
         policy = self.retry

@@ -19,13 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from pdfsmaller.jobs.v1 import api_keys_pb2
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 
 from libs import compression
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from libs.proto_time import timestamp
 from services.jobs.api_key_servicer import identity_to_proto
 from services.jobs.api_keys import ApiKeyStore
 from services.jobs.events import QUEUE, JobEvents
@@ -59,12 +60,6 @@ RECHECK_SECONDS = 5.0
 RECHECK_WITHOUT_EVENTS_SECONDS = 1.0
 _MAX_TEXT = 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 # Options with a column of their own (the level by its name, as libs/compression.py spells it); the others are
@@ -102,14 +97,14 @@ def job_to_proto(job: JobRecord) -> pb.Job:
         output_sha256=job.output_sha256,
         progress_percent=job.progress_percent,
         attempts=job.attempts,
-        create_time=_timestamp(job.created_at),
-        update_time=_timestamp(job.updated_at),
-        expire_time=_timestamp(job.expire_at),
+        create_time=timestamp(job.created_at),
+        update_time=timestamp(job.updated_at),
+        expire_time=timestamp(job.expire_at),
         traceparent=job.traceparent,
         outage_retries=job.outage_retries,
     )
     if job.state == QUEUED and job.not_before > job.updated_at:
-        message.retry_time.CopyFrom(_timestamp(job.not_before))
+        message.retry_time.CopyFrom(timestamp(job.not_before))
     if job.error_reason:
         message.error.CopyFrom(pb.JobError(reason=job.error_reason, message=job.error_message))
     if job.report is not None:
@@ -352,7 +347,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
                     return pb.LeaseJobResponse(
                         job=job_to_proto(lease.job),
                         lease_token=str(lease.token),
-                        lease_expire_time=_timestamp(lease.expires_at),
+                        lease_expire_time=timestamp(lease.expires_at),
                     )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -389,7 +384,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         if progressed:
             self._announce(job)
         assert job.lease_expires_at is not None
-        return pb.RenewLeaseResponse(lease_expire_time=_timestamp(job.lease_expires_at))
+        return pb.RenewLeaseResponse(lease_expire_time=timestamp(job.lease_expires_at))
 
     def CompleteJob(self, request: pb.CompleteJobRequest, context: grpc.ServicerContext) -> pb.Job:
         job_id = parse_job_id(request.id)

@@ -1,7 +1,7 @@
-"""Statements on the jobs database for the modules beside the repository (workers, queue control, admin).
+"""Statements on the jobs database: JobRepository's and its neighbours' (workers, queue control, admin).
 
-Like JobRepository's own queries: a connection from the pool per call, PostgreSQL errors as Unavailable,
-and every outcome told to DatabaseOutages, so the sweeper's lease grace knows of an outage whoever met it.
+A connection from the pool per call, PostgreSQL errors as Unavailable, and every outcome told to
+DatabaseOutages, so the sweeper's lease grace knows of an outage whoever met it.
 """
 
 from __future__ import annotations
