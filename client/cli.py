@@ -57,6 +57,8 @@ def _show(job: dict[str, Any], as_json: bool) -> None:
     if job.get("output_size_bytes") and job["state"] == "JOB_STATE_SUCCEEDED":
         line += f"  {int(job['input_size_bytes']):,} -> {int(job['output_size_bytes']):,} bytes"
         line += f" ({job.get('size_ratio', 0):.1%})"
+        if job.get("kept_original"):
+            line += f"  returned unchanged: {job.get('kept_original_reason', '')}"
     elif job.get("error", {}).get("reason"):
         line += f"  {job['error']['reason']}: {job['error'].get('message', '')}"
     elif job["state"] == "JOB_STATE_RUNNING":

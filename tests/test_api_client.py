@@ -12,6 +12,7 @@ import pytest
 from client import cli
 from client.api import ApiClient, ApiError
 from devtools.stack.stack import Stack
+from services.compressor.tests.builders import signed_pdf
 from tests.plugins.stack import API_KEYS
 
 pytestmark = pytest.mark.integration
@@ -62,3 +63,15 @@ def test_cli_upload_wait_download_and_status(stack: Stack, tmp_path: Path, capsy
     encrypted = DATA / "samplefiles__libreoffice-writer-password.pdf"
     assert cli.main(["upload", str(encrypted), "--wait", *server]) == 1  # refused at upload: non-zero
     assert "ENCRYPTED_PDF" in capsys.readouterr().err
+
+
+def test_cli_says_a_signed_pdf_came_back_unchanged(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ["--server", stack.url, "--api-key", API_KEYS["acme"]]
+    signed = signed_pdf(tmp_path / "signed.pdf")
+    out = tmp_path / "result.pdf"
+    assert cli.main(["upload", str(signed), "-o", str(out), *server]) == 0
+    assert "SUCCEEDED" in (line := capsys.readouterr().out.strip().splitlines()[-1])
+    assert line.endswith("returned unchanged: SIGNED_PDF"), line
+    assert out.read_bytes() == signed.read_bytes()

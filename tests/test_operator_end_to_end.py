@@ -24,7 +24,7 @@ from pdfsmaller.jobs.v1 import operator_service_pb2 as pb
 from pdfsmaller.jobs.v1 import operator_service_pb2_grpc as pb_grpc
 
 from devtools.stack.stack import Ports, Stack
-from services.compressor.tests.builders import signed_pdf
+from services.compressor.tests.builders import pixel_bomb_pdf
 from tests.e2e_client import RestClient
 from tests.plugins.stack import GENEROUS_RATE_LIMITS, stored_objects
 from tests.test_resilience import _slow_pdf
@@ -126,8 +126,8 @@ def slow_pdf() -> bytes:
 
 @pytest.fixture(scope="module")
 def failing_pdf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A signed PDF: its job fails SIGNED_PDF (not retryable) without allow_signature_break."""
-    return signed_pdf(tmp_path_factory.mktemp("signed") / "signed.pdf").read_bytes()
+    """An image declaring 10^10 pixels: its job fails TOO_COMPLEX (not retryable), before anything is decoded."""
+    return pixel_bomb_pdf(tmp_path_factory.mktemp("bomb") / "bomb.pdf").read_bytes()
 
 
 def test_a_killed_worker_is_lost_and_expire_lease_requeues_its_job_at_once(ops: Operated, slow_pdf: bytes) -> None:
@@ -163,9 +163,9 @@ def test_a_killed_worker_is_lost_and_expire_lease_requeues_its_job_at_once(ops: 
 
 
 def test_requeue_runs_failed_jobs_again_with_attempts_reset_after_a_dry_run(ops: Operated, failing_pdf: bytes) -> None:
-    job_id = ops.upload(failing_pdf, "signed.pdf")
-    failed = eventually(in_state(ops, job_id, FAILED, SUCCEEDED), "the signed PDF's job failing")
-    assert (failed.state, failed.error.reason, failed.attempts) == (FAILED, "SIGNED_PDF", 1)
+    job_id = ops.upload(failing_pdf, "bomb.pdf")
+    failed = eventually(in_state(ops, job_id, FAILED, SUCCEEDED), "the pixel bomb's job failing")
+    assert (failed.state, failed.error.reason, failed.attempts) == (FAILED, "TOO_COMPLEX", 1)
     worker = ops.live_worker()
     only_this = pb.JobFilter(ids=[job_id], states=[FAILED])
 
@@ -185,15 +185,15 @@ def test_requeue_runs_failed_jobs_again_with_attempts_reset_after_a_dry_run(ops:
     again = eventually(failed_again, "the requeued job run and failed again")
     # Reset by the requeue, then one new lease: 1 (without the reset it would be 2).
     assert again.attempts == 1
-    assert again.error.reason == "SIGNED_PDF"
+    assert again.error.reason == "TOO_COMPLEX"
     [after] = [w for w in ops.workers() if w.id == worker.id]
     assert after.jobs_failed == worker.jobs_failed + 1  # the worker really ran it again
 
 
 def test_purge_deletes_failed_jobs_rows_and_objects_after_a_dry_run(ops: Operated, failing_pdf: bytes) -> None:
     before_upload = stored_objects(ops.stack)
-    job_id = ops.upload(failing_pdf, "signed.pdf")
-    eventually(in_state(ops, job_id, FAILED), "the signed PDF's job failing")
+    job_id = ops.upload(failing_pdf, "bomb.pdf")
+    eventually(in_state(ops, job_id, FAILED), "the pixel bomb's job failing")
     objects = stored_objects(ops.stack) - before_upload
     assert objects, "the failed job stored no object"
     only_this = pb.JobFilter(ids=[job_id])

@@ -247,12 +247,13 @@ def test_unreachable_target_keeps_the_smallest_verified_result(
     assert len(result) < len(photo_default[1]) // 2  # it still went as far as it could
 
 
-def test_signed_pdf_needs_allow_signature_break(acme: RestClient, tmp_path: Path) -> None:
+def test_signed_pdf_comes_back_as_it_is_unless_allow_signature_break(acme: RestClient, tmp_path: Path) -> None:
     source = signed_pdf(tmp_path / "signed.pdf").read_bytes()
-    refused = acme.wait(acme.create(source, filename="signed.pdf")["id"])
-    assert refused["state"] == "JOB_STATE_FAILED", refused
-    assert refused["error"]["reason"] == "SIGNED_PDF"
-    assert acme.request("GET", f"/v1/jobs/{refused['id']}/result").reason() == "JOB_NOT_SUCCEEDED"
+    kept = acme.wait(acme.create(source, filename="signed.pdf")["id"])
+    assert kept["state"] == "JOB_STATE_SUCCEEDED", kept
+    assert (kept["kept_original"], kept["kept_original_reason"]) == (True, "SIGNED_PDF"), kept
+    assert kept["report"]["kept_original_reason"] == "SIGNED_PDF"
+    assert acme.result(kept["id"]) == source  # the signature still verifies: not one byte changed
 
     done, result = _compress(acme, source, allow_signature_break="true")
     assert int(done["output_size_bytes"]) == len(result) < len(source)

@@ -40,6 +40,7 @@ from services.compressor import transfer
 from services.compressor.engine import CompressOptions, EngineError, Limits
 from services.compressor.engine.errors import ENGINE_CRASHED, OUT_OF_MEMORY, TIMEOUT
 from services.compressor.engine.errors import REASONS as ENGINE_REASONS
+from services.compressor.engine.report import KEPT_ORIGINAL_REASONS
 from services.compressor.heartbeat import Heartbeat
 from services.compressor.readiness import DependencyGate
 from services.compressor.workdir import job_folder
@@ -54,7 +55,6 @@ Engine = Callable[..., dict[str, Any]]
 RETRYABLE_ENGINE_REASONS = {ENGINE_CRASHED}
 # The engine's resource limits and crashes, which operators watch (EngineLimitsHit).
 ENGINE_LIMIT_REASONS = (TIMEOUT, OUT_OF_MEMORY, ENGINE_CRASHED)
-KEPT_ORIGINAL_REASONS = ("NOT_SMALLER", "VERIFICATION_FAILED")
 # Storage answers that mean "storage is away", not "this job is wrong".
 OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 MAX_BACKOFF_SECONDS = 10.0

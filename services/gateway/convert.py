@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf import struct_pb2
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 
@@ -34,11 +35,21 @@ def to_public(job: jobs.Job) -> public.Job:
         out.error.message = job.error.message
     if job.HasField("report"):
         out.report.CopyFrom(job.report)
+        _copy_kept_original(job.report, out)
     if job.state == jobs.JOB_STATE_SUCCEEDED:
         out.result_uri = f"/v1/jobs/{job.id}/result"
         if job.input_size_bytes:
             out.size_ratio = round(job.output_size_bytes / job.input_size_bytes, 4)
     return out
+
+
+def _copy_kept_original(report: struct_pb2.Struct, out: public.Job) -> None:
+    """The report's answer to "is the result my own file, and why", as typed fields of the Job."""
+    fields = report.fields
+    if "kept_original" in fields and fields["kept_original"].bool_value:
+        out.kept_original = True
+        reason = fields.get("kept_original_reason")
+        out.kept_original_reason = reason.string_value if reason is not None else ""
 
 
 def download_name(filename: str) -> str:

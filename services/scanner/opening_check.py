@@ -6,6 +6,8 @@ but not always: the engine also reads the file with PDFium and pypdf, and PDFium
 gives up on (a broken cross-reference stream, for one). So the verdict is the engine's `open_input` run
 on the same bytes, without a password as every job runs, in a child process under limits (three parsers
 of untrusted bytes). The job runs the same code on the same bytes, so it would fail with the same reason.
+A file that opening finds damaged but PDFium draws as it is (`readable_as_is`) is not refused: its job
+returns it unchanged (`DAMAGED_PDF`).
 
 Run as `python -m services.scanner.opening_check` by `OpeningCheck` (libs/sandbox.py); not an interface.
 """
@@ -52,7 +54,8 @@ def _opening_reason(path: Path) -> str:
     import pypdfium2 as pdfium
 
     from services.compressor.engine.errors import MALFORMED_PDF, EngineError
-    from services.compressor.engine.opening import open_input
+    from services.compressor.engine.opening import open_input, readable_as_is
+    from services.compressor.engine.options import Limits
 
     # What the engine's pipeline turns into MALFORMED_PDF while it reads its input (pipeline._INPUT_DAMAGE).
     input_damage = (pikepdf.PdfError, pdfium.PdfiumError, zlib.error)
@@ -60,11 +63,16 @@ def _opening_reason(path: Path) -> str:
         try:
             opened = open_input(path, None, Path(workdir))
         except EngineError as refusal:
-            return refusal.reason
+            reason = refusal.reason
         except input_damage:
-            return MALFORMED_PDF
-        opened.pdf.close()
-    return ""
+            reason = MALFORMED_PDF
+        else:
+            opened.pdf.close()
+            return ""
+    # A damaged file PDFium still draws as it is becomes a job that returns it unchanged (DAMAGED_PDF).
+    if reason == MALFORMED_PDF and readable_as_is(path, None, Limits().max_pages) is not None:
+        return ""
+    return reason
 
 
 def _load_libraries() -> None:

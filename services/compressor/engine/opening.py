@@ -6,12 +6,16 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pikepdf
 
 from libs.pdf_header import file_has_pdf_header
 
 from .errors import ENCRYPTED_PDF, MALFORMED_PDF, NOT_A_PDF, EngineError
+
+if TYPE_CHECKING:
+    import pypdfium2 as pdfium
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,54 @@ def _open_pikepdf(path: Path, password: str | None) -> pikepdf.Pdf:
     except (pikepdf.PdfError, OSError, RuntimeError, ValueError) as exc:
         log.info("pikepdf cannot open input: %s", exc)
         raise EngineError(MALFORMED_PDF, "The PDF is damaged and could not be repaired.") from None
+
+
+# Long side of the thumbnail each page is drawn at to prove it renders: enough to run the page's whole content
+# stream and decode its images, small enough that a 20,000-page file costs seconds, not minutes.
+_PROOF_RENDER_PIXELS = 64
+
+
+@dataclass(frozen=True)
+class AsIs:
+    """How PDFium reads the input as it is: pages it finds, pages it loads and draws."""
+
+    pages: int
+    drawn: int
+
+
+def readable_as_is(path: Path, password: str | None, max_pages: int) -> AsIs | None:
+    """How PDFium reads the input as it is, when it opens it and draws at least one page; else None (unreadable).
+
+    For an input damaged in a way the rewrite cannot repair safely: if a reader shows it as it is, the user is
+    better served by the file returned unchanged than by a failed job."""
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path), password=password)
+    except Exception:  # noqa: BLE001 - any failure means "not readable as it is"
+        return None
+    try:
+        pages = len(doc)
+        drawn = sum(_draws(doc, index) for index in range(min(pages, max_pages)))
+    finally:
+        doc.close()
+    return AsIs(pages, drawn) if drawn else None
+
+
+def _draws(doc: pdfium.PdfDocument, index: int) -> bool:
+    """Whether PDFium loads and draws the page (as a thumbnail: the whole content stream runs, images decode)."""
+    try:
+        page = doc[index]
+    except Exception:  # noqa: BLE001
+        return False
+    try:
+        width, height = page.get_size()
+        page.render(scale=_PROOF_RENDER_PIXELS / max(width, height, 1.0)).close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        page.close()
 
 
 def _repair_with_pdfium(path: Path, password: str | None, dest: Path) -> bool:

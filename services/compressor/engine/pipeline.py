@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -18,13 +19,13 @@ import pypdfium2 as pdfium
 
 from . import structural
 from .analysis import bytes_by_kind
-from .errors import IO_ERROR, MALFORMED_PDF, SIGNED_PDF, EngineError
+from .errors import IO_ERROR, MALFORMED_PDF, EngineError
 from .fonts import optimize_fonts
 from .images import ImageChange, ImageOptimizer, ImageSettings
-from .opening import OpenedPdf, open_input, reopen
+from .opening import OpenedPdf, open_input, readable_as_is, reopen
 from .options import LEVEL_NAMES, LEVELS, CompressOptions, LevelProfile, Limits
 from .placements import find_placements
-from .report import Report, TechniqueSaving, Verification
+from .report import DAMAGED, NOT_SMALLER, SIGNED, VERIFICATION_FAILED, Report, TechniqueSaving, Verification
 from .safety import check_bombs, drop_usage_rights, is_signed
 from .verify import Gate, Outcome, Reference, choose_pages, verify
 
@@ -304,6 +305,24 @@ def _retry_images(
 _INPUT_DAMAGE = (pikepdf.PdfError, pdfium.PdfiumError, zlib.error)
 
 
+class _InputIsTheAnswer(Exception):
+    """The input's own bytes are the output, for a reason found while opening it (``kept_original_reason``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+_SIGNED_DETAIL = (
+    "The PDF is digitally signed: it is returned unchanged, since compressing it would invalidate the signature. "
+    "Allow breaking the signature to compress it anyway."
+)
+_DAMAGED_DETAIL = (
+    "The PDF is damaged in a way that cannot be rewritten safely, but it opens as it is: it is returned unchanged"
+)
+
+
 @contextlib.contextmanager
 def _reading_input() -> Iterator[None]:
     try:
@@ -320,16 +339,12 @@ def _open_and_check(
     opened = open_input(input_path, options.password, work)
     with opened.pdf:
         check_bombs(opened.pdf, limits)
-        if is_signed(opened.pdf) and not options.allow_signature_break:
-            raise EngineError(
-                SIGNED_PDF,
-                "The PDF is digitally signed; compressing it would invalidate the signature. "
-                "Allow breaking the signature to compress it anyway.",
-            )
         report.pages = opened.pages
         report.repaired = opened.repaired
         report.warnings.extend(opened.warnings)
         report.bytes_by_kind_before = bytes_by_kind(opened.pdf, report.input_size_bytes)
+        if is_signed(opened.pdf) and not options.allow_signature_break:
+            raise _InputIsTheAnswer(SIGNED, _SIGNED_DETAIL)
         return opened, _reference(input_path, options.password, opened, work)
 
 
@@ -405,8 +420,12 @@ def _compress_in(
     """Open and check the input, search for the best candidate in ``work``, write the output, fill the report."""
     phases = report.seconds_by_phase
     t = time.monotonic()
-    with _reading_input():
-        opened, ref = _open_and_check(input_path, options, limits, work, report)
+    try:
+        opened, ref = _open_readable(input_path, options, limits, work, report)
+    except _InputIsTheAnswer as answer:
+        phases["open"] = round(time.monotonic() - t, 3)
+        _keep_original(input_path, output_path, report, answer.reason, answer.detail)
+        return
     source = work / "repaired.pdf" if (work / "repaired.pdf").exists() else input_path
     password = options.password if source == input_path else None
     if options.max_image_dpi is not None and not options.profile.lossy:
@@ -424,6 +443,27 @@ def _compress_in(
         ref.close()
 
 
+def _open_readable(
+    input_path: Path, options: CompressOptions, limits: Limits, work: Path, report: Report
+) -> tuple[OpenedPdf, Reference]:
+    """``_open_and_check``; when it finds the file damaged beyond a safe rewrite but the input as it is opens and
+    its pages draw (``readable_as_is``), the input is the answer (DAMAGED_PDF) instead of a failed job."""
+    try:
+        with _reading_input():
+            return _open_and_check(input_path, options, limits, work, report)
+    except EngineError as exc:
+        if exc.reason != MALFORMED_PDF:
+            raise
+        as_is = readable_as_is(input_path, options.password, limits.max_pages)
+        if as_is is None:
+            raise
+        log.info("input damaged (%s) but readable as it is: returned unchanged", exc.message)
+        report.pages = as_is.pages
+        report.warnings.append(exc.message)
+        drawn = f"PDFium draws {as_is.drawn} of its {as_is.pages} page(s) as it is"
+        raise _InputIsTheAnswer(DAMAGED, f"{_DAMAGED_DETAIL} ({drawn}.)") from None
+
+
 def _deliver(best: Candidate, output_path: Path, options: CompressOptions, report: Report) -> None:
     _write_output(best.path, output_path)
     report.output_size_bytes = best.size
@@ -436,18 +476,21 @@ def _deliver(best: Candidate, output_path: Path, options: CompressOptions, repor
     _add_structural_saving(report)
 
 
-def _keep_original(input_path: Path, output_path: Path, report: Report) -> None:
-    """The input's own bytes as the output, with why no candidate was used."""
+def _keep_original(
+    input_path: Path, output_path: Path, report: Report, reason: str | None = None, detail: str = ""
+) -> None:
+    """The input's own bytes as the output, with why: ``reason`` when given, else why no candidate was used."""
     _write_output(input_path, output_path)
     report.output_size_bytes = report.input_size_bytes
     report.kept_original = True
     report.bytes_by_kind_after = dict(report.bytes_by_kind_before)
-    verified = [c for c in report.candidates if c["passed"]]
-    if verified:
-        report.kept_original_reason = "NOT_SMALLER"
+    if reason is not None:
+        report.kept_original_reason, report.kept_original_detail = reason, detail
+    elif any(c["passed"] for c in report.candidates):
+        report.kept_original_reason = NOT_SMALLER
         report.kept_original_detail = "No verified candidate was smaller than the input."
     else:
-        report.kept_original_reason = "VERIFICATION_FAILED"
+        report.kept_original_reason = VERIFICATION_FAILED
         fails = sorted({f for c in report.candidates for f in c["failures"]})
         report.kept_original_detail = "Every candidate failed verification: " + ", ".join(fails)
 
@@ -460,26 +503,27 @@ def _add_structural_saving(report: Report) -> None:
     report.techniques.append(TechniqueSaving("rewrite", rest, "object streams, unreferenced objects dropped"))
 
 
-def _guarded_build(run: _Run, attempt: Attempt, lo: int, hi: int) -> Candidate | None:
-    """A technique that trips over an unusual file must not fail the job: the candidate is dropped (and the
-    fallback or the original bytes used), the error logged."""
+def _guarded_build(run: _Run, attempt: Attempt, lo: int, hi: int, *, last_resort: bool = False) -> Candidate | None:
+    """A technique that trips over an unusual file, or runs out of memory on it, must not fail the job: the
+    candidate is dropped (and the fallback or the original bytes used), the failure logged and recorded. Only
+    the last resort, the lossless structural rewrite, running out of memory ends the run (OUT_OF_MEMORY)."""
     try:
         return run.build(attempt, lo, hi)
-    except (EngineError, MemoryError):
+    except EngineError:
         raise
+    except MemoryError:
+        if last_resort:
+            raise
+        log.warning("candidate %s ran out of memory; dropped", attempt.name)
+        failure = "memory"
     except Exception:
         log.exception("candidate %s failed to build", attempt.name)
-        run.report.candidates.append(
-            {
-                "name": attempt.name,
-                "size": 0,
-                "passed": False,
-                "failures": ["error"],
-                "ssim_min": None,
-                "images_changed": 0,
-            }
-        )
-        return None
+        failure = "error"
+    gc.collect()  # what the dropped candidate held, before the next one allocates
+    run.report.candidates.append(
+        {"name": attempt.name, "size": 0, "passed": False, "failures": [failure], "ssim_min": None, "images_changed": 0}
+    )
+    return None
 
 
 def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str, float]) -> Candidate | None:
@@ -494,7 +538,7 @@ def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str,
     for i, attempt in enumerate(attempts):
         c = _guarded_build(run, attempt, 10 + i * span, 10 + (i + 1) * span)
         if c is None:
-            failures.add("error")
+            failures |= set(run.report.candidates[-1]["failures"])
             continue
         failures |= set(c.verification.failures)
         any_passed = any_passed or c.verification.passed
@@ -507,7 +551,8 @@ def _search(run: _Run, options: CompressOptions, in_size: int, phases: dict[str,
     # fix. Not when a candidate passed but was not smaller (the fallback cannot be smaller either), nor when
     # the failures are the file's own (it does not open cleanly, readers disagree on its pages).
     if not passing and not any_passed and failures - {"opens", "pages"}:
-        c = _guarded_build(run, Attempt("structural", LEVELS["lossless"], None, images=False), 90, 95)
+        structural_only = Attempt("structural", LEVELS["lossless"], None, images=False)
+        c = _guarded_build(run, structural_only, 90, 95, last_resort=True)
         if c is not None and c.verification.passed and c.size < in_size:
             passing.append(c)
         phases["fallback"] = round(time.monotonic() - t - phases["candidates"], 3)

@@ -44,6 +44,14 @@ class Verification:
     seconds: float = 0.0
 
 
+# Why a run's output is the input's own bytes (``kept_original_reason``). Stable codes; never rename one.
+NOT_SMALLER = "NOT_SMALLER"  # a candidate passed verification, none was smaller
+VERIFICATION_FAILED = "VERIFICATION_FAILED"  # every candidate failed verification
+SIGNED = "SIGNED_PDF"  # signed or certified: any rewrite would invalidate the signature
+DAMAGED = "DAMAGED_PDF"  # damaged so that it cannot be rewritten safely, yet it opens and renders as it is
+KEPT_ORIGINAL_REASONS = (NOT_SMALLER, VERIFICATION_FAILED, SIGNED, DAMAGED)
+
+
 @dataclass
 class Report:
     input_size_bytes: int
@@ -51,7 +59,7 @@ class Report:
     level: str = "medium"
     options: dict[str, Any] = field(default_factory=dict)
     kept_original: bool = False
-    kept_original_reason: str | None = None  # stable code: NOT_SMALLER, VERIFICATION_FAILED, SIGNED_PDF, ...
+    kept_original_reason: str | None = None  # one of KEPT_ORIGINAL_REASONS
     kept_original_detail: str | None = None
     pages: int = 0
     repaired: bool = False

@@ -263,3 +263,40 @@ def truncated_download(path: Path, source: Path) -> Path:
         raise ValueError("the source has no classic xref table")
     path.write_bytes(data[:cut])
     return path
+
+
+def certified_pdf(path: Path) -> Path:
+    """A text PDF certified by its author (/Perms /DocMDP; the signature bytes are a dummy)."""
+    text_pdf(path, pages=1)
+    with pikepdf.open(path, allow_overwriting_input=True) as pdf:
+        sig = pdf.make_indirect(
+            Dictionary(Type=Name.Sig, Filter=Name("/Adobe.PPKLite"), Contents=pikepdf.String(b"\x00" * 64))
+        )
+        pdf.Root.Perms = Dictionary(DocMDP=sig)
+        pdf.save(path)
+    return path
+
+
+def lost_page_pdf(path: Path) -> Path:
+    """A 3-page text PDF whose last page object is lost (its `obj` keyword damaged): qpdf finds 2 pages and no
+    repair brings the third back, yet PDFium opens the file as it is and draws the other two."""
+    full = text_pdf(path.with_name(path.stem + "-full.pdf"), pages=3)
+    with pikepdf.open(full) as pdf:
+        lost = pdf.pages[2].obj.objgen[0]
+        pdf.save(path, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    data = path.read_bytes()
+    marker = f"\n{lost} 0 obj".encode()
+    assert data.count(marker) == 1
+    path.write_bytes(data.replace(marker, f"\n{lost} 0 xbj".encode()))
+    return path
+
+
+def pixel_bomb_pdf(path: Path) -> Path:
+    """A small photo PDF whose image declares 100,000 x 100,000 pixels: the engine refuses it TOO_COMPLEX
+    before decoding anything (a job that fails for a fact about the file, at once)."""
+    image_pdf(path, photo(64, 48))
+    with pikepdf.open(path, allow_overwriting_input=True) as pdf:
+        for image in pdf.pages[0].get_images().values():
+            image.Width, image.Height = 100_000, 100_000
+        pdf.save(path)
+    return path

@@ -9,9 +9,10 @@ import pypdfium2 as pdfium
 import pytest
 
 from services.compressor.engine import CompressOptions, EngineError, compress, compress_isolated
+from services.compressor.engine import pipeline as pipeline_module
 from services.compressor.engine import verify as verify_module
 
-from .builders import DATA, bitonal_pdf, minimal_pdf, text_pdf, truncated_download
+from .builders import DATA, bitonal_pdf, lost_page_pdf, minimal_pdf, text_pdf, truncated_download
 
 
 def _pdfium_opens(path: Path) -> bool:
@@ -74,3 +75,47 @@ def test_no_readable_reference_is_malformed(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(EngineError) as err:
         compress(src, tmp_path / "o.pdf", CompressOptions())
     assert err.value.reason == "MALFORMED_PDF"
+
+
+def test_damaged_but_readable_input_is_returned_as_it_is(tmp_path: Path) -> None:
+    """Pages no repair recovers used to fail the job MALFORMED_PDF although readers open the input: now the
+    input's own bytes come back, kept_original DAMAGED_PDF, saying what PDFium draws."""
+    src = lost_page_pdf(tmp_path / "lost.pdf")
+    out = tmp_path / "o.pdf"
+    report = compress(src, out, CompressOptions())
+    assert out.read_bytes() == src.read_bytes()
+    assert (report.kept_original, report.kept_original_reason) == (True, "DAMAGED_PDF")
+    assert "draws 2 of its 3 page(s)" in (report.kept_original_detail or "")
+    assert report.pages == 3
+    assert any("could not be recovered" in w for w in report.warnings)
+
+
+def test_out_of_memory_in_a_level_technique_falls_back_to_the_lossless_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unit test (fault injected): the image techniques running out of memory drop that candidate; the
+    structural rewrite is delivered and the job succeeds."""
+
+    def exhausted(*_args: object, **_kwargs: object) -> None:
+        raise MemoryError
+
+    src = text_pdf(tmp_path / "in.pdf", pages=2)
+    monkeypatch.setattr(pipeline_module._Run, "_optimize_images", exhausted)
+    report = compress(src, tmp_path / "o.pdf", CompressOptions(level="high"))
+    assert [(c["name"], c["failures"]) for c in report.candidates[:1]] == [("high", ["memory"])]
+    assert report.candidates[-1]["name"] == "structural"
+    assert report.candidates[-1]["passed"]
+    assert not report.kept_original
+    assert report.verification.passed
+
+
+def test_out_of_memory_in_the_lossless_rewrite_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit test (fault injected): only when even the structural rewrite cannot run is the job out of memory."""
+
+    def exhausted(*_args: object, **_kwargs: object) -> None:
+        raise MemoryError
+
+    src = text_pdf(tmp_path / "in.pdf", pages=1)
+    monkeypatch.setattr(pipeline_module._Run, "_structural", exhausted)
+    with pytest.raises(MemoryError):
+        compress(src, tmp_path / "o.pdf", CompressOptions())

@@ -13,7 +13,7 @@ from pikepdf import Name
 
 from services.compressor.engine import CompressOptions, EngineError, Limits, compress, compress_isolated
 
-from .builders import DATA, image_pdf, photo, signed_pdf, text_pdf
+from .builders import DATA, certified_pdf, image_pdf, photo, signed_pdf, text_pdf
 
 
 def _reason(fn, *args, **kwargs) -> str:  # type: ignore[no-untyped-def]
@@ -49,11 +49,23 @@ def test_owner_password_only_is_processed(tmp_path: Path) -> None:
         assert pdf.is_encrypted  # permissions kept
 
 
-def test_signed_pdf_is_refused_unless_allowed(tmp_path: Path) -> None:
-    src = signed_pdf(tmp_path / "signed.pdf")
-    assert _reason(compress, src, tmp_path / "o.pdf", CompressOptions()) == "SIGNED_PDF"
-    report = compress(src, tmp_path / "o.pdf", CompressOptions(allow_signature_break=True))
-    assert report.output_size_bytes <= report.input_size_bytes
+@pytest.mark.parametrize("build", [signed_pdf, certified_pdf], ids=["signed", "certified"])
+def test_signed_pdf_is_returned_as_it_is_unless_allowed(tmp_path: Path, build) -> None:  # type: ignore[no-untyped-def]
+    """A definite, valid answer: the original bytes (the signature still verifies), kept_original SIGNED_PDF."""
+    src = build(tmp_path / "signed.pdf")
+    out = tmp_path / "o.pdf"
+    report = compress(src, out, CompressOptions())
+    assert out.read_bytes() == src.read_bytes()
+    assert (report.kept_original, report.kept_original_reason) == (True, "SIGNED_PDF")
+    assert "signature" in (report.kept_original_detail or "")
+    assert report.pages == 1
+    assert report.candidates == []
+    assert report.bytes_by_kind_before == report.bytes_by_kind_after
+    assert report.bytes_by_kind_before
+
+    broken = compress(src, out, CompressOptions(allow_signature_break=True))
+    assert broken.output_size_bytes < broken.input_size_bytes
+    assert not broken.kept_original
 
 
 def test_form_fields_survive(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 from unittest import mock
 
 import pytest
+from google.protobuf import struct_pb2
 from pdfsmaller.gateway.v1 import gateway_service_pb2 as public
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs
 
@@ -59,6 +60,16 @@ def test_a_job_shows_its_options_as_uploaded() -> None:
     assert (shown.level, shown.max_image_dpi, shown.linearize, shown.allow_signature_break) == ("low", 96, True, True)
     assert (shown.image_quality, shown.grayscale, shown.target_size_bytes) == (0, False, 0)
     assert to_public(jobs.Job(id="j")).level == "medium"  # UNSPECIFIED reads as the default
+
+
+def test_a_job_says_when_its_result_is_the_original_and_why() -> None:
+    report = struct_pb2.Struct()
+    report.update({"kept_original": True, "kept_original_reason": "SIGNED_PDF", "ratio": 1.0})
+    kept = to_public(jobs.Job(id="j", state=jobs.JOB_STATE_SUCCEEDED, report=report))
+    assert (kept.kept_original, kept.kept_original_reason) == (True, "SIGNED_PDF")
+    report.update({"kept_original": False, "kept_original_reason": None})
+    smaller = to_public(jobs.Job(id="j", state=jobs.JOB_STATE_SUCCEEDED, report=report))
+    assert (smaller.kept_original, smaller.kept_original_reason) == (False, "")
 
 
 def test_download_name() -> None:

@@ -42,3 +42,14 @@ def broken_xref_stream() -> bytes:
 
 def unreadable() -> bytes:
     return b"%PDF-1.7\n" + bytes(range(256)) * 20 + b"\n%%EOF\n"
+
+
+def lost_page() -> bytes:
+    """A page object lost beyond repair (its `obj` keyword damaged): the engine cannot rewrite the file without
+    losing the page, yet PDFium draws it as it is, so its job returns it unchanged (DAMAGED_PDF), not refused."""
+    with pikepdf.open(io.BytesIO(pdfs.plain(3))) as pdf:
+        lost = pdf.pages[2].obj.objgen[0]
+        data = _saved(pdf, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    marker = f"\n{lost} 0 obj".encode()
+    assert data.count(marker) == 1
+    return data.replace(marker, f"\n{lost} 0 xbj".encode())

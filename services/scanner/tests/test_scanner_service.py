@@ -210,6 +210,7 @@ def _engine_reason(data: bytes, folder: Path) -> str:
         ("wrong-xref-offset", opening_pdfs.wrong_xref_offset, True, ""),
         ("broken-xref-stream", opening_pdfs.broken_xref_stream, False, ""),
         ("unreadable", opening_pdfs.unreadable, False, "MALFORMED_PDF"),
+        ("lost-page", opening_pdfs.lost_page, True, ""),
     ],
 )
 def test_opening_failure_is_what_the_engine_fails_the_job_with(
