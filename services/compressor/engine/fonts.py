@@ -1,10 +1,10 @@
 """Font techniques (lossy levels): TrueType hinting and tables no PDF reader needs are dropped, and fully
-embedded TrueType fonts are subset to the glyphs the document shows. Glyph outlines and metrics are never
-changed; a font is only replaced when the result is smaller, and the verification renders confirm the pages."""
+embedded TrueType fonts are subset to the glyphs the document shows; Type 1 and CFF fonts are handled by
+``cfffonts`` (converted to CFF, subset). Glyph outlines and metrics are never changed; a font is only replaced
+when the result is smaller, and the verification renders confirm the pages."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 from collections.abc import Callable
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 
-from . import codecs
+from .fontdicts import ObjId, cids_shown, differences, form_fonts, store_if_smaller, unicodes_of
 
 if TYPE_CHECKING:
     from .fontusage import FontUsage
@@ -31,10 +31,17 @@ _MAX_FONT_BYTES = 24 << 20
 
 @dataclass
 class FontResult:
-    fonts_rewritten: int = 0
+    fonts_rewritten: int = 0  # font programs rewritten whole (TrueType unhinted, Type 1 converted without subset)
     bytes_saved: int = 0
-    subset: int = 0
+    subset: int = 0  # font programs subset (TrueType, CFF, converted Type 1)
+    converted: int = 0  # Type 1 font programs converted to CFF (subset or not)
     changed: set[tuple[int, int]] = field(default_factory=set)
+
+    def describe(self) -> str:
+        return (
+            f"{self.subset} font(s) subset, {self.converted} Type 1 font(s) converted to CFF, "
+            f"{self.fonts_rewritten} rewritten whole (unhinted)"
+        )
 
 
 def _descriptor_fonts(pdf: pikepdf.Pdf) -> list[Stream]:
@@ -163,58 +170,38 @@ def _clear_hinting_limits(font: Any) -> None:
 
 
 def optimize_fonts(pdf: pikepdf.Pdf) -> FontResult:
+    """Subset TrueType and CFF fonts to what the document shows, convert Type 1 fonts to CFF, and drop TrueType
+    hinting; each font program only when the result is smaller."""
+    from .cfffonts import optimize_cff_fonts
+    from .fontusage import find_font_usage
+
     result = FontResult()
-    subset_fonts(pdf, result)
+    usage = find_font_usage(pdf)
+    protected = form_fonts(pdf)
+    if usage.complete:
+        subset_fonts(pdf, result, usage, protected)
+    optimize_cff_fonts(pdf, usage if usage.complete else None, protected, result)
     for ff in _descriptor_fonts(pdf):
-        if ff.objgen in result.changed:
-            continue
-        try:
-            raw_len = len(ff.read_raw_bytes())
-            data = ff.read_bytes()
-            if len(data) > _MAX_FONT_BYTES:
-                continue
-            new = _rewrite(data, None)
-        except Exception as exc:  # noqa: BLE001 - fontTools raises many types on odd fonts; leave the font as is
-            log.debug("font %s left unchanged: %s", ff.objgen, exc)
-            continue
-        saved = _store_if_smaller(ff, new, raw_len)
-        if saved:
-            result.fonts_rewritten += 1
-            result.bytes_saved += saved
-            result.changed.add(ff.objgen)
+        if ff.objgen not in result.changed:
+            _unhint(ff, result)
     return result
 
 
-def _store_if_smaller(font_file: Stream, program: bytes | None, raw_len: int) -> int:
-    """Replace a TrueType font file with `program`, Flate-packed, if that is smaller; the bytes saved (0: kept)."""
-    if program is None:
-        return 0
-    packed = codecs.deflate(program)
-    if len(packed) >= raw_len:
-        return 0
-    font_file.write(packed, filter=Name.FlateDecode)
-    font_file.stream_dict["/Length1"] = len(program)
-    return raw_len - len(packed)
-
-
-def _name_text(obj: pikepdf.Object | None) -> str:
-    # Names may hold any bytes (not UTF-8): go through the PDF syntax, e.g. "/ABCDEF+Name".
-    return obj.unparse().decode("latin-1")[1:] if isinstance(obj, Name) else ""
-
-
-def _differences(font: Dictionary) -> dict[int, str]:
-    enc = font.get("/Encoding")
-    out: dict[int, str] = {}
-    if not (isinstance(enc, Dictionary) and isinstance(enc.get("/Differences"), Array)):
-        return out
-    code = 0
-    for item in enc.Differences:
-        if isinstance(item, int):
-            code = item
-        elif isinstance(item, Name):
-            out[code] = _name_text(item)
-            code += 1
-    return out
+def _unhint(ff: Stream, result: FontResult) -> None:
+    try:
+        raw_len = len(ff.read_raw_bytes())
+        data = ff.read_bytes()
+        if len(data) > _MAX_FONT_BYTES:
+            return
+        new = _rewrite(data, None)
+    except Exception as exc:  # noqa: BLE001 - fontTools raises many types on odd fonts; leave the font as is
+        log.debug("font %s left unchanged: %s", ff.objgen, exc)
+        return
+    saved = store_if_smaller(ff, new, raw_len)
+    if saved:
+        result.fonts_rewritten += 1
+        result.bytes_saved += saved
+        result.changed.add(ff.objgen)
 
 
 def _simple_glyphs(tt: object, codes: set[int], diffs: dict[int, str]) -> set[str]:
@@ -224,26 +211,11 @@ def _simple_glyphs(tt: object, codes: set[int], diffs: dict[int, str]) -> set[st
     names = {".notdef"}
     tables = tt["cmap"].tables if "cmap" in tt else []  # type: ignore[operator,index]
     for c in codes:
-        uni = _unicodes_of(c, diffs)
+        uni = unicodes_of(c, diffs)
         if c in diffs and diffs[c] in order:
             names.add(diffs[c])
         names.update(_cmap_glyphs(tables, c, uni))
     return names
-
-
-def _unicodes_of(code: int, diffs: dict[int, str]) -> set[int]:
-    """The code itself, what it means in WinAnsi and MacRoman, and the character its /Differences name stands for."""
-    from fontTools.agl import toUnicode
-
-    uni: set[int] = {code}
-    for codec in ("cp1252", "mac_roman"):
-        with contextlib.suppress(UnicodeDecodeError, TypeError):
-            uni.add(ord(bytes([code]).decode(codec)))
-    if code in diffs:
-        u = toUnicode(diffs[code])
-        if len(u) == 1:
-            uni.add(ord(u))
-    return uni
 
 
 def _cmap_glyphs(tables: list[Any], code: int, uni: set[int]) -> set[str]:
@@ -260,26 +232,18 @@ def _cmap_glyphs(tables: list[Any], code: int, uni: set[int]) -> set[str]:
 def _cid_glyphs(tt: object, shown: set[bytes], cid_to_gid: bytes | None) -> set[str]:
     order = tt.getGlyphOrder()  # type: ignore[attr-defined]
     names = {".notdef"}
-    for s in shown:
-        for i in range(0, len(s) - 1, 2):
-            cid = (s[i] << 8) | s[i + 1]
-            gid = cid
-            if cid_to_gid is not None:
-                gid = (cid_to_gid[2 * cid] << 8) | cid_to_gid[2 * cid + 1] if 2 * cid + 1 < len(cid_to_gid) else 0
-            if gid < len(order):
-                names.add(order[gid])
+    for cid in cids_shown(shown):
+        gid = cid
+        if cid_to_gid is not None:
+            gid = (cid_to_gid[2 * cid] << 8) | cid_to_gid[2 * cid + 1] if 2 * cid + 1 < len(cid_to_gid) else 0
+        if gid < len(order):
+            names.add(order[gid])
     return names
 
 
-def subset_fonts(pdf: pikepdf.Pdf, result: FontResult) -> None:
-    """Subset fully embedded TrueType fonts (simple, or CID-keyed with Identity encoding) to the glyphs shown.
-    Fonts of interactive forms (/AcroForm /DR) are kept whole: filling a field may need any glyph."""
-    from .fontusage import find_font_usage
-
-    usage = find_font_usage(pdf)
-    if not usage.complete:
-        return
-    protected = _form_fonts(pdf)
+def subset_fonts(pdf: pikepdf.Pdf, result: FontResult, usage: FontUsage, protected: set[ObjId]) -> None:
+    """Subset fully embedded TrueType fonts (simple, or CID-keyed with Identity encoding) to the glyphs shown
+    (``usage`` must be complete). Fonts of interactive forms (``protected``) are kept whole."""
     users, files = _embedded_truetype(pdf)
     for key, fonts_using in users.items():
         if any(f.objgen in protected or f.objgen in usage.unknown for f, _, _ in fonts_using):
@@ -295,25 +259,12 @@ def subset_fonts(pdf: pikepdf.Pdf, result: FontResult) -> None:
 
 # A font dictionary using a font program, its font descriptor, and whether it is a simple (not CID-keyed) font.
 _FontUser = tuple[Dictionary, Dictionary, bool]
-_ObjId = tuple[int, int]
 
 
-def _form_fonts(pdf: pikepdf.Pdf) -> set[_ObjId]:
-    """The fonts of the interactive form's default resources (/AcroForm /DR /Font)."""
-    acro = pdf.Root.get("/AcroForm")
-    if not isinstance(acro, Dictionary):
-        return set()
-    dr = acro.get("/DR")
-    fonts = dr.get("/Font") if isinstance(dr, Dictionary) else None
-    if not isinstance(fonts, Dictionary):
-        return set()
-    return {f.objgen for _, f in fonts.items() if isinstance(f, Dictionary) and f.is_indirect}
-
-
-def _embedded_truetype(pdf: pikepdf.Pdf) -> tuple[dict[_ObjId, list[_FontUser]], dict[_ObjId, Stream]]:
+def _embedded_truetype(pdf: pikepdf.Pdf) -> tuple[dict[ObjId, list[_FontUser]], dict[ObjId, Stream]]:
     """Every embedded TrueType program (/FontFile2) by object id, with the fonts that use it."""
-    users: dict[_ObjId, list[_FontUser]] = {}
-    files: dict[_ObjId, Stream] = {}
+    users: dict[ObjId, list[_FontUser]] = {}
+    files: dict[ObjId, Stream] = {}
     for obj in pdf.objects:
         user = _truetype_user(obj)
         ff = user[1].get("/FontFile2") if user is not None else None
@@ -363,7 +314,7 @@ def _subset_program(ff: Stream, fonts_using: list[_FontUser], usage: FontUsage) 
     except Exception as exc:  # noqa: BLE001 - leave any font fontTools cannot handle as it is
         log.debug("font %s not subset: %s", ff.objgen, exc)
         return 0
-    return _store_if_smaller(ff, new, raw_len)
+    return store_if_smaller(ff, new, raw_len)
 
 
 def _subset_plan(fonts_using: list[_FontUser], usage: FontUsage) -> _SubsetPlan | None:
@@ -395,7 +346,7 @@ def _shown_by(fonts_using: list[_FontUser], usage: FontUsage) -> tuple[set[bytes
     diffs: dict[int, str] = {}
     for f, _, _ in fonts_using:
         shown.update(usage.shown.get(f.objgen, set()))
-        diffs.update(_differences(f))
+        diffs.update(differences(f))
     for s in shown:
         codes.update(s)
     return shown, codes, diffs

@@ -190,14 +190,8 @@ class _Run:
             techniques.append(TechniqueSaving("remove-metadata", structural.remove_metadata(pdf), "XMP and Info"))
         if profile.lossy:
             fr = optimize_fonts(pdf)
-            if fr.fonts_rewritten or fr.subset:
-                techniques.append(
-                    TechniqueSaving(
-                        "fonts",
-                        fr.bytes_saved,
-                        f"{fr.subset} TrueType font(s) subset, hinting dropped from {fr.fonts_rewritten} more",
-                    )
-                )
+            if fr.fonts_rewritten or fr.subset or fr.converted:
+                techniques.append(TechniqueSaving("fonts", fr.bytes_saved, fr.describe()))
         saved = structural.recompress_streams(pdf)
         if saved:
             techniques.append(TechniqueSaving("recompress-flate", saved, "streams re-deflated at level 9"))
