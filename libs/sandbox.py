@@ -7,8 +7,14 @@ as JSON lines on a private pipe (stdout stays free for anything a C library migh
 ``progress`` go to a callback; the last other message is the result.
 
 Parent side: ``run_child`` returns an ``Outcome`` that says why the child ended; each caller keeps its own policy
-for what an ending means. Child side: ``enter_child`` reads the job, and the child calls ``apply_limits`` once it
-has loaded its libraries (so a low memory limit fails on the work, not on importing code).
+for what an ending means. A child may also be started before its job exists (``start_child``, a warm spare:
+libs/spares.py) and handed the job later (``run_started``); it still runs exactly one job. Child side:
+``enter_child`` loads the libraries (``prepare``) and then reads the job, and the child calls ``apply_limits`` before
+it touches the job's input (so a low memory limit fails on the work, not on importing code).
+
+The child dies with the thread that started it (PR_SET_PDEATHSIG, libs/parent_death.py says why a thread): a SIGKILLed
+worker leaves no child running, unseen. The worker's threads, which start the children, live as long as the worker,
+and the CLI calls from its main thread.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import math
 import os
 import resource
 import selectors
@@ -26,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from libs.parent_death import kill_when_parent_dies
 
@@ -76,6 +83,58 @@ class Outcome:
     problem: str = ""  # what was unreadable (UNREADABLE_OUTPUT)
 
 
+class StartedChild:
+    """A child interpreter started ahead of its job: it loads what it needs, then waits for the job on stdin.
+
+    Each one runs one job (``run_started``) or is killed (``kill``); it is never reused.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], read_fd: int, channel_fd: int) -> None:
+        self.proc = proc
+        self.read_fd = read_fd  # the parent's end of the message channel
+        self.channel_fd = channel_fd  # the number of the child's end, in the child
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """Still waiting (or working); a child that died is reaped by asking."""
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Kill the child and its own children, reap it and close the pipes (safe to call twice)."""
+        if self.proc.returncode is None:  # once reaped, its pid (and group id) may be another process's
+            _kill(self.proc)
+            with contextlib.suppress(ChildProcessError):
+                self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
+        _close_pipes(self.proc)
+
+
+def start_child(
+    module: str, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> StartedChild:
+    """Start ``python -m module *args``; it waits for its job until ``run_started`` hands it over.
+
+    Start it from a thread that lives as long as the child may run: the child dies with that thread
+    (libs/parent_death.py)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = _spawn(module, args, env, cwd, write_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child holds the only write end: its exit ends the channel
+    return StartedChild(proc, read_fd, write_fd)
+
+
 def run_child(
     module: str,
     job: Any,
@@ -89,28 +148,36 @@ def run_child(
 ) -> Outcome:
     """Run ``python -m module *args`` with ``job`` (JSON-serialisable) on its stdin; the child is always gone
     (reaped, killed if need be) when this returns or raises."""
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = _spawn(module, args, env, cwd, write_fd)
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
+    child = start_child(module, args=args, env=env, cwd=cwd)
+    return run_started(child, job, limits, on_progress=on_progress, max_output_bytes=max_output_bytes)
+
+
+def run_started(
+    child: StartedChild,
+    job: Any,
+    limits: ChildLimits,
+    *,
+    on_progress: Callable[[Message], None] | None = None,
+    max_output_bytes: int = MAX_OUTPUT_BYTES,
+) -> Outcome:
+    """Hand ``job`` to a started child and run it to its end, like ``run_child``; the wall-clock timeout
+    counts from the handover."""
+    proc = child.proc
     messages = _Messages(on_progress, max_output_bytes)
     stderr = _Tail(STDERR_TAIL_BYTES)
     stopped: Ending | None = None
     streams_ended = False  # a child stopped early, or by an exception here, is killed
+    envelope = {"job": job, "limits": asdict(limits), "channel_fd": child.channel_fd, "parent_pid": os.getpid()}
     try:
-        _send_job(proc, {"job": job, "limits": asdict(limits), "channel_fd": write_fd, "parent_pid": os.getpid()})
-        stopped = _pump(proc, read_fd, time.monotonic() + limits.wall_seconds, messages, stderr)
+        deadline = time.monotonic() + limits.wall_seconds
+        _send_job(proc, envelope)
+        stopped = _pump(proc, child.read_fd, deadline, messages, stderr)
         streams_ended = stopped is None
     finally:
-        os.close(read_fd)
         if not streams_ended:
             _kill(proc)
         usage = _reap(proc, REAP_SECONDS)
-        _close_pipes(proc)
+        child._close()
     ending = stopped or _ending(messages.result, proc.returncode, limits, usage, stderr.text())
     result = messages.result if ending is Ending.FINISHED else None
     return Outcome(ending, result, proc.returncode, stderr.text(), messages.problem)
@@ -233,9 +300,15 @@ def _ending(result: Message | None, returncode: int | None, limits: ChildLimits,
         killed_by = _limit_signal(-returncode, limits, cpu_used, peak_rss)
         if killed_by is not None:
             return killed_by
-    if any(marker in stderr for marker in _OOM_MARKERS):
+    if _says_out_of_memory(stderr):
         return Ending.MEMORY_LIMIT
     return Ending.SIGNALLED if returncode is not None and returncode < 0 else Ending.EXITED
+
+
+def _says_out_of_memory(stderr: str) -> bool:
+    """Whether a message of the child's own says it ran out of memory. Indented lines are skipped: a traceback's
+    source lines may quote `except MemoryError:` whatever the exception was."""
+    return any(marker in line for line in stderr.splitlines() if not line[:1].isspace() for marker in _OOM_MARKERS)
 
 
 def _limit_signal(sig: int, limits: ChildLimits, cpu_used: float, peak_rss: int) -> Ending | None:
@@ -290,9 +363,12 @@ class ChildSide:
         self._channel: BinaryIO = os.fdopen(int(envelope["channel_fd"]), "wb")
 
     def apply_limits(self) -> None:
-        """Set the CPU and address-space rlimits (call it once the libraries the work needs are loaded)."""
+        """Set the CPU and address-space rlimits (call it once the libraries the work needs are loaded).
+
+        RLIMIT_CPU counts the process's CPU time since it started, so the limit is set above what starting,
+        importing and (for a spare) waiting already used: the job gets its whole ``cpu_seconds``."""
         if self.limits.cpu_seconds is not None:
-            cpu = int(self.limits.cpu_seconds)
+            cpu = int(self.limits.cpu_seconds) + math.ceil(_cpu_seconds_used())
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + _CPU_HARD_MARGIN_SECONDS))
         if self.limits.memory_bytes is not None:
             memory = int(self.limits.memory_bytes)
@@ -302,22 +378,36 @@ class ChildSide:
         self._channel.write(json.dumps(message).encode() + b"\n")
         self._channel.flush()
 
+    def finish(self, result: Message) -> NoReturn:
+        """Send the result and exit at once: tearing down an interpreter with large libraries loaded takes
+        a few hundred milliseconds, which the parent would wait for (it reaps the child before it answers)."""
+        self.send(result)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(0)
 
-def enter_child() -> ChildSide:
-    """In the child, first: read the job from stdin and arrange to die with the parent."""
-    envelope = json.loads(sys.stdin.buffer.read())
-    _die_with_parent(int(envelope["parent_pid"]))
-    return ChildSide(envelope)
+
+def _cpu_seconds_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Be killed when the parent dies (a SIGKILLed worker must not leave children running, unseen).
+def enter_child(prepare: Callable[[], object] | None = None) -> ChildSide:
+    """In the child, first: arrange to die with the parent, run ``prepare`` (load the libraries the work needs;
+    a spare does it before its job exists), then wait for the job on stdin.
 
-    The worker's threads, which start the children, live as long as the worker, and the CLI calls from its main
-    thread (libs/parent_death.py says why that matters).
+    A child whose parent closed stdin without a job (a spare the parent no longer needs) exits quietly.
     """
     arrange = kill_when_parent_dies()
     if arrange is not None:
         arrange()
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
+    if prepare is not None:
+        prepare()
+    data = sys.stdin.buffer.read()
+    if not data:
+        os._exit(0)
+    envelope = json.loads(data)
+    if os.getppid() != int(envelope["parent_pid"]):  # the parent died before the request took effect
         os._exit(1)
+    return ChildSide(envelope)

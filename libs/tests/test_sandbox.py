@@ -55,6 +55,18 @@ def test_child_over_its_memory_limit(tmp_path: Path) -> None:
     assert outcome.result is None
 
 
+def test_a_crash_whose_traceback_quotes_memory_error_is_not_out_of_memory(tmp_path: Path) -> None:
+    program = """
+        def fails():
+            raise KeyError("no such thing")  # except MemoryError: a source line the traceback quotes
+
+        fails()
+    """
+    outcome = _run(tmp_path, program, ChildLimits(wall_seconds=30, memory_bytes=1 << 30))
+    assert "except MemoryError" in outcome.stderr_tail
+    assert outcome.ending is Ending.EXITED
+
+
 def test_child_spinning_past_its_cpu_limit(tmp_path: Path) -> None:
     program = """
         import time
@@ -131,3 +143,36 @@ def test_child_ended_by_a_signal_no_limit_explains(tmp_path: Path) -> None:
     outcome = _run(tmp_path, program, ChildLimits(wall_seconds=30, memory_bytes=1 << 30))
     assert outcome.ending is Ending.SIGNALLED
     assert outcome.returncode == -signal.SIGTERM
+
+
+def test_the_cpu_limit_counts_only_the_job_not_the_loading_before_it(tmp_path: Path) -> None:
+    # A child that spends 1.2 s of CPU loading (as a warm spare imports before its job), then 0.3 s on its job:
+    # within a 1 s limit, since RLIMIT_CPU would otherwise count the loading too.
+    program = """
+        import time
+        from libs import sandbox
+
+        def spin(seconds):
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+
+        child = sandbox.enter_child(prepare=lambda: spin(1.2))
+        child.apply_limits()
+        spin(0.3)
+        child.send({"type": "done"})
+    """
+    outcome = _run(tmp_path, program, ChildLimits(wall_seconds=30, cpu_seconds=1), well_behaved=False)
+    assert outcome.ending is Ending.FINISHED
+
+
+def test_finish_sends_the_result_and_exits_at_once(tmp_path: Path) -> None:
+    program = """
+        import atexit, sys
+        atexit.register(lambda: sys.stderr.write("torn down\\n"))  # the teardown finish skips
+        child.finish({"type": "done"})
+    """
+    outcome = _run(tmp_path, program, ChildLimits(wall_seconds=30))
+    assert outcome.ending is Ending.FINISHED
+    assert outcome.returncode == 0
+    assert outcome.stderr_tail == ""

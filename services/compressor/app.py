@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -15,12 +16,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from libs.grpc_client import open_channel
 from libs.grpc_server import ServerSpec
 from libs.metrics import VolumeUsage
-from libs.service import Service
+from libs.service import BackgroundLoop, Loop, Service
 from services.compressor.engine import Limits, compress_isolated_json
+from services.compressor.engine.isolation import engine_spares
 from services.compressor.readiness import Dependency, DependencyGate
 from services.compressor.settings import CompressorSettings
 from services.compressor.workdir import sweep_stale
-from services.compressor.worker import Worker, WorkerConfig
+from services.compressor.worker import Engine, Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ def build(settings: CompressorSettings) -> Service:
     # Utilisation = rate(pdfsmaller_compressor_busy_seconds_total) / this.
     threads_gauge = Gauge("pdfsmaller_compressor_worker_threads", "WORKER_CONCURRENCY here.", registry=registry)
     threads_gauge.set(settings.concurrency)
+    engine, spares = _engine(settings)
     worker = Worker(
         WorkerConfig(
             worker_id=settings.worker_id,
@@ -112,9 +115,19 @@ def build(settings: CompressorSettings) -> Service:
         ),
         jobs_service_pb2_grpc.JobsServiceStub(jobs_channel),
         storage_service_pb2_grpc.StorageServiceStub(storage_channel),
-        compress_isolated_json,
+        engine,
         registry,
         gate=gate,
     )
     threads = WorkerThreads(worker, settings.concurrency, [jobs_channel, storage_channel])
-    return Service(spec, background=[threads], resources=[threads])
+    # The spares start before the workers and are killed after they stopped (loops stop newest first).
+    return Service(spec, background=[*spares, threads], resources=[threads])
+
+
+def _engine(settings: CompressorSettings) -> tuple[Engine, list[BackgroundLoop]]:
+    """The isolated engine the workers call, with one warm spare child per worker thread unless turned off
+    (ENGINE_WARM_SPARES=false: each job starts its child). The spares' loop starts and kills them."""
+    if not settings.engine_warm_spares:
+        return compress_isolated_json, []
+    pool = engine_spares(settings.concurrency)
+    return functools.partial(compress_isolated_json, spares=pool), [Loop(on_start=pool.start, on_stop=pool.close)]

@@ -2,7 +2,9 @@
 
 A job's bytes never pass through memory whole: input and output stream
 between storage and a private temporary folder. The engine runs in a child
-process with CPU and memory limits (services.compressor.engine).
+process with CPU and memory limits (services.compressor.engine), one per job;
+app.py gives `Engine` a pool of warm spares, so that child was started and
+loaded its libraries before the job was leased.
 
 The system's own outages are not the job's fault: the worker leases only while
 jobs and storage are ready (DependencyGate), reports a storage outage met

@@ -1,4 +1,8 @@
-"""Entry point of the isolated child process (see isolation.py and libs/sandbox.py). Not a public interface."""
+"""Entry point of the isolated child process (see isolation.py and libs/sandbox.py). Not a public interface.
+
+The child loads its libraries before it reads its job, so a warm spare (libs/spares.py) is ready when the job
+arrives; the limits are set only then, before the PDF is touched.
+"""
 
 from __future__ import annotations
 
@@ -51,21 +55,20 @@ def _compress(child: sandbox.ChildSide) -> dict[str, Any]:
         return {"type": "error", "reason": exc.reason, "message": exc.message}
     except MemoryError:
         return {"type": "error", "reason": OUT_OF_MEMORY, "message": _OUT_OF_MEMORY_MESSAGE}
-    except Exception:  # noqa: BLE001 - any other failure is reported by reason code, its text only logged
+    except Exception as exc:  # noqa: BLE001 - any other failure is reported by reason code, its text only logged
         text = traceback.format_exc()
-        if any(m in text for m in _OOM_MARKERS):
+        # The exception's own text, not the traceback's source lines (which may quote `except MemoryError`).
+        if any(m in "".join(traceback.format_exception_only(exc)) for m in _OOM_MARKERS):
             return {"type": "error", "reason": OUT_OF_MEMORY, "message": _OUT_OF_MEMORY_MESSAGE}
         logging.getLogger("services.compressor.engine").error("engine crashed:\n%s", text)
         return {"type": "error", "reason": ENGINE_CRASHED, "message": "The compression engine failed."}
 
 
 def main() -> int:
-    child = sandbox.enter_child()
-    _load_libraries()
+    child = sandbox.enter_child(prepare=_load_libraries)  # returns once the job arrived
     child.apply_limits()  # the soft CPU limit sends SIGXCPU
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    child.send(_compress(child))
-    return 0
+    child.finish(_compress(child))  # exits without the interpreter's teardown
 
 
 if __name__ == "__main__":

@@ -159,3 +159,36 @@ def test_a_dependency_that_cannot_be_checked_is_a_problem_not_an_error() -> None
     gate = DependencyGate([Dependency("jobs", channel, "pdfsmaller.jobs.v1.JobsService")], CollectorRegistry())
     assert gate.problem() == "jobs cannot be checked (ValueError)"
     assert not gate.ready()
+
+
+def _engine_children() -> list[int]:
+    """This process's engine children that are alive (spares waiting, or at work)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"services.compressor.engine.child" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("spares", ["true", "false"])
+def test_the_warm_spares_start_with_the_workers_and_leave_nothing_after_the_stop(
+    spares: str, tmp_path: Path, service_starter: StartService
+) -> None:
+    # Jobs and storage unreachable: the workers wait at their gate, the spares wait for jobs.
+    unreachable = {"JOBS_ADDR": "127.0.0.1:9", "STORAGE_ADDR": "127.0.0.1:9"}
+    env = {**loopback_env("compressor"), **unreachable, "WORK_DIR": str(tmp_path), "WORKER_CONCURRENCY": "2"}
+    settings = CompressorSettings.from_env({**env, "ENGINE_WARM_SPARES": spares})
+    assert _engine_children() == []
+    compressor = service_starter(build_compressor, settings)
+    if spares == "true":
+        eventually(lambda: len(_engine_children()) == 2, "not one spare per worker thread", timeout=20)
+    else:
+        time.sleep(1)
+        assert _engine_children() == []
+    compressor.stop(5)
+    assert _engine_children() == []
