@@ -45,7 +45,7 @@ _Chooser = Callable[[_FontView], set[str]]  # the glyphs to keep
 
 
 @dataclass
-class _Program:
+class FontProgram:
     """One embedded Type 1 or CFF font program, the descriptors that embed it and the fonts that use them."""
 
     stream: Stream
@@ -55,10 +55,16 @@ class _Program:
     foreign: bool = False  # a descriptor is used by something this module does not understand
 
 
-def optimize_cff_fonts(pdf: pikepdf.Pdf, usage: FontUsage | None, protected: set[ObjId], result: FontResult) -> None:
-    """``usage`` None: some text could not be attributed to a font, so nothing is subset (Type 1 fonts are still
-    converted, whole)."""
-    for key, program in _programs(pdf).items():
+def optimize_cff_fonts(
+    pdf: pikepdf.Pdf,
+    programs: dict[ObjId, FontProgram],
+    usage: FontUsage | None,
+    protected: set[ObjId],
+    result: FontResult,
+) -> None:
+    """Convert and subset the ``programs`` font_programs found. ``usage`` None: some text could not be attributed
+    to a font, so nothing is subset (Type 1 fonts are still converted, whole)."""
+    for key, program in programs.items():
         if program.foreign or not program.users:
             continue
         chooser = _chooser(program, usage, protected)
@@ -77,9 +83,10 @@ def optimize_cff_fonts(pdf: pikepdf.Pdf, usage: FontUsage | None, protected: set
                 result.fonts_rewritten += 1
 
 
-def _programs(pdf: pikepdf.Pdf) -> dict[ObjId, _Program]:
-    programs: dict[ObjId, _Program] = {}
-    by_descriptor: dict[ObjId, _Program] = {}
+def font_programs(pdf: pikepdf.Pdf) -> dict[ObjId, FontProgram]:
+    """Every embedded Type 1 and CFF program, with the descriptors and fonts using it."""
+    programs: dict[ObjId, FontProgram] = {}
+    by_descriptor: dict[ObjId, FontProgram] = {}
     fonts: list[Dictionary] = []
     for obj in pdf.objects:
         if not isinstance(obj, Dictionary) or isinstance(obj, Stream):
@@ -98,7 +105,9 @@ def _programs(pdf: pikepdf.Pdf) -> dict[ObjId, _Program]:
     return programs
 
 
-def _add_descriptor(desc: Dictionary, programs: dict[ObjId, _Program], by_descriptor: dict[ObjId, _Program]) -> None:
+def _add_descriptor(
+    desc: Dictionary, programs: dict[ObjId, FontProgram], by_descriptor: dict[ObjId, FontProgram]
+) -> None:
     ff, kind = desc.get("/FontFile"), "type1"
     if ff is None:
         ff = desc.get("/FontFile3")
@@ -106,14 +115,14 @@ def _add_descriptor(desc: Dictionary, programs: dict[ObjId, _Program], by_descri
         kind = "type1c" if subtype == Name.Type1C else "cid" if subtype == Name.CIDFontType0C else ""
     if not isinstance(ff, Stream) or not ff.is_indirect or not kind:
         return
-    program = programs.setdefault(ff.objgen, _Program(ff, kind))
+    program = programs.setdefault(ff.objgen, FontProgram(ff, kind))
     if program.kind != kind:
         program.foreign = True
     program.descriptors[desc.objgen] = desc
     by_descriptor[desc.objgen] = program
 
 
-def _add_user(font: Dictionary, by_descriptor: dict[ObjId, _Program], claimed: set[ObjId]) -> None:
+def _add_user(font: Dictionary, by_descriptor: dict[ObjId, FontProgram], claimed: set[ObjId]) -> None:
     """Record which program a simple Type 1 font or a Type 0 font with a CIDFontType0 descendant uses; the
     dictionaries understood (the font, and a descendant) are ``claimed``."""
     subtype = font.get("/Subtype")
@@ -135,7 +144,7 @@ def _add_user(font: Dictionary, by_descriptor: dict[ObjId, _Program], claimed: s
     program.users[font.objgen] = font
 
 
-def _chooser(program: _Program, usage: FontUsage | None, protected: set[ObjId]) -> _Chooser | None:
+def _chooser(program: FontProgram, usage: FontUsage | None, protected: set[ObjId]) -> _Chooser | None:
     """How to pick the glyphs to keep; None when every glyph must stay."""
     if usage is None or any(k in protected or k in usage.unknown for k in program.users):
         return None
@@ -175,7 +184,7 @@ def _glyphs_of_codes(
     return keep & set(names)
 
 
-def _rewrite(pdf: pikepdf.Pdf, program: _Program, chooser: _Chooser | None) -> int:
+def _rewrite(pdf: pikepdf.Pdf, program: FontProgram, chooser: _Chooser | None) -> int:
     """Convert or subset one program; the bytes saved (0: left as it was)."""
     stream = program.stream
     raw_len = len(stream.read_raw_bytes())
@@ -191,7 +200,7 @@ def _rewrite(pdf: pikepdf.Pdf, program: _Program, chooser: _Chooser | None) -> i
     return store_if_smaller(stream, font.subset(keep), raw_len, "")
 
 
-def _convert(pdf: pikepdf.Pdf, program: _Program, chooser: _Chooser | None, data: bytes, raw_len: int) -> int:
+def _convert(pdf: pikepdf.Pdf, program: FontProgram, chooser: _Chooser | None, data: bytes, raw_len: int) -> int:
     t1 = parse_type1(data)
     names = list(t1.charstrings)
     keep = chooser(_FontView(t1.encoding, names, {})) if chooser is not None else None

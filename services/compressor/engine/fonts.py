@@ -44,6 +44,16 @@ class FontResult:
         )
 
 
+def _embeds_font_programs(pdf: pikepdf.Pdf) -> bool:
+    return any(
+        isinstance(obj, Dictionary)
+        and not isinstance(obj, Stream)
+        and obj.get("/Type") == Name.FontDescriptor
+        and any(key in obj for key in ("/FontFile", "/FontFile2", "/FontFile3"))
+        for obj in pdf.objects
+    )
+
+
 def _descriptor_fonts(pdf: pikepdf.Pdf) -> list[Stream]:
     out: list[Stream] = []
     seen: set[tuple[int, int]] = set()
@@ -91,10 +101,9 @@ def _subset_glyphs(
     """Keep only what keep(font) returns (with .notdef and the components of what is kept); the glyphs kept."""
     live = set(order)
     wanted = _with_components(glyf, (keep(font) | {order[0]}) & live, live)
-    order = _end_after_last_kept(font, glyf, order, wanted)
-    for name in order:
-        if name not in wanted:
-            _empty_glyph(font, glyf, name)
+    metrics = [font[tag].metrics for tag in ("hmtx", "vmtx") if tag in font]  # looked up once, not per glyph
+    order = _end_after_last_kept(font, glyf, order, wanted, metrics)
+    _empty_glyphs(glyf, [name for name in order if name not in wanted], metrics)
     _prune_cmap_and_names(font, wanted, by_gid=by_gid, needs_windows_cmap=needs_windows_cmap)
     return wanted
 
@@ -114,29 +123,32 @@ def _components(glyph: Any) -> list[str]:
     return [comp.glyphName for comp in glyph.components] if glyph.isComposite() else []
 
 
-def _end_after_last_kept(font: Any, glyf: Any, order: list[str], wanted: set[str]) -> list[str]:
+def _end_after_last_kept(
+    font: Any, glyf: Any, order: list[str], wanted: set[str], metrics: list[dict[str, Any]]
+) -> list[str]:
     """Glyphs after the last one kept are never addressed: the font ends there. The new glyph order."""
-    last = max(order.index(n) for n in wanted)
+    last = max(i for i, name in enumerate(order) if name in wanted)
     for name in order[last + 1 :]:
         glyf.glyphs.pop(name, None)
-        for tag in ("hmtx", "vmtx"):
-            if tag in font:
-                font[tag].metrics.pop(name, None)
+        for table in metrics:
+            table.pop(name, None)
     order = order[: last + 1]
     font.setGlyphOrder(order)
     glyf.glyphOrder = order
     return order
 
 
-def _empty_glyph(font: Any, glyf: Any, name: str) -> None:
-    """An empty outline with zero metrics (the PDF's /W or /Widths give the advances), which lets hmtx/vmtx store
-    it compactly."""
+def _empty_glyphs(glyf: Any, names: list[str], metrics: list[dict[str, Any]]) -> None:
+    """Empty outlines with zero metrics (the PDF's /W or /Widths give the advances), which lets hmtx/vmtx store
+    them compactly. One empty glyph object serves them all: an empty glyph compiles to no bytes."""
     from fontTools.ttLib.tables._g_l_y_f import Glyph
 
-    glyf.glyphs[name] = Glyph()
-    for tag in ("hmtx", "vmtx"):
-        if tag in font and name in font[tag].metrics:
-            font[tag].metrics[name] = (0, 0)
+    empty = Glyph()
+    for name in names:
+        glyf.glyphs[name] = empty
+        for table in metrics:
+            if name in table:
+                table[name] = (0, 0)
 
 
 def _prune_cmap_and_names(font: Any, wanted: set[str], *, by_gid: bool, needs_windows_cmap: bool) -> None:
@@ -172,15 +184,22 @@ def _clear_hinting_limits(font: Any) -> None:
 def optimize_fonts(pdf: pikepdf.Pdf) -> FontResult:
     """Subset TrueType and CFF fonts to what the document shows, convert Type 1 fonts to CFF, and drop TrueType
     hinting; each font program only when the result is smaller."""
-    from .cfffonts import optimize_cff_fonts
+    result = FontResult()
+    if not _embeds_font_programs(pdf):
+        return result  # nothing to do, and fontTools (0.6 s of imports) is not loaded
+    from .cfffonts import font_programs, optimize_cff_fonts
     from .fontusage import find_font_usage
 
-    result = FontResult()
-    usage = find_font_usage(pdf)
+    truetype = _embedded_truetype(pdf)
+    programs = font_programs(pdf)
     protected = form_fonts(pdf)
-    if usage.complete:
-        subset_fonts(pdf, result, usage, protected)
-    optimize_cff_fonts(pdf, usage if usage.complete else None, protected, result)
+    # Scanning every content stream is the costly part: only for a document with a font program to subset.
+    subsettable = truetype[0] or any(p.users and not p.foreign for p in programs.values())
+    usage = find_font_usage(pdf) if subsettable else None
+    complete = usage if usage is not None and usage.complete else None
+    if complete is not None:
+        subset_fonts(truetype, result, complete, protected)
+    optimize_cff_fonts(pdf, programs, complete, protected, result)
     for ff in _descriptor_fonts(pdf):
         if ff.objgen not in result.changed:
             _unhint(ff, result)
@@ -241,10 +260,11 @@ def _cid_glyphs(tt: object, shown: set[bytes], cid_to_gid: bytes | None) -> set[
     return names
 
 
-def subset_fonts(pdf: pikepdf.Pdf, result: FontResult, usage: FontUsage, protected: set[ObjId]) -> None:
-    """Subset fully embedded TrueType fonts (simple, or CID-keyed with Identity encoding) to the glyphs shown
-    (``usage`` must be complete). Fonts of interactive forms (``protected``) are kept whole."""
-    users, files = _embedded_truetype(pdf)
+def subset_fonts(truetype: _TrueTypePrograms, result: FontResult, usage: FontUsage, protected: set[ObjId]) -> None:
+    """Subset fully embedded TrueType fonts (simple, or CID-keyed with Identity encoding, as _embedded_truetype
+    found them) to the glyphs shown (``usage`` must be complete). Fonts of interactive forms (``protected``) are
+    kept whole."""
+    users, files = truetype
     for key, fonts_using in users.items():
         if any(f.objgen in protected or f.objgen in usage.unknown for f, _, _ in fonts_using):
             continue
@@ -259,9 +279,11 @@ def subset_fonts(pdf: pikepdf.Pdf, result: FontResult, usage: FontUsage, protect
 
 # A font dictionary using a font program, its font descriptor, and whether it is a simple (not CID-keyed) font.
 _FontUser = tuple[Dictionary, Dictionary, bool]
+# Embedded TrueType programs by object id: the fonts using each, and the font file streams.
+_TrueTypePrograms = tuple[dict[ObjId, list[_FontUser]], dict[ObjId, Stream]]
 
 
-def _embedded_truetype(pdf: pikepdf.Pdf) -> tuple[dict[ObjId, list[_FontUser]], dict[ObjId, Stream]]:
+def _embedded_truetype(pdf: pikepdf.Pdf) -> _TrueTypePrograms:
     """Every embedded TrueType program (/FontFile2) by object id, with the fonts that use it."""
     users: dict[ObjId, list[_FontUser]] = {}
     files: dict[ObjId, Stream] = {}

@@ -44,30 +44,47 @@ def _scan(owner: pikepdf.Object, resources: pikepdf.Object | None, usage: FontUs
     for ins in instructions:
         if not isinstance(ins, pikepdf.ContentStreamInstruction):
             continue
-        op = str(ins.operator)
-        operands = ins.operands
+        op = _operator_name(ins.operator)
+        operands = list(ins.operands)
         if op == "q":
             saved.append(current)
         elif op == "Q":
             current = saved.pop() if saved else None
         elif op == "Tf" and operands:
-            current = fonts.get(str(operands[0])) if fonts is not None else None
-            if current is None:
+            name = operands[0]  # looked up as a Name object: its bytes need not be UTF-8
+            current = fonts.get(name) if fonts is not None and isinstance(name, Name) else None
+            if not isinstance(current, Dictionary):  # missing, or a damaged entry (a number, a name...)
+                current = None
                 usage.complete = False
         else:
-            strings: list[bytes] = []
-            if op in ("Tj", "'") and operands:
-                strings.append(bytes(operands[-1]))
-            elif op == '"' and len(operands) == 3:
-                strings.append(bytes(operands[2]))
-            elif op == "TJ" and operands and isinstance(operands[0], Array):
-                strings.extend(bytes(x) for x in operands[0] if isinstance(x, pikepdf.String))
+            strings = _shown_strings(op, operands)
             if not strings:
                 continue
             if current is None or not current.is_indirect:
                 usage.complete = False  # text shown with a font set elsewhere (inherited state)
                 continue
             usage.shown.setdefault(current.objgen, set()).update(strings)
+
+
+def _operator_name(operator: pikepdf.Operator) -> str:
+    try:
+        return str(operator)
+    except UnicodeDecodeError:
+        return ""  # not UTF-8: not one of the (ASCII) text operators
+
+
+def _shown_strings(op: str, operands: list[pikepdf.Object]) -> list[bytes]:
+    """The strings a text-showing operator shows; an operand that is not a string shows nothing (and a number is
+    never given to bytes(), which would allocate that many bytes)."""
+    if op in ("Tj", "'") and operands:
+        candidates = [operands[-1]]
+    elif op == '"' and len(operands) == 3:
+        candidates = [operands[2]]
+    elif op == "TJ" and operands and isinstance(operands[0], Array):
+        candidates = list(operands[0])
+    else:
+        return []
+    return [bytes(x) for x in candidates if isinstance(x, pikepdf.String)]
 
 
 def find_font_usage(pdf: pikepdf.Pdf) -> FontUsage:

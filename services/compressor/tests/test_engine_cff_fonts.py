@@ -3,16 +3,17 @@ conventional layout: cleartext, eexec-encrypted Private dict with Subrs and Char
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from pathlib import Path
 
 import pikepdf
 import pytest
-from fontTools.cffLib import CFFFontSet
+from fontTools.cffLib import CFFFontSet, CharStrings, FDArrayIndex, FDSelect, FontDict
 from fontTools.fontBuilder import FontBuilder
 from fontTools.misc import eexec
-from fontTools.misc.psCharStrings import T1CharString
+from fontTools.misc.psCharStrings import T1CharString, T2CharString
 from fontTools.pens.recordingPen import DecomposingRecordingPen, RecordingPen
 from fontTools.pens.t2CharStringPen import T2CharStringPen
 from fontTools.t1Lib import T1Font
@@ -145,7 +146,7 @@ def _cff_outlines(data: bytes) -> dict[str, tuple[list[object], float]]:
         pen = RecordingPen()
         cs = top.CharStrings[name]
         cs.draw(pen)
-        width = getattr(cs, "width", top.Private.defaultWidthX)
+        width = getattr(cs, "width", cs.private.defaultWidthX)
         out[name] = (_points(pen), width)
     return out
 
@@ -312,9 +313,11 @@ def _cff_font() -> bytes:
     return TTFont(io.BytesIO(out.getvalue())).getTableData("CFF ")
 
 
-def _cff_pdf(path: Path, text: str, *, cid: bool) -> Path:
+def _cff_pdf(path: Path, text: str, *, cid: bool, font_program: bytes | None = None, cid_step: int = 1) -> Path:
+    """A page showing ``text`` with a CFF font: simple (WinAnsi), or Type 0 / CIDFontType0 with Identity-H (the
+    glyph of letter number n has CID n * ``cid_step``)."""
     pdf = pikepdf.new()
-    ff = pdf.make_stream(_cff_font())
+    ff = pdf.make_stream(font_program if font_program is not None else _cff_font())
     ff.stream_dict["/Subtype"] = Name.CIDFontType0C if cid else Name.Type1C
     desc = pdf.make_indirect(
         Dictionary(
@@ -348,19 +351,19 @@ def _cff_pdf(path: Path, text: str, *, cid: bool) -> Path:
             Encoding=Name("/Identity-H"),
             DescendantFonts=Array([pdf.make_indirect(kid)]),
         )
-        shown = b"".join((ord(c) - 64).to_bytes(2, "big") for c in text)  # CID = glyph id
+        shown = b"".join(((ord(c) - 64) * cid_step).to_bytes(2, "big") for c in text)
     else:
         font = Dictionary(
             Type=Name.Font,
             Subtype=Name.Type1,
             BaseFont=Name("/TestCFF"),
             FirstChar=65,
-            LastChar=90,
-            Widths=Array([600] * 26),
+            LastChar=255,
+            Widths=Array([600] * 191),
             Encoding=Name.WinAnsiEncoding,
             FontDescriptor=desc,
         )
-        shown = text.encode()
+        shown = text.encode("cp1252")
     page = pdf.add_blank_page(page_size=(500, 200))
     page.obj.Resources = Dictionary(Font=Dictionary(F1=pdf.make_indirect(font)))
     page.obj.Contents = pdf.make_stream(b"BT /F1 30 Tf 20 80 Td <" + shown.hex().encode() + b"> Tj ET")
@@ -381,3 +384,97 @@ def test_medium_subsets_cff_fonts(tmp_path: Path, cid: bool) -> None:
         outlines = _cff_outlines(desc.FontFile3.read_bytes())
     assert list(outlines)[:4] == [".notdef", "A", "B", "C"]  # glyph ids kept
     assert {n for n, (points, _) in outlines.items() if points} == {".notdef", "A", "B", "C"}
+
+
+def _cid_keyed(data: bytes, cid_step: int) -> bytes:
+    """The name-keyed CFF font as a CID-keyed one (ROS Adobe-Identity-0): glyph n gets CID n * ``cid_step``, the
+    first 14 glyphs use the first font dict of the FDArray and the others the second (FDSelect format 3)."""
+    font_set = CFFFontSet()
+    font_set.decompile(io.BytesIO(data), TTFont())
+    top = font_set.topDictIndex[0]
+    order = list(top.charset)
+    fd_array = FDArrayIndex()
+    for private in (copy.deepcopy(top.Private), top.Private):
+        fd = FontDict()
+        fd.setCFF2(False)
+        fd.Private = private
+        fd_array.append(fd)
+    fd_select = FDSelect()
+    fd_select.format = 3
+    fd_select.gidArray = [0 if gid < 14 else 1 for gid in range(len(order))]
+    names = [".notdef", *(f"cid{gid * cid_step:05d}" for gid in range(1, len(order)))]
+    charstrings = CharStrings(None, None, font_set.GlobalSubrs, None, fd_select, fd_array)
+    for gid, (old, new) in enumerate(zip(order, names, strict=True)):
+        cs = top.CharStrings[old]
+        cs.decompile()
+        cs.private = fd_array[fd_select.gidArray[gid]].Private
+        charstrings[new] = cs
+    top.charset, top.CharStrings, top.FDArray, top.FDSelect = names, charstrings, fd_array, fd_select
+    top.ROS, top.CIDCount = ("Adobe", "Identity", 0), len(order) * cid_step
+    del top.Private
+    out = io.BytesIO()
+    font_set.compile(out, TTFont())
+    return out.getvalue()
+
+
+def test_medium_subsets_cid_keyed_cff_with_fd_array(tmp_path: Path) -> None:
+    program = _cid_keyed(_cff_font(), cid_step=2)  # CIDs differ from glyph ids
+    src = _cff_pdf(tmp_path / "in.pdf", "CAXB", cid=True, font_program=program, cid_step=2)  # X: second FD
+    out = tmp_path / "out.pdf"
+    report = compress(src, out, CompressOptions(level="medium"))
+    assert report.verification.passed
+    assert not report.kept_original
+    with pikepdf.open(out) as pdf:
+        subset = pdf.pages[0].obj.Resources.Font.F1.DescendantFonts[0].FontDescriptor.FontFile3.read_bytes()
+    assert len(subset) < len(program)
+    font_set = CFFFontSet()
+    font_set.decompile(io.BytesIO(subset), TTFont())
+    top = font_set.topDictIndex[0]
+    assert top.ROS == ("Adobe", "Identity", 0)
+    assert len(top.FDArray) == 2
+    assert top.FDSelect.gidArray == [0 if gid < 14 else 1 for gid in range(27)]
+    before, after = _cff_outlines(program), _cff_outlines(subset)
+    assert list(after) == list(before)  # charset (glyph id -> CID) kept
+    shown = {".notdef", "cid00006", "cid00002", "cid00048", "cid00004"}  # C A X B
+    assert {n for n, (points, _) in after.items() if points} == shown
+    assert all(after[n][0] == before[n][0] for n in shown)
+
+
+def _seac_cff_font() -> bytes:
+    """A name-keyed CFF font whose Aacute is a seac-like endchar (A with acute, StandardEncoding codes 65, 194)."""
+    fb = FontBuilder(1000, isTTF=False)
+    order = [".notdef", "A", "B", "acute", "Aacute"]
+    fb.setupGlyphOrder(order)
+    fb.setupCharacterMap({0x41: "A", 0x42: "B", 0xB4: "acute", 0xC1: "Aacute"})
+    charstrings = {}
+    for name, (w, h) in {".notdef": (0, 0), "A": (400, 600), "B": (300, 500), "acute": (120, 80)}.items():
+        pen = T2CharStringPen(600, None)
+        if w:
+            pen.moveTo((20, 0 if name != "acute" else 700))
+            pen.lineTo((20 + w, 0 if name != "acute" else 700))
+            pen.lineTo((20 + w, h if name != "acute" else 780))
+            pen.closePath()
+        charstrings[name] = pen.getCharString()
+    charstrings["Aacute"] = T2CharString(program=[150, 40, 65, 194, "endchar"])
+    fb.setupCFF("TestSeac", {"FullName": "TestSeac"}, charstrings, {})
+    fb.setupHorizontalMetrics(dict.fromkeys(order, (600, 20)))
+    fb.setupHorizontalHeader(ascent=800, descent=-200)
+    fb.setupNameTable({"familyName": "TestSeac", "styleName": "Regular"})
+    fb.setupOS2()
+    fb.setupPost()
+    out = io.BytesIO()
+    fb.save(out)
+    return TTFont(io.BytesIO(out.getvalue())).getTableData("CFF ")
+
+
+def test_cff_subset_keeps_seac_components_of_shown_accented_glyph(tmp_path: Path) -> None:
+    program = _seac_cff_font()
+    src = _cff_pdf(tmp_path / "in.pdf", "\u00c1", cid=False, font_program=program)  # only Aacute is shown
+    out = tmp_path / "out.pdf"
+    report = compress(src, out, CompressOptions(level="medium"))
+    assert report.verification.passed
+    with pikepdf.open(out) as pdf:
+        subset = pdf.pages[0].obj.Resources.Font.F1.FontDescriptor.FontFile3.read_bytes()
+    before, after = _cff_outlines(program), _cff_outlines(subset)
+    assert {n for n, (points, _) in after.items() if points} == {"A", "acute", "Aacute"}  # B is not shown
+    assert all(after[n] == before[n] for n in ("A", "acute", "Aacute"))

@@ -13,6 +13,7 @@ from fontTools.ttLib import TTFont, newTable
 from pikepdf import Dictionary, Name
 
 from services.compressor.engine import CompressOptions, compress
+from services.compressor.engine.fontusage import find_font_usage
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -140,3 +141,19 @@ def test_form_fonts_are_not_subset(font_pdf: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.pdf"
     compress(src, out, CompressOptions(level="medium"))
     assert len(_drawn_glyphs(_embedded_font(out))) == 27  # a field could show any letter
+
+
+def test_usage_scan_ignores_operands_that_are_not_strings_and_operators_that_are_not_utf8() -> None:
+    pdf = pikepdf.new()
+    font = pdf.make_indirect(Dictionary(Type=Name.Font, Subtype=Name.Type1, BaseFont=Name.Helvetica))
+    page = pdf.add_blank_page(page_size=(200, 200))
+    content = b"BT /F1 9 Tf (C) Tj q'\xff\xfe Q ET"  # an operator that is not UTF-8
+    form = pdf.make_stream(content, Type=Name.XObject, Subtype=Name.Form, BBox=[0, 0, 9, 9])
+    form.Resources = Dictionary(Font=Dictionary(F1=font))
+    page.obj.Resources = Dictionary(Font=Dictionary(F1=font), XObject=Dictionary(X=form))
+    page.obj.Contents = pdf.make_stream(b"BT /F1 9 Tf null Tj 2000000000 ' [(A) null 3 /N (B)] TJ ET /X Do")
+    usage = find_font_usage(pdf)
+    assert usage.shown == {font.objgen: {b"A", b"B", b"C"}}
+    assert usage.complete
+    page.obj.Contents = pdf.make_stream(b"BT /F#ff 9 Tf (D) Tj ET")  # a font name that is not UTF-8, not found
+    assert not find_font_usage(pdf).complete
