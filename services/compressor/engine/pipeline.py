@@ -173,6 +173,9 @@ class _Run:
         self.streams_repaired = self.streams_repaired or fixed > 0
         if fixed:
             techniques.append(TechniqueSaving("repair-streams", 0, f"{fixed} damaged stream(s) re-encoded"))
+        saving = structural.content_saving(structural.rewrite_content_streams(pdf, lossy=profile.lossy))
+        if saving is not None:
+            techniques.append(saving)
         dd = structural.deduplicate(pdf)
         if dd.objects_merged:
             techniques.append(

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 
-from . import codecs
+from . import codecs, content
 from .inflate import RAW_DEFLATE, ZLIB, inflate_prefix
+from .report import TechniqueSaving
 
 # Non-stream objects that are safe to merge when identical: they carry no identity of their own (unlike pages,
 # annotations or form fields, whose identity matters to /Parent links and to viewers).
@@ -294,3 +295,217 @@ def undecodable_streams(pdf: pikepdf.Pdf) -> int:
         except pikepdf.PdfError:
             bad += 1
     return bad
+
+
+# Content streams (content.py rewrites one stream; here: which streams, and whether the result is kept).
+# Lossy levels round coordinates so that no point moves by more than a tenth of a device pixel at 2400 dpi.
+LOSSY_CONTENT_TOLERANCE_PT = 72.0 / 2400 / 10
+
+
+@dataclass(frozen=True)
+class ContentLimits:
+    """Streams above these are left as they are (parsing holds every instruction in memory)."""
+
+    max_stream_bytes: int = 4 << 20
+    max_instructions: int = 300_000
+    # A stream above this is first rewritten on its first ``sample_bytes`` alone; when that sample, scaled up,
+    # would not come out at least ``min_gain`` smaller than the stream as stored, the whole stream is left
+    # alone (a producer's deflate may already beat zlib -9: rewriting it costs seconds for nothing).
+    sample_above_bytes: int = 64 << 10
+    sample_bytes: int = 24 << 10
+    min_gain: float = 0.03
+
+
+@dataclass
+class ContentResult:
+    streams_rewritten: int = 0
+    pages_joined: int = 0  # pages whose /Contents array became one stream
+    streams_left: int = 0  # too large, unparsable, or not smaller
+    bytes_before: int = 0  # stored bytes of the streams replaced
+    bytes_after: int = 0
+    stats: content.RewriteStats = field(default_factory=content.RewriteStats)
+
+    @property
+    def saved(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+
+@dataclass
+class _Target:
+    """One content to rewrite: a stream, or a page's /Contents array (joined into one stream when rewritten)."""
+
+    pieces: list[Stream]
+    pages: list[pikepdf.Object] = field(default_factory=list)  # pages whose /Contents it is
+    merge_text: bool = False  # only on pages (text render mode 0 at the start), none a knockout group
+    user_unit: float = 1.0  # the largest /UserUnit of the pages drawing it
+
+
+def _content_roles(pdf: pikepdf.Pdf) -> tuple[dict[tuple[int, int], int], set[tuple[int, int]]]:
+    """How many page /Contents entries name each stream, and the streams that are one of several pieces of some
+    page's array (a one-piece array is the page's whole content)."""
+    uses: dict[tuple[int, int], int] = {}
+    pieces: set[tuple[int, int]] = set()
+    for page in pdf.pages:
+        contents = page.obj.get("/Contents")
+        for piece in contents if isinstance(contents, Array) else [contents]:
+            if isinstance(piece, Stream) and piece.is_indirect:
+                uses[piece.objgen] = uses.get(piece.objgen, 0) + 1
+                if isinstance(contents, Array) and len(contents) > 1:
+                    pieces.add(piece.objgen)
+    return uses, pieces
+
+
+def _other_content_streams(pdf: pikepdf.Pdf) -> list[tuple[tuple[int, int], Stream]]:
+    """Form XObjects (annotation appearances included), tiling patterns and Type 3 glyph procedures."""
+    found: dict[tuple[int, int], Stream] = {}
+    for obj in pdf.objects:
+        if isinstance(obj, Stream):
+            d = obj.stream_dict
+            if d.get("/Subtype") == Name.Form or d.get("/PatternType") == 1:
+                found[obj.objgen] = obj
+        elif isinstance(obj, Dictionary) and obj.get("/Subtype") == Name.Type3:
+            procs = obj.get("/CharProcs")
+            for _, proc in procs.items() if isinstance(procs, Dictionary) else []:
+                if isinstance(proc, Stream) and proc.is_indirect:
+                    found[proc.objgen] = proc
+    return sorted(found.items())
+
+
+def _page_targets(pdf: pikepdf.Pdf) -> list[_Target]:
+    """Every page's content: a stream (shared by pages, perhaps), or an array whose pieces no other page uses. A
+    stream that is also a piece of an array, a form or a glyph is left alone: it cannot be rewritten apart from
+    what comes before and after it there."""
+    uses, in_arrays = _content_roles(pdf)
+    others = {og for og, _ in _other_content_streams(pdf)}
+    found: dict[tuple[int, int], _Target] = {}
+    for page in pdf.pages:
+        po = page.obj
+        contents = po.get("/Contents")
+        items = list(contents) if isinstance(contents, Array) else [contents]
+        pieces = [p for p in items if isinstance(p, Stream) and p.is_indirect and p.objgen not in others]
+        if not pieces or len(pieces) != len(items):
+            continue
+        shared = [uses[p.objgen] > 1 for p in pieces] if len(pieces) > 1 else [pieces[0].objgen in in_arrays]
+        if any(shared):
+            continue
+        target = found.setdefault(pieces[0].objgen, _Target(pieces, merge_text=True))
+        target.pages.append(po)
+        target.merge_text = target.merge_text and not content.is_knockout(po)
+        target.user_unit = max(target.user_unit, float(po.get("/UserUnit", 1.0) or 1.0))
+    return list(found.values())
+
+
+def _stored_size(stream: Stream, raw: bytes, data: bytes) -> int:
+    """What a stream costs as the final save writes it (unfiltered streams are deflated then)."""
+    return len(raw) if stream.stream_dict.get("/Filter") is not None else len(codecs.deflate(data))
+
+
+def _read_target(target: _Target, limits: ContentLimits) -> tuple[bytes, int] | None:
+    """The target's content (pieces joined with newlines, as readers join them) and what it costs stored now;
+    None when a piece cannot be decoded or the whole is above the size cap."""
+    parts: list[bytes] = []
+    stored = total = 0
+    for piece in target.pieces:
+        try:
+            raw, data = piece.read_raw_bytes(), piece.read_bytes()
+        except pikepdf.PdfError:
+            return None
+        total += len(data)
+        if total > limits.max_stream_bytes:
+            return None
+        parts.append(data)
+        stored += _stored_size(piece, raw, data)
+    return b"\n".join(parts), stored
+
+
+def _rewrite_target(
+    pdf: pikepdf.Pdf, target: _Target, precision: content.Precision | None, limits: ContentLimits, result: ContentResult
+) -> None:
+    """Replace the target by its rewrite (or, for an array, by its pieces joined) when that is smaller stored."""
+    read = _read_target(target, limits)
+    if read is None:
+        result.streams_left += 1
+        return
+    data, stored = read
+    if not _sample_promises_gain(data, stored, target, precision, limits):
+        result.streams_left += 1
+        return
+    stats = content.RewriteStats()
+    new = content.rewrite_data(
+        data,
+        merge_text=target.merge_text,
+        precision=precision,
+        max_instructions=limits.max_instructions,
+        stats=stats,
+    )
+    if new is None and len(target.pieces) > 1:
+        new, stats = data, content.RewriteStats()
+    encoded = codecs.deflate(new) if new is not None else b""
+    if new is None or len(encoded) >= stored:
+        result.streams_left += 1
+        return
+    _replace(pdf, target, encoded)
+    result.streams_rewritten += new is not data
+    result.pages_joined += len(target.pages) if len(target.pieces) > 1 else 0
+    result.bytes_before += stored
+    result.bytes_after += len(encoded)
+    for name in ("operators_dropped", "text_objects_merged", "numbers_rounded"):
+        setattr(result.stats, name, getattr(result.stats, name) + getattr(stats, name))
+
+
+def _sample_promises_gain(
+    data: bytes, stored: int, target: _Target, precision: content.Precision | None, limits: ContentLimits
+) -> bool:
+    """Whether rewriting a large stream looks worth it, judged on its beginning (cut after a line end, so a
+    token is rarely split; a sample that does not tokenize says nothing and the whole stream is tried)."""
+    if len(data) <= limits.sample_above_bytes:
+        return True
+    cut = data.rfind(b"\n", 0, limits.sample_bytes)
+    sample = data[: cut + 1] if cut > 0 else data[: limits.sample_bytes]
+    new = content.rewrite_data(
+        sample,
+        merge_text=target.merge_text,
+        precision=precision,
+        max_instructions=limits.max_instructions,
+        stats=content.RewriteStats(),
+    )
+    if new is None:
+        return True
+    estimate = len(codecs.deflate(new)) * len(data) / len(sample)
+    return estimate < stored * (1 - limits.min_gain)
+
+
+def _replace(pdf: pikepdf.Pdf, target: _Target, encoded: bytes) -> None:
+    if len(target.pieces) == 1:
+        target.pieces[0].write(encoded, filter=Name.FlateDecode)
+        return
+    stream = pdf.make_stream(encoded)
+    stream.stream_dict.Filter = Name.FlateDecode
+    for page in target.pages:
+        page.Contents = stream
+
+
+def rewrite_content_streams(pdf: pikepdf.Pdf, *, lossy: bool, limits: ContentLimits | None = None) -> ContentResult:
+    """Rewrite every content stream (pages, forms, tiling patterns, Type 3 glyphs) with content.py; a page's content
+    array becomes one stream. Streams that cannot be tokenized cleanly, or above the caps, stay as they are."""
+    limits = limits or ContentLimits()
+    result = ContentResult()
+    for target in _page_targets(pdf):
+        precision = content.Precision(LOSSY_CONTENT_TOLERANCE_PT, target.user_unit) if lossy else None
+        _rewrite_target(pdf, target, precision, limits, result)
+    for _, stream in _other_content_streams(pdf):
+        _rewrite_target(pdf, _Target([stream]), None, limits, result)
+    return result
+
+
+def content_saving(result: ContentResult) -> TechniqueSaving | None:
+    """The report's entry for the content-stream rewrite (None when nothing changed)."""
+    if not result.streams_rewritten and not result.pages_joined:
+        return None
+    s = result.stats
+    detail = (
+        f"{result.streams_rewritten} stream(s) rewritten, {result.pages_joined} page content array(s) joined, "
+        f"{s.operators_dropped} operator(s) dropped, {s.text_objects_merged} text object(s) merged, "
+        f"{s.numbers_rounded} number(s) rounded"
+    )
+    return TechniqueSaving("content-streams", result.saved, detail)
