@@ -34,7 +34,7 @@ NOT_IN_IMAGE = {
     "yaml",
 }
 # Modules that run only in development, never in a pod (the fuzzing harness needs atheris).
-DEVELOPMENT_ONLY = {"services/scanner/fuzz_structure.py"}
+DEVELOPMENT_ONLY = {"services/scanner/fuzz_structure.py", "services/compressor/fuzz_engine.py"}
 
 
 def _runtime_modules() -> list[Path]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +17,11 @@ import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 from PIL import Image
 
-from . import codecs
+from . import bitonal, codecs
+from .codecs import Buffer
 from .errors import TOO_COMPLEX, EngineError
 from .placements import Placement
+from .safety import image_size_in_pixels
 from .ssim import ssim
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,32 @@ class ImageSettings:
     quantize: bool  # graphics with many colours may be reduced to a 256-colour palette
     grayscale: bool
     image_ssim_min: float  # per-image quality gate for lossy replacements
+    # 1-bit images (and effectively bitonal scans) displayed at twice this or more are reduced by an integer
+    # factor towards it. None: twice ``target_dpi`` (the levels' bitonal targets are about that).
+    bitonal_target_dpi: float | None = None
+
+
+class SnapshotStore:
+    """Original raw stream data of replaced images, kept in a temporary file rather than in memory (a document
+    of many large images would otherwise hold a second copy of each). -> (offset, length) handles."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="pdfsmaller-images-")  # noqa: SIM115 - closed by close()
+        self._end = 0
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        self._file.seek(self._end)
+        self._file.write(data)
+        at = (self._end, len(data))
+        self._end += len(data)
+        return at
+
+    def get(self, at: tuple[int, int]) -> bytes:
+        self._file.seek(at[0])
+        return self._file.read(at[1])
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass
@@ -52,8 +82,8 @@ class ImageChange:
     old_bytes: int
     new_bytes: int
     pages: set[int]
-    # What is needed to put the original back (raw data + the stream dictionary as it was).
-    raw: bytes = field(repr=False, default=b"")
+    # What is needed to put the original back: where its raw data is in the store, and its stream dictionary.
+    raw_at: tuple[int, int] = (0, 0)
     dict_items: dict[str, pikepdf.Object] = field(repr=False, default_factory=dict)
 
     @property
@@ -145,18 +175,20 @@ class _Snapshot:
                 obj.stream_dict[k] = v
 
 
-def revert(changes: list[ImageChange], objects: dict[tuple[int, int], Stream]) -> None:
+def revert(changes: list[ImageChange], objects: dict[tuple[int, int], Stream], store: SnapshotStore) -> None:
     for ch in changes:
         obj = objects.get(ch.objgen)
         if obj is not None:
-            _Snapshot.restore(obj, ch.raw, ch.dict_items)
+            _Snapshot.restore(obj, store.get(ch.raw_at), ch.dict_items)
 
 
-def _pil_from_samples(samples: bytes, w: int, h: int, n: int) -> Image.Image | None:
+def _pil_from_samples(samples: Buffer, w: int, h: int, n: int) -> Image.Image | None:
     mode = {1: "L", 3: "RGB", 4: "CMYK"}.get(n)
     if mode is None or len(samples) < w * h * n:
         return None
-    return Image.frombuffer(mode, (w, h), samples[: w * h * n], "raw", mode, 0, 1)
+    size = w * h * n
+    data = samples if len(samples) == size and not isinstance(samples, memoryview) else bytes(samples[:size])
+    return Image.frombuffer(mode, (w, h), data, "raw", mode, 0, 1)
 
 
 def _gray_ssim(a: Image.Image, b: Image.Image) -> float:
@@ -164,9 +196,14 @@ def _gray_ssim(a: Image.Image, b: Image.Image) -> float:
     w, h = b.size
     scale = min(1.0, 600.0 / max(w, h))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    ga = a.convert("L").resize(size, Image.Resampling.BILINEAR) if a.size != size else a.convert("L")
-    gb = b.convert("L").resize(size, Image.Resampling.BILINEAR) if b.size != size else b.convert("L")
-    return ssim(np.asarray(ga, dtype=np.float32), np.asarray(gb, dtype=np.float32))
+    return ssim(_gray_at(a, size), _gray_at(b, size))
+
+
+def _gray_at(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Luminance at ``size`` as float32; resized first (a full-size gray copy of a large image is not needed)."""
+    if img.size != size:
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(img.convert("L"), dtype=np.float32)
 
 
 class ImageOptimizer:
@@ -179,6 +216,10 @@ class ImageOptimizer:
         self._placements: dict[tuple[int, int], Placement] = {}
         self._smasks: set[tuple[int, int]] = set()
         self._stencils: set[tuple[int, int]] = set()
+        self.snapshots = SnapshotStore()
+
+    def close(self) -> None:
+        self.snapshots.close()
 
     # -- discovery -------------------------------------------------------------------------------------
 
@@ -190,8 +231,7 @@ class ImageOptimizer:
             if not isinstance(obj, Stream) or obj.stream_dict.get("/Subtype") != Name.Image:
                 continue
             d = obj.stream_dict
-            w, h = int(d.get("/Width", 0) or 0), int(d.get("/Height", 0) or 0)
-            if w * h > self.max_image_pixels:
+            if (image_size_in_pixels(d) or 0) > self.max_image_pixels:
                 raise EngineError(TOO_COMPLEX, "The PDF contains an image larger than the allowed size.")
             images.append(obj)
             self.objects[obj.objgen] = obj
@@ -236,10 +276,14 @@ class ImageOptimizer:
         except (pikepdf.PdfError, OSError, ValueError, TypeError, KeyError, NotImplementedError) as exc:
             # An image we cannot decode is left exactly as it is.
             log.debug("image %s left unchanged: %s", obj.objgen, exc)
+        except MemoryError:
+            # One technique on one image ran out of memory: that image stays as it is (replacements are only
+            # written once complete) and the job goes on with the next one.
+            log.warning("image %s left unchanged: out of memory", obj.objgen)
 
     def redo(self, changes: list[ImageChange], settings: ImageSettings) -> None:
         """Put the originals of ``changes`` back and process those images again with gentler settings."""
-        revert(changes, self.objects)
+        revert(changes, self.objects, self.snapshots)
         gone = {id(ch) for ch in changes}
         self.changes = [ch for ch in self.changes if id(ch) not in gone]
         kept = self.s
@@ -253,17 +297,20 @@ class ImageOptimizer:
             self.s = kept
 
     def undo(self, changes: list[ImageChange]) -> None:
-        revert(changes, self.objects)
+        revert(changes, self.objects, self.snapshots)
         gone = {id(ch) for ch in changes}
         self.changes = [ch for ch in self.changes if id(ch) not in gone]
 
     def _record(
-        self, obj: Stream, technique: str, pages: set[int], snap: tuple[bytes, dict[str, pikepdf.Object]]
+        self,
+        obj: Stream,
+        technique: str,
+        pages: set[int],
+        snap: tuple[bytes, dict[str, pikepdf.Object]],
+        new_len: int,
     ) -> None:
-        new_len = len(obj.read_raw_bytes())
-        self.changes.append(
-            ImageChange(obj.objgen, technique, len(snap[0]), new_len, set(pages), raw=snap[0], dict_items=snap[1])
-        )
+        at = self.snapshots.put(snap[0])
+        self.changes.append(ImageChange(obj.objgen, technique, len(snap[0]), new_len, set(pages), at, snap[1]))
 
     def _scale_for(self, placement: Placement, w: int, h: int) -> float:
         s = self.s
@@ -289,7 +336,7 @@ class ImageOptimizer:
         if w <= 0 or h <= 0:
             return
         if d.get("/ImageMask") is True or is_stencil or (bpc == 1 and not is_smask):
-            self._bitonal(obj, filters, w, h, placement)
+            self._bitonal(obj, filters, w, h, placement, may_resample=not is_stencil and _plain_bitonal(d))
             return
         is_jpx = bool(filters) and filters[-1] == Name.JPXDecode
         if any(f in (Name.JBIG2Decode, Name.CCITTFaxDecode) for f in filters):
@@ -307,29 +354,70 @@ class ImageOptimizer:
 
     # -- bitonal ---------------------------------------------------------------------------------------
 
-    def _bitonal(self, obj: Stream, filters: list[pikepdf.Object], w: int, h: int, placement: Placement) -> None:
-        """1-bit images stay 1-bit: CCITT G4 (or better Flate) when smaller; G4/JBIG2 data is left as is."""
+    def _bitonal(
+        self,
+        obj: Stream,
+        filters: list[pikepdf.Object],
+        w: int,
+        h: int,
+        placement: Placement,
+        *,
+        may_resample: bool,
+    ) -> None:
+        """1-bit images stay 1-bit, packed: CCITT G4 (or better Flate) when smaller, and at lossy levels reduced
+        when displayed far above the level's bitonal resolution; G4/JBIG2 data is left as is."""
         if not all(f in _LOSSLESS_FILTERS for f in filters):
             return
-        samples = obj.read_bytes()
-        stride = (w + 7) // 8
-        if len(samples) < stride * h:
+        best = _Best(len(obj.read_raw_bytes()))
+        samples = _read_samples(obj, (w + 7) // 8 * h)
+        if samples is None:
             return
-        samples = samples[: stride * h]
-        raw_len = len(obj.read_raw_bytes())
-        g4 = codecs.ccitt_g4(samples, w, h)
-        fl, parms = codecs.flate_best(samples, w, h, 1, 1)
-        snap = _Snapshot.take(obj)
-        if g4 is not None and len(g4) < min(len(fl), raw_len):
-            obj.write(
-                g4,
-                filter=Name.CCITTFaxDecode,
-                decode_parms=Dictionary(K=-1, Columns=w, Rows=h, BlackIs1=True),
-            )
-            self._record(obj, "bitonal-ccitt-g4", placement.pages, snap)
-        elif len(fl) < raw_len:
-            obj.write(fl, filter=Name.FlateDecode, decode_parms=Dictionary(parms) if parms else None)
-            self._record(obj, "lossless-flate", placement.pages, snap)
+        _consider_bits(best, samples, w, h, {}, "bitonal-ccitt-g4", "lossless-flate")
+        factor = self._bitonal_factor(placement, w, h) if may_resample else 1
+        if factor > 1:
+            ink_bit = _ink_bit(obj.stream_dict)
+            pf = bitonal.preview_factor(w, h)
+            original = bitonal.preview(bitonal.ink_of_bits(samples, w, h, pf, ink_bit), pf)
+            packed = bitonal.pack(bitonal.ink_of_bits(samples, w, h, factor, ink_bit), factor, ink_bit)
+            nw, nh = bitonal.reduced_size(w, h, factor)
+            if self._bits_quality_ok(original, packed, nw, nh, ink_bit):
+                sized = {"/Width": nw, "/Height": nh}
+                _consider_bits(best, packed, nw, nh, sized, "downsample-bitonal", "downsample-bitonal")
+        del samples
+        if best.data is not None:
+            self._apply(obj, best, best.technique, placement)
+
+    def _bitonal_factor(self, placement: Placement, w: int, h: int) -> int:
+        """The integer factor a bitonal image is reduced by at this level (1: kept at its resolution)."""
+        s = self.s
+        target = s.bitonal_target_dpi
+        if target is None and s.target_dpi is not None:
+            target = 2 * s.target_dpi
+        dpi = placement.effective_dpi
+        if not s.lossy or dpi is None or target is None:
+            return 1
+        factor = int(dpi / target)  # never below the target
+        return factor if factor >= 2 and min(w, h) // factor >= 16 else 1
+
+    def _bits_quality_ok(self, original: Image.Image, packed: bytes, w: int, h: int, ink_bit: int) -> bool:
+        pf = bitonal.preview_factor(w, h)
+        candidate = bitonal.preview(bitonal.ink_of_bits(packed, w, h, pf, ink_bit), pf)
+        return _gray_ssim(original, candidate) >= self.s.image_ssim_min
+
+    def _gray_to_bitonal(self, img: Image.Image, samples: Buffer, placement: Placement, best: _Best) -> None:
+        """An 8-bit scan that is effectively black and white (gray or RGB) as a 1-bit image (thresholded at
+        mid-gray, reduced like a 1-bit image when displayed far above the level's bitonal resolution)."""
+        w, h = img.size
+        n = len(img.getbands())
+        if not bitonal.effectively_bitonal(samples, w, h, n):
+            return
+        factor = self._bitonal_factor(placement, w, h)
+        packed = bitonal.pack(bitonal.ink_of_gray(samples, w, h, n, factor), factor)
+        nw, nh = bitonal.reduced_size(w, h, factor)
+        if not self._bits_quality_ok(img, packed, nw, nh, 0):
+            return
+        updates = {"/Width": nw, "/Height": nh, "/BitsPerComponent": 1, "/ColorSpace": Name.DeviceGray, "/Decode": None}
+        _consider_bits(best, packed, nw, nh, updates, "gray-to-bitonal", "gray-to-bitonal")
 
     # -- lossless sources (Flate, LZW, ...) ------------------------------------------------------------
 
@@ -345,24 +433,39 @@ class ImageOptimizer:
         is_smask: bool,
     ) -> None:
         assert cs_info is not None
+        if (w * cs_info[1] * bpc + 7) // 8 * h > _MAX_DECODE_BYTES:
+            return
+        # The samples and every other candidate are gone before the winner is written (one full-size copy less).
+        best = self._lossless_source_best(obj, w, h, bpc, cs_info, placement, is_smask=is_smask)
+        if best is not None and best.data is not None:
+            self._apply(obj, best, best.technique, placement)
+
+    def _lossless_source_best(
+        self,
+        obj: Stream,
+        w: int,
+        h: int,
+        bpc: int,
+        cs_info: tuple[str, int, pikepdf.Object | None],
+        placement: Placement,
+        *,
+        is_smask: bool,
+    ) -> _Best | None:
         d = obj.stream_dict
         kind, n, _base = cs_info
-        raw_len = len(obj.read_raw_bytes())
         stride = (w * n * bpc + 7) // 8
-        if stride * h > _MAX_DECODE_BYTES:
-            return
-        samples = obj.read_bytes()
-        if len(samples) < stride * h:
-            return
-        samples = samples[: stride * h]
+        best = _Best(len(obj.read_raw_bytes()))
+        samples = _read_samples(obj, stride * h)
+        if samples is None:
+            return None
         has_decode = d.get("/Decode") is not None
         color_key = isinstance(d.get("/Mask"), Array)
         scale = self._scale_for(placement, w, h)
-        best = _Best(raw_len)
         consider = best.consider
         # 1. Same samples, better Flate (lossless at every level).
         fl, parms = codecs.flate_best(samples, w, h, n, bpc)
         consider(fl, {"/DecodeParms": Dictionary(parms) if parms else None}, "lossless-flate")
+        del fl
 
         lossy_ok = self.s.lossy and not has_decode and not color_key and bpc == 8 and d.get("/SMask") is None
         lossy_ok_smask = self.s.lossy and is_smask and bpc == 8 and not has_decode
@@ -371,47 +474,58 @@ class ImageOptimizer:
             pal = self._exact_palette(samples, w, h, d.get("/ColorSpace"))
             if pal is not None:
                 consider(pal[0], pal[1], "lossless-palette")
-        if lossy_ok or lossy_ok_smask:
+            del pal
+        # Indexed images are expanded to their base colour space for the lossy variants.
+        expanded = w * h * 4 if kind == "indexed" else stride * h
+        if (lossy_ok or lossy_ok_smask) and expanded <= _MAX_DECODE_BYTES:
             img = self._decode_samples(samples, w, h, kind, n, d.get("/ColorSpace"))
+            if img is not None and lossy_ok and kind != "indexed" and n in (1, 3):
+                self._gray_to_bitonal(img, samples, placement, best)
             if img is not None:
                 self._lossy_variants(img, d, scale, consider, graphic_only=is_smask)
-        if best.data is not None:
-            self._apply(obj, best, best.technique, placement)
+        return best
 
     def _apply(self, obj: Stream, best: _Best, technique: str, placement: Placement) -> None:
+        """Replace the image by ``best`` and record it; all or nothing (an error midway puts the original back)."""
         assert best.data is not None
         snap = _Snapshot.take(obj)
         updates = dict(best.updates)
         parms_obj: Any = updates.pop("/DecodeParms", None)
-        obj.write(best.data, filter=best.filt, decode_parms=parms_obj)
-        for k, v in updates.items():
-            if v is None:
-                if k in obj.stream_dict:
-                    del obj.stream_dict[k]
-            else:
-                obj.stream_dict[k] = v
-        self._record(obj, technique, placement.pages, snap)
+        try:
+            obj.write(best.data, filter=best.filt, decode_parms=parms_obj)
+            for k, v in updates.items():
+                if v is None:
+                    if k in obj.stream_dict:
+                        del obj.stream_dict[k]
+                else:
+                    obj.stream_dict[k] = v
+            self._record(obj, technique, placement.pages, snap, len(best.data))
+        except BaseException:
+            _Snapshot.restore(obj, *snap)
+            raise
 
-    def _exact_palette(self, samples: bytes, w: int, h: int, cs: Any) -> tuple[bytes, dict[str, Any]] | None:
-        arr = np.frombuffer(samples, dtype=np.uint8).reshape(-1, 3)
-        packed = (arr[:, 0].astype(np.uint32) << 16) | (arr[:, 1].astype(np.uint32) << 8) | arr[:, 2]
-        # Colours of a sample first (photographs are rejected here), then every pixel is looked up in them; only
-        # the few pixels not found are sorted. Avoids sorting millions of pixels.
-        colours = np.unique(packed[:: max(1, len(packed) // 4096)])
+    def _exact_palette(self, samples: Buffer, w: int, h: int, cs: Any) -> tuple[bytes, dict[str, Any]] | None:
+        arr = np.frombuffer(samples, dtype=np.uint8, count=w * h * 3).reshape(-1, 3)
+        # Colours of a sample first (photographs are rejected here), then every pixel is looked up in them, a strip
+        # at a time; only the few pixels not found are sorted. Avoids sorting (or copying) millions of pixels.
+        colours = np.unique(_rgb_keys(arr[:: max(1, len(arr) // 4096)]))
         if len(colours) > 256:
             return None
-        pos = np.minimum(np.searchsorted(colours, packed), len(colours) - 1)
-        missing = colours[pos] != packed
-        if missing.any():
-            colours = np.union1d(colours, np.unique(packed[missing]))
-            if len(colours) > 256:
-                return None
-            pos = np.searchsorted(colours, packed)
-        index = pos
+        for strip in _strips(arr):
+            keys = _rgb_keys(strip)
+            pos = np.minimum(np.searchsorted(colours, keys), len(colours) - 1)
+            missing = colours[pos] != keys
+            if missing.any():
+                colours = np.union1d(colours, np.unique(keys[missing]))
+                if len(colours) > 256:
+                    return None
+        idx = np.empty(len(arr), dtype=np.uint8)
+        step = _STRIP_PIXELS
+        for i, strip in enumerate(_strips(arr)):
+            idx[i * step : i * step + len(strip)] = np.searchsorted(colours, _rgb_keys(strip))
         palette = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
         bits = 8 if len(colours) > 16 else 4 if len(colours) > 4 else 2 if len(colours) > 2 else 1
-        idx = index.astype(np.uint8).reshape(h, w)
-        packed_rows = _pack_bits(idx, bits)
+        packed_rows = _pack_bits(idx.reshape(h, w), bits)
         data, parms = codecs.flate_best(packed_rows, w, h, 1, bits)
         indexed = Array([Name.Indexed, cs, len(colours) - 1, pikepdf.String(palette.tobytes())])
         return data, {
@@ -420,7 +534,7 @@ class ImageOptimizer:
             "/DecodeParms": Dictionary(parms) if parms else None,
         }
 
-    def _decode_samples(self, samples: bytes, w: int, h: int, kind: str, n: int, cs: Any) -> Image.Image | None:
+    def _decode_samples(self, samples: Buffer, w: int, h: int, kind: str, n: int, cs: Any) -> Image.Image | None:
         if kind == "indexed":
             base = _colorspace_info(cs[1])
             if base is None:
@@ -547,10 +661,12 @@ class ImageOptimizer:
         if is_jpx and d.get("/SMaskInData") not in (None, 0):
             return
         n = cs_info[1] if cs_info else 3
-        if w * h * n > _MAX_DECODE_BYTES:
+        scale = self._scale_for(placement, w, h)
+        # libjpeg's draft mode decodes at 1/2, 1/4 or 1/8 directly: the budget applies to what it will decode.
+        reduction = _draft_reduction(scale) if not is_jpx else 1
+        if -(-w // reduction) * -(-h // reduction) * n > _MAX_DECODE_BYTES:
             return
         raw = obj.read_raw_bytes()
-        scale = self._scale_for(placement, w, h)
         try:
             img = Image.open(io.BytesIO(raw))
             if not is_jpx and scale < 1.0:
@@ -575,6 +691,15 @@ class ImageOptimizer:
         self._apply(obj, best, technique, placement)
 
 
+def _draft_reduction(scale: float) -> int:
+    """The factor Pillow's JPEG draft mode reduces by for a requested ``scale`` (the largest of 8, 4, 2, 1 that
+    still leaves at least the requested size)."""
+    for factor in (8, 4, 2):
+        if scale * factor <= 1.0:
+            return factor
+    return 1
+
+
 def _is_indexed(d: pikepdf.Object) -> bool:
     info = _colorspace_info(d.get("/ColorSpace"))
     return info is not None and info[0] == "indexed"
@@ -591,6 +716,75 @@ def _looks_photographic(img: Image.Image, *, indexed: bool = False) -> bool:
     flat = arr.reshape(-1, arr.shape[-1]).astype(np.uint32)
     colours = len(np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]))
     return colours > (128 if indexed else 1500)
+
+
+_STRIP_PIXELS = 1 << 20
+
+
+def _strips(arr: np.ndarray) -> list[np.ndarray]:
+    """Views of ``arr`` (pixels, channels) of ``_STRIP_PIXELS`` pixels each."""
+    return [arr[i : i + _STRIP_PIXELS] for i in range(0, len(arr), _STRIP_PIXELS)]
+
+
+def _rgb_keys(pixels: np.ndarray) -> np.ndarray:
+    """One uint32 per RGB pixel (pixels: uint8 (n, 3))."""
+    return (pixels[:, 0].astype(np.uint32) << 16) | (pixels[:, 1].astype(np.uint32) << 8) | pixels[:, 2]
+
+
+# Inflated this many bytes per step into the samples' buffer.
+_INFLATE_STEP = 16 << 20
+
+
+def _read_samples(obj: Stream, need: int) -> bytes | bytearray | None:
+    """The first ``need`` bytes of the decoded image, or None when there are fewer. Plain Flate is inflated here,
+    straight into one buffer of the final size (qpdf's own decoding briefly holds the data twice); other filters
+    are decoded by qpdf."""
+    d = obj.stream_dict
+    if _filters(d) != [Name.FlateDecode] or d.get("/DecodeParms") is not None:
+        data = obj.read_bytes()
+        return data[:need] if len(data) >= need else None
+    out = bytearray(need)
+    z = zlib.decompressobj()
+    pending = obj.read_raw_bytes()
+    pos = 0
+    try:
+        while pos < need and pending:
+            chunk = z.decompress(pending, min(_INFLATE_STEP, need - pos))
+            pending = z.unconsumed_tail
+            if not chunk:
+                break
+            out[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+    except zlib.error:
+        return None  # damaged data: left to qpdf's lenient decoding elsewhere, the image stays as it is
+    return out if pos == need else None
+
+
+def _g4_parms(w: int, h: int) -> Dictionary:
+    return Dictionary(K=-1, Columns=w, Rows=h, BlackIs1=True)
+
+
+def _consider_bits(
+    best: _Best, packed: Buffer, w: int, h: int, updates: dict[str, Any], g4_technique: str, flate_technique: str
+) -> None:
+    """Offer packed 1-bit rows to ``best`` as CCITT G4 and as Flate (with ``updates`` to the dictionary)."""
+    g4 = codecs.ccitt_g4(packed, w, h)
+    if g4 is not None:
+        best.consider(g4, dict(updates, **{"/DecodeParms": _g4_parms(w, h)}), g4_technique, Name.CCITTFaxDecode)
+    del g4
+    fl, parms = codecs.flate_best(packed, w, h, 1, 1)
+    best.consider(fl, dict(updates, **{"/DecodeParms": Dictionary(parms) if parms else None}), flate_technique)
+
+
+def _plain_bitonal(d: pikepdf.Object) -> bool:
+    """A black-and-white 1-bit image (DeviceGray or a stencil mask), which may be reduced by averaging."""
+    return d.get("/ImageMask") is True or (d.get("/ColorSpace") == Name.DeviceGray and d.get("/BitsPerComponent") == 1)
+
+
+def _ink_bit(d: pikepdf.Object) -> int:
+    """The sample value that paints black (or paints, for a stencil mask): 0 unless /Decode is [1 0]."""
+    dec = d.get("/Decode")
+    return 1 if isinstance(dec, Array) and len(dec) == 2 and float(dec[0]) == 1.0 else 0
 
 
 def _pack_bits(idx: np.ndarray, bits: int) -> bytes:

@@ -69,11 +69,12 @@ def _gate(profile: LevelProfile, options: CompressOptions) -> Gate:
 
 def _image_settings(attempt: Attempt, options: CompressOptions) -> ImageSettings:
     p = attempt.profile
-    above, target = p.downsample_above_dpi, p.target_dpi
+    above, target, bitonal = p.downsample_above_dpi, p.target_dpi, p.bitonal_target_dpi
     if p.lossy and options.max_image_dpi is not None:
         cap = float(options.max_image_dpi)
         above = cap if above is None else min(above, cap)
         target = cap if target is None else min(target, cap)
+        bitonal = cap if bitonal is None else min(bitonal, cap)
     return ImageSettings(
         lossy=p.lossy,
         downsample_above_dpi=above,
@@ -83,6 +84,7 @@ def _image_settings(attempt: Attempt, options: CompressOptions) -> ImageSettings
         quantize=p.quantize,
         grayscale=options.grayscale and p.lossy,
         image_ssim_min=p.image_ssim_min,
+        bitonal_target_dpi=bitonal,
     )
 
 
@@ -204,6 +206,7 @@ class _Run:
         """Build and verify one candidate; pages failing the visual gate get their images reverted."""
         gate = _gate(attempt.profile, self.options)
         pdf = self._open()
+        opt: ImageOptimizer | None = None
         try:
             techniques = self._structural(pdf, attempt.profile)
             opt = self._optimize_images(pdf, attempt, lo, hi) if attempt.images else None
@@ -215,6 +218,8 @@ class _Run:
             self.step(hi)
             return Candidate(attempt.name, path, size, v, techniques, attempt)
         finally:
+            if opt is not None:
+                opt.close()  # the originals it kept for reverts (a temporary file)
             pdf.close()
 
     def _optimize_images(self, pdf: pikepdf.Pdf, attempt: Attempt, lo: int, hi: int) -> ImageOptimizer:

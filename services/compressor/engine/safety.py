@@ -5,18 +5,15 @@ from __future__ import annotations
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Stream
 
+from .decoded_size import decoded_size_exceeds, general_filters, max_expansion
 from .errors import TOO_COMPLEX, EngineError
-from .inflate import RAW_DEFLATE, ZLIB, inflated_size_exceeds
 from .options import Limits
-
-# Deflate cannot expand data by more than ~1032x; a stream whose raw size is below cap/1032 needs no check.
-_MAX_DEFLATE_RATIO = 1032
 
 
 def _inflated_size_exceeds(raw: bytes, cap: int) -> bool:
     # Both ways the engine may inflate the stream: as zlib data, and as raw deflate (the lenient repair's second
     # try for streams whose header is missing).
-    return any(inflated_size_exceeds(raw, cap, wbits) for wbits in (ZLIB, RAW_DEFLATE))
+    return decoded_size_exceeds(raw, [Name.FlateDecode], cap)
 
 
 def check_bombs(pdf: pikepdf.Pdf, limits: Limits) -> None:
@@ -31,34 +28,75 @@ def check_bombs(pdf: pikepdf.Pdf, limits: Limits) -> None:
             raise EngineError(TOO_COMPLEX, "The PDF has more objects than allowed.")
         if not isinstance(obj, Stream):
             continue
-        d = obj.stream_dict
-        if d.get("/Subtype") == Name.Image:
-            w, h = d.get("/Width", 0), d.get("/Height", 0)
-            try:
-                if int(w) * int(h) > limits.max_image_pixels:
-                    raise EngineError(TOO_COMPLEX, "The PDF contains an image larger than the allowed size.")
-            except (TypeError, ValueError):
-                pass
-        f = d.get("/Filter")
-        filters = list(f) if isinstance(f, Array) else ([f] if f is not None else [])
-        if Name.FlateDecode not in filters:
+        _check_image_size(obj.stream_dict, limits.max_image_pixels)
+        raw = _raw_if_it_may_exceed(obj, cap)
+        if raw is None:
             continue
-        try:
-            raw = obj.read_raw_bytes()
-        except pikepdf.PdfError:
-            continue
-        if len(raw) * _MAX_DEFLATE_RATIO <= cap:
-            continue
-        if filters[0] == Name.FlateDecode and _inflated_size_exceeds(raw, cap):
+        if _decodes_beyond(obj.stream_dict, raw, cap):
             raise EngineError(TOO_COMPLEX, "The PDF contains a stream that decompresses to more than allowed.")
         total_decoded_budget -= len(raw)
     if total_decoded_budget < 0:
         raise EngineError(TOO_COMPLEX, "The PDF decompresses to more data than allowed.")
 
 
+def _check_image_size(d: Dictionary, max_pixels: int) -> None:
+    if d.get("/Subtype") != Name.Image:
+        return
+    size = image_size_in_pixels(d)
+    if size is not None and size > max_pixels:
+        raise EngineError(TOO_COMPLEX, "The PDF contains an image larger than the allowed size.")
+
+
+def image_size_in_pixels(d: Dictionary) -> int | None:
+    """An image's declared size for the pixel cap, counted in 8-bit pixels: a 1-bit image (a scan, a stencil
+    mask) counts an eighth per pixel, as it decodes to an eighth of the bytes, so a 2400-dpi page of it is
+    not refused. None when its dimensions are not numbers."""
+    try:
+        pixels = int(d.get("/Width", 0)) * int(d.get("/Height", 0))
+        bits = 1 if d.get("/ImageMask") is True else int(d.get("/BitsPerComponent", 8))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return pixels * min(max(bits, 1), 8) // 8
+
+
+def _filters(d: Dictionary) -> list[object]:
+    f = d.get("/Filter")
+    return list(f) if isinstance(f, Array) else ([f] if f is not None else [])
+
+
+def _raw_if_it_may_exceed(obj: Stream, cap: int) -> bytes | None:
+    """The stream's raw bytes when its filters could expand them past ``cap`` (at their worst ratio); else None."""
+    ratio = max_expansion(general_filters(_filters(obj.stream_dict)))
+    if ratio <= 1:
+        return None
+    try:
+        raw = obj.read_raw_bytes()
+    except pikepdf.PdfError:
+        return None
+    return raw if len(raw) * ratio > cap else None
+
+
+def _decodes_beyond(d: Dictionary, raw: bytes, cap: int) -> bool:
+    """Whether the stream's general-purpose filters, whichever and in whatever order, decode it past ``cap``."""
+    filters = _filters(d)
+    return decoded_size_exceeds(raw, general_filters(filters), cap, _lzw_early_change(d, filters))
+
+
+def _lzw_early_change(d: Dictionary, filters: list[object]) -> int:
+    """/EarlyChange of the (first) LZW filter's parameters; 1, the default, when absent or not a number."""
+    parms = d.get("/DecodeParms")
+    parms_list = list(parms) if isinstance(parms, Array) else [parms] * len(filters)
+    for name, each in zip(filters, parms_list, strict=False):
+        if name in (Name.LZWDecode, Name.LZW) and isinstance(each, Dictionary):
+            value = each.get("/EarlyChange", 1)
+            return value if isinstance(value, int) else 1
+    return 1
+
+
 def _fields(acro: Dictionary) -> list[Dictionary]:
     out: list[Dictionary] = []
-    stack = list(acro.get("/Fields", Array()))
+    fields = acro.get("/Fields")
+    stack = list(fields) if isinstance(fields, Array) else []  # anything else lists no field
     seen: set[tuple[int, int]] = set()
     while stack and len(out) < 100_000:
         f = stack.pop()

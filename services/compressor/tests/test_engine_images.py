@@ -91,7 +91,9 @@ def test_bitonal_stays_bitonal_as_ccitt_g4(tmp_path: Path) -> None:
     img = first_image(out)
     assert img.bpc == 1
     assert img.filter == Name.CCITTFaxDecode
-    assert img.width == 1200  # bitonal scans are never resampled
+    # Shown far above maximum's 1-bit resolution (150 dpi): reduced by an integer factor, still 1-bit.
+    assert img.width == 600
+    assert "downsample-bitonal" in {t.name for t in report.techniques}
     assert report.output_size_bytes < report.input_size_bytes
 
 

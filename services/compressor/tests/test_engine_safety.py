@@ -12,6 +12,7 @@ import pytest
 from pikepdf import Name
 
 from services.compressor.engine import CompressOptions, EngineError, Limits, compress, compress_isolated
+from services.compressor.engine.safety import check_bombs
 
 from .builders import DATA, certified_pdf, image_pdf, photo, signed_pdf, text_pdf
 
@@ -105,6 +106,24 @@ def test_image_pixel_cap(tmp_path: Path) -> None:
         pdf.save(src)
     reason = _reason(compress, src, tmp_path / "o.pdf", CompressOptions(), limits=Limits(max_image_pixels=10**8))
     assert reason == "TOO_COMPLEX"
+
+
+def test_pixel_cap_counts_a_1_bit_page_at_an_eighth(tmp_path: Path) -> None:
+    """A 2400-dpi letter scan in 1 bit (538 million pixels, 67 MB decoded) is a document, not a bomb; the same
+    size in 8 bits is refused."""
+    src = image_pdf(tmp_path / "scan.pdf", photo(64, 48))
+    with pikepdf.open(src, allow_overwriting_input=True) as pdf:
+        for img in pdf.pages[0].get_images().values():
+            img.Width, img.Height, img.BitsPerComponent, img.ColorSpace = 20_400, 26_400, 1, Name.DeviceGray
+        pdf.save(src)
+    with pikepdf.open(src) as pdf:
+        check_bombs(pdf, Limits())  # within the cap
+        with pikepdf.open(src) as again:
+            for img in again.pages[0].get_images().values():
+                img.BitsPerComponent = 8
+            with pytest.raises(EngineError) as refused:
+                check_bombs(again, Limits())
+    assert refused.value.reason == "TOO_COMPLEX"
 
 
 def test_decompression_bomb_cap(tmp_path: Path) -> None:
