@@ -16,7 +16,7 @@ GEN := gen
 GENERATED := $(GEN)/.generated
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install install-tools gen run test test-unit lint format audit bench system-deps constraints clean
+.PHONY: install install-tools gen run test test-unit lint format audit bench bench-deps corpus system-deps constraints clean
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -109,12 +109,41 @@ audit:
 		$(AUDIT_VENV)/bin/pip install --quiet --disable-pip-version-check pip-audit==2.10.1)
 	$(AUDIT_VENV)/bin/pip-audit --requirement constraints.txt --no-deps --disable-pip --progress-spinner off $(AUDIT_FLAGS)
 
-bench: install
-	$(PY) -m bench.run
+# The benchmark (bench/run.py; docs/engine.md "Benchmark") over ../shared/corpus into bench/results.md, and over
+# the generated corpus (make corpus) into bench/results_generated.md when it has been built. BENCH_FLAGS is passed
+# on (e.g. BENCH_FLAGS="--tools engine-medium,gs-ebook").
+bench: bench-deps
+	$(PY) -m bench.run $(BENCH_FLAGS)
+	@if [ -d $(GENERATED_CORPUS) ]; then \
+		$(PY) -m bench.run --corpus $(GENERATED_CORPUS) --out bench/results_generated.md $(BENCH_FLAGS); \
+	else echo "no generated corpus ($(GENERATED_CORPUS)): make corpus builds it"; fi
+
+# The generated development corpus (bench/corpus; docs/engine.md "Development corpus") in .data/generated-corpus/.
+# A family whose tool is still missing is skipped. CORPUS_FLAGS="--quick" builds a 20-file subset.
+GENERATED_CORPUS := .data/generated-corpus
+corpus: bench-deps
+	$(PY) -m bench.corpus $(CORPUS_FLAGS)
+
+# What the benchmark compares with and the corpus is built with: Debian packages when root and missing
+# (Ghostscript, qpdf, ocrmypdf; TeX Live and LibreOffice), and requirements-bench.in (PyMuPDF, matplotlib,
+# reportlab).
+BENCH_DEBS := ghostscript qpdf ocrmypdf texlive-latex-base texlive-latex-recommended texlive-fonts-recommended \
+	texlive-luatex lmodern fonts-lmodern libreoffice-writer libreoffice-impress
+bench-deps: install
+	@missing=""; for pkg in $(BENCH_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else \
+			echo "WARNING: not root, missing$$missing: those tools and corpus families are skipped" >&2; \
+		fi; \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.in -c constraints.txt
 
 # Re-pin every package after changing requirements.in.
 constraints: $(TOOLS_INSTALLED)
-	$(PY) -m pip install --quiet -r requirements-test.in
+	$(PY) -m pip install --quiet -r requirements-test.in -r requirements-bench.in
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
