@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from libs.tests.processes import running
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # A parent that starts a sleeping child the way the WAL receiver starts pg_receivewal, says its pid, and waits.
 PARENT = textwrap.dedent(
@@ -26,15 +28,6 @@ PARENT = textwrap.dedent(
 )
 
 
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphan is reaped by whoever adopts it, maybe late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_child_of_a_killed_parent_is_killed_too() -> None:
     parent = subprocess.Popen(
@@ -44,18 +37,18 @@ def test_the_child_of_a_killed_parent_is_killed_too() -> None:
     try:
         assert parent.stdout is not None
         child_pid = int(parent.stdout.readline())
-        assert _running(child_pid)
+        assert running(child_pid)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 10
-        while _running(child_pid) and time.monotonic() < deadline:
+        while running(child_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(child_pid)
+        assert not running(child_pid)
     finally:
         parent.kill()
         parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
-        if child_pid and _running(child_pid):  # the helper failed: do not leave the child behind
+        if child_pid and running(child_pid):  # the helper failed: do not leave the child behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child_pid, signal.SIGKILL)

@@ -17,6 +17,7 @@ import pytest
 from libs import sandbox
 from libs.sandbox import ChildLimits, Ending
 from libs.spares import SparePool
+from libs.tests.processes import running, wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # A child that says when it finished loading (before its job existed), its pid and its job; the job may ask it
@@ -38,22 +39,6 @@ while time.monotonic() < deadline:
 hoard = [bytearray(8 << 20) for _ in range(child.job.get("hoard_mib", 0) // 8)]
 child.send({"type": "done", "pid": os.getpid(), "loaded_at": loaded["at"], "job": child.job})
 """
-
-
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def _program_env(tmp_path: Path) -> dict[str, str]:
@@ -85,7 +70,7 @@ def test_the_job_runs_in_the_spare_started_before_it_and_a_new_spare_follows(
     pool_of: Callable[[int], SparePool],
 ) -> None:
     pool = pool_of(1)
-    _wait_until(lambda: len(pool.waiting_pids()) == 1)
+    wait_until(lambda: len(pool.waiting_pids()) == 1)
     (spare,) = pool.waiting_pids()
     time.sleep(0.5)  # the spare loads meanwhile
     called_at = time.time()
@@ -96,8 +81,8 @@ def test_the_job_runs_in_the_spare_started_before_it_and_a_new_spare_follows(
     assert outcome.result["loaded_at"] < called_at  # loaded before there was a job
     assert outcome.result["job"] == {"answer": 42}
     assert (pool.warm_taken, pool.cold_started) == (1, 0)
-    assert not _running(spare)  # one job per child: it is gone
-    _wait_until(lambda: len(pool.waiting_pids()) == 1)
+    assert not running(spare)  # one job per child: it is gone
+    wait_until(lambda: len(pool.waiting_pids()) == 1)
     assert pool.waiting_pids() != [spare]
 
 
@@ -105,22 +90,22 @@ def test_a_spare_that_died_while_waiting_is_replaced_and_the_job_runs_on_a_fresh
     pool_of: Callable[[int], SparePool],
 ) -> None:
     pool = pool_of(1)
-    _wait_until(lambda: len(pool.waiting_pids()) == 1)
+    wait_until(lambda: len(pool.waiting_pids()) == 1)
     (spare,) = pool.waiting_pids()
     os.kill(spare, signal.SIGKILL)  # as the OOM killer would
-    _wait_until(lambda: not _running(spare))
+    wait_until(lambda: not running(spare))
     outcome = _run(pool, {"answer": 1})
     assert outcome.ending is Ending.FINISHED
     assert outcome.result is not None
     assert outcome.result["pid"] != spare
     assert (pool.warm_taken, pool.cold_started) == (0, 1)
-    _wait_until(lambda: len(pool.waiting_pids()) == 1)
+    wait_until(lambda: len(pool.waiting_pids()) == 1)
     assert spare not in pool.waiting_pids()
 
 
 def test_limits_still_apply_to_a_job_in_a_spare(pool_of: Callable[[int], SparePool]) -> None:
     pool = pool_of(2)
-    _wait_until(lambda: len(pool.waiting_pids()) == 2)
+    wait_until(lambda: len(pool.waiting_pids()) == 2)
     spinning = _run(pool, {"spin": 25}, ChildLimits(wall_seconds=30, cpu_seconds=1))
     hoarding = _run(pool, {"hoard_mib": 512}, ChildLimits(wall_seconds=30, memory_bytes=256 << 20))
     past_the_deadline = _run(pool, {"spin": 25}, ChildLimits(wall_seconds=1))
@@ -132,10 +117,10 @@ def test_limits_still_apply_to_a_job_in_a_spare(pool_of: Callable[[int], SparePo
 
 def test_close_kills_the_spares_and_later_takes_start_their_own_child(pool_of: Callable[[int], SparePool]) -> None:
     pool = pool_of(2)
-    _wait_until(lambda: len(pool.waiting_pids()) == 2)
+    wait_until(lambda: len(pool.waiting_pids()) == 2)
     spares = pool.waiting_pids()
     pool.close()
-    assert not any(_running(pid) for pid in spares)
+    assert not any(running(pid) for pid in spares)
     assert pool.waiting_pids() == []
     outcome = _run(pool, {"answer": 2})  # a worker thread still busy after the stop
     assert outcome.ending is Ending.FINISHED
@@ -167,10 +152,10 @@ def test_the_spares_of_a_killed_parent_die_with_it(tmp_path: Path) -> None:
         assert parent.stdout is not None
         spares = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(spares) == 2
-        assert all(_running(pid) for pid in spares)
+        assert all(running(pid) for pid in spares)
         parent.kill()
         parent.wait()
-        _wait_until(lambda: not any(_running(pid) for pid in spares), seconds=10)
+        wait_until(lambda: not any(running(pid) for pid in spares), seconds=10)
     finally:
         parent.kill()
         parent.wait()

@@ -24,9 +24,9 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 import pikepdf
 from pikepdf import Dictionary
 
-Matrix = tuple[float, float, float, float, float, float]
+from .matrix import IDENTITY, Matrix, compose
+
 INLINE_IMAGE = "BI"
-_IDENTITY: Matrix = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 
 # State operators whose whole effect is to set one parameter (text state included): setting the value already in
 # force does nothing. "gs" is not one of them (an ExtGState sets several parameters; only an immediate repeat is
@@ -417,19 +417,6 @@ def inline_image_end(data: bytes, pos: int) -> int:
 # Lossy rounding
 
 
-def _mul(m: Matrix, n: Matrix) -> Matrix:
-    a, b, c, d, e, f = m
-    a2, b2, c2, d2, e2, f2 = n
-    return (
-        a * a2 + b * c2,
-        a * b2 + b * d2,
-        c * a2 + d * c2,
-        c * b2 + d * d2,
-        e * a2 + f * c2 + e2,
-        e * b2 + f * d2 + f2,
-    )
-
-
 def _decimals_for(ctm: Matrix | None, precision: Precision) -> int | None:
     """Decimal places that keep a coordinate's rounding error (half a unit of the last place, scaled by the CTM's
     largest stretch, bounded by its Frobenius norm) under the tolerance. None: leave numbers alone."""
@@ -471,7 +458,7 @@ def _round_operands(ins: Instruction, places: int, stats: RewriteStats) -> Instr
 def round_numbers(instructions: list[Instruction], precision: Precision, stats: RewriteStats) -> list[Instruction]:
     """Path coordinates to the CTM's precision; colour components to 4 decimals. ``cm``, line widths, text
     positioning, dash patterns, inline images and strings stay exact."""
-    ctm: Matrix | None = _IDENTITY
+    ctm: Matrix | None = IDENTITY
     stack: list[Matrix | None] = []
     out: list[Instruction] = []
     for ins in instructions:
@@ -482,7 +469,7 @@ def round_numbers(instructions: list[Instruction], precision: Precision, stats: 
             ctm = stack.pop() if stack else None  # an unmatched Q: what is in force is no longer known
         elif op == "cm":
             m = _matrix(ins.operands)
-            ctm = None if m is None or ctm is None else _mul(m, ctm)
+            ctm = None if m is None or ctm is None else compose(m, ctm)
         elif op in _PATH_OPERATORS:
             places = _decimals_for(ctm, precision)
             if places is not None:
@@ -552,7 +539,7 @@ def _side_effects(state: _State, ins: Instruction) -> None:
 
 def _is_identity(ins: Instruction) -> bool:
     m = _matrix(ins.operands)
-    return m == _IDENTITY
+    return m == IDENTITY
 
 
 def _merge_text_possible(instructions: Sequence[Instruction], start: int, limit: int) -> bool:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import pikepdf
 from pikepdf import Dictionary, Name, Stream
 
+from .matrix import IDENTITY, Matrix, compose
+
 log = logging.getLogger(__name__)
 
-Matrix = tuple[float, float, float, float, float, float]
-IDENTITY: Matrix = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 _MAX_FORM_DEPTH = 12
 # Image placements copied out of forms into the streams that draw them, per document. Each form is walked once
 # per set of resources it is drawn with, so walking is linear in the file; copying is not (forms drawing forms
@@ -34,20 +34,6 @@ def _number(value: object, default: float) -> float:
     except (TypeError, ValueError, OverflowError):
         return default
     return number if math.isfinite(number) else default
-
-
-def _mul(m: Matrix, n: Matrix) -> Matrix:
-    """m then n (PDF order: the result maps a point through m, then through n)."""
-    a, b, c, d, e, f = m
-    a2, b2, c2, d2, e2, f2 = n
-    return (
-        a * a2 + b * c2,
-        a * b2 + b * d2,
-        c * a2 + d * c2,
-        c * b2 + d * d2,
-        e * a2 + f * c2 + e2,
-        e * b2 + f * d2 + f2,
-    )
 
 
 @dataclass
@@ -163,7 +149,7 @@ class PlacementFinder:
             elif name == b"Q":
                 ctm = saved.pop() if saved else IDENTITY
             elif name == b"cm" and (m := _matrix(operands)) is not None:
-                ctm = _mul(m, ctm)
+                ctm = compose(m, ctm)
             elif name == b"Do" and operands and isinstance(operands[0], Name):
                 xo = xobjects.get(operands[0])  # by the Name itself: its bytes need not be UTF-8
                 if not isinstance(xo, Stream) or not xo.is_indirect:
@@ -174,7 +160,7 @@ class PlacementFinder:
                 elif st == Name.Form and depth < _MAX_FORM_DEPTH and xo.objgen not in stack:
                     inner = self._form(xo, resources, context, depth + 1, stack)
                     self._spend(len(inner))
-                    out.extend((og, _mul(m, ctm), w, h) for og, m, w, h in inner)
+                    out.extend((og, compose(m, ctm), w, h) for og, m, w, h in inner)
         return out
 
     def _form(
@@ -192,7 +178,7 @@ class PlacementFinder:
             inner = self._scan(form, resources, context, depth, stack)
         finally:
             stack.discard(form.objgen)
-        result = [(og, _mul(m, fm), w, h) for og, m, w, h in inner]
+        result = [(og, compose(m, fm), w, h) for og, m, w, h in inner]
         self._form_cache[key] = result
         return result
 

@@ -5,34 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from libs.sandbox import StartedChild
 from libs.spares import SparePool
+from libs.tests.processes import running, wait_until
 from services.compressor.engine import CompressOptions, EngineError, Limits, compress_isolated
 from services.compressor.engine.isolation import engine_spares
 
 from .builders import text_pdf
-
-
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +30,7 @@ def spares() -> Iterator[SparePool]:
 
 
 def _full(pool: SparePool) -> list[int]:
-    _wait_until(lambda: len(pool.waiting_pids()) == pool.size)
+    wait_until(lambda: len(pool.waiting_pids()) == pool.size)
     return pool.waiting_pids()
 
 
@@ -58,13 +42,13 @@ def test_the_job_runs_in_a_spare_started_before_the_call(spares: SparePool, tmp_
 
     def progress(_pct: int) -> None:  # the child is at work: the oldest spare is out of the pool and alive
         if not seen_at_first_progress:
-            seen_at_first_progress.append(waiting[0] not in spares.waiting_pids() and _running(waiting[0]))
+            seen_at_first_progress.append(waiting[0] not in spares.waiting_pids() and running(waiting[0]))
 
     report = compress_isolated(src, tmp_path / "out.pdf", CompressOptions(), progress=progress, spares=spares)
     assert report.output_size_bytes <= report.input_size_bytes
     assert seen_at_first_progress == [True]
     assert spares.warm_taken == taken_before + 1
-    assert not _running(waiting[0])  # one job per child
+    assert not running(waiting[0])  # one job per child
     # Same bytes as a child started for the job: a spare changes when the child starts, nothing else.
     compress_isolated(src, tmp_path / "cold.pdf", CompressOptions())
     assert (tmp_path / "out.pdf").read_bytes() == (tmp_path / "cold.pdf").read_bytes()
@@ -75,12 +59,12 @@ def test_a_dead_spare_is_replaced_and_the_job_still_succeeds(spares: SparePool, 
     killed = _full(spares)
     for pid in killed:
         os.kill(pid, signal.SIGKILL)  # as the OOM killer would, while they wait
-    _wait_until(lambda: not any(_running(pid) for pid in killed))
+    wait_until(lambda: not any(running(pid) for pid in killed))
     cold_before = spares.cold_started
     report = compress_isolated(src, tmp_path / "out.pdf", CompressOptions(), spares=spares)
     assert report.output_size_bytes <= report.input_size_bytes
     assert spares.cold_started == cold_before + 1  # no live spare: a fresh child ran it
-    assert all(_running(pid) for pid in _full(spares))  # and the pool filled up again
+    assert all(running(pid) for pid in _full(spares))  # and the pool filled up again
 
 
 def test_a_spare_killed_as_it_is_taken_costs_the_job_nothing(
@@ -94,7 +78,7 @@ def test_a_spare_killed_as_it_is_taken_costs_the_job_nothing(
     def take_and_kill() -> StartedChild:
         child = take()
         os.kill(child.pid, signal.SIGKILL)  # as the OOM killer would, a moment after the liveness check
-        _wait_until(lambda: not _running(child.pid))
+        wait_until(lambda: not running(child.pid))
         return child
 
     monkeypatch.setattr(spares, "take", take_and_kill)
