@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from pdfsmaller.jobs.v1 import jobs_service_pb2 as jobs_pb
 from pdfsmaller.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from pdfsmaller.jobs.v1 import operator_service_pb2 as pb
@@ -162,11 +163,23 @@ def test_a_killed_worker_is_lost_and_expire_lease_requeues_its_job_at_once(ops: 
     assert ops.live_worker().id != worker.id
 
 
+def heard_after(ops: Operated, moment: Timestamp) -> Callable[[], pb.Worker | None]:
+    """The live worker once its last heartbeat came a second or more after ``moment`` (its counts then include
+    what it finished by ``moment``)."""
+
+    def check() -> pb.Worker | None:
+        worker = ops.live_worker()
+        return worker if worker.last_seen_time.ToNanoseconds() >= moment.ToNanoseconds() + 10**9 else None
+
+    return check
+
+
 def test_requeue_runs_failed_jobs_again_with_attempts_reset_after_a_dry_run(ops: Operated, failing_pdf: bytes) -> None:
     job_id = ops.upload(failing_pdf, "bomb.pdf")
     failed = eventually(in_state(ops, job_id, FAILED, SUCCEEDED), "the pixel bomb's job failing")
     assert (failed.state, failed.error.reason, failed.attempts) == (FAILED, "TOO_COMPLEX", 1)
-    worker = ops.live_worker()
+    # The worker's counts arrive with its heartbeats: the baseline is one sent well after the failure.
+    worker = eventually(heard_after(ops, failed.update_time), "a heartbeat after the failure")
     only_this = pb.JobFilter(ids=[job_id], states=[FAILED])
 
     dry = ops.call("RequeueJobs", pb.RequeueJobsRequest(filter=only_this, dry_run=True))
@@ -183,10 +196,11 @@ def test_requeue_runs_failed_jobs_again_with_attempts_reset_after_a_dry_run(ops:
         return job if job.state == FAILED and job.update_time != failed.update_time else None
 
     again = eventually(failed_again, "the requeued job run and failed again")
+    after = eventually(heard_after(ops, again.update_time), "a heartbeat after the second failure")
     # Reset by the requeue, then one new lease: 1 (without the reset it would be 2).
     assert again.attempts == 1
     assert again.error.reason == "TOO_COMPLEX"
-    [after] = [w for w in ops.workers() if w.id == worker.id]
+    assert after.id == worker.id
     assert after.jobs_failed == worker.jobs_failed + 1  # the worker really ran it again
 
 
