@@ -56,9 +56,11 @@ def count_pages_pypdf(path: Path, password: str | None) -> int | None:
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        # From an open file, pypdf reads what it needs; given a path it reads the whole file into memory first,
+        # and that copy lived until the garbage collector broke the reader's cycles (a file-sized peak).
+        with warnings.catch_warnings(), open(path, "rb") as file:
             warnings.simplefilter("ignore")
-            reader = pypdf.PdfReader(str(path), strict=False)
+            reader = pypdf.PdfReader(file, strict=False)
             if reader.is_encrypted:
                 reader.decrypt(password or "")
             return len(reader.pages)

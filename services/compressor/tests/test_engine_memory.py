@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from PIL import Image
 from services.compressor.engine import CompressOptions, compress, images
 from services.compressor.engine.bitonal import effectively_bitonal
 from services.compressor.engine.codecs import ccitt_g4, png_filter
+from services.compressor.engine.opening import count_pages_pypdf
 
 from .builders import full_page_image, jpeg_xobject, photo, scan_pdf
 
@@ -226,3 +228,21 @@ def test_1bit_scan_far_above_the_level_resolution_is_reduced(tmp_path: Path) -> 
     lossless = compress(src, tmp_path / "lossless.pdf", CompressOptions(level="lossless"))
     assert _only_image(tmp_path / "lossless.pdf")["/Width"] == 2550
     assert lossless.verification.identical_renders is True
+
+
+def test_counting_pages_with_pypdf_does_not_copy_the_file(tmp_path: Path) -> None:
+    """Given a path, pypdf read the whole file into memory, and the copy lived until the garbage collector ran:
+    a file-sized peak at opening and again at each verification."""
+    src = tmp_path / "big.pdf"
+    with pikepdf.new() as pdf:
+        pdf.add_blank_page()
+        pdf.Root.Junk = pdf.make_stream(np.random.default_rng(1).bytes(24 << 20))  # incompressible, 24 MiB
+        pdf.save(src)
+    tracemalloc.start()
+    try:
+        assert count_pages_pypdf(src, None) == 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Before: 31 MiB for this 24 MiB file; reading only what it needs: 7 MiB.
+    assert peak < src.stat().st_size // 2, f"{peak >> 20} MiB held while counting a {src.stat().st_size >> 20} MiB file"
