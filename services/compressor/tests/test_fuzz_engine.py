@@ -4,10 +4,6 @@ long one), the saved findings replayed, and one test per class of finding fixed.
 from __future__ import annotations
 
 import base64
-import os
-import re
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pikepdf
 import pytest
 from pikepdf import Array, Dictionary, Name
 
+from libs.tests.short_fuzz import run_short_fuzz
 from services.compressor.engine.errors import TOO_COMPLEX, EngineError
 from services.compressor.engine.options import Limits
 from services.compressor.engine.placements import find_placements
@@ -23,13 +20,9 @@ from services.compressor.fuzz_engine import Harness, write_seeds
 
 from . import builders
 
-ROOT = Path(__file__).resolve().parents[3]
 # Every input the fuzzer once broke the engine with: each must now end in a result or a known EngineError.
 REGRESSIONS = Path(__file__).parent / "fuzz_regressions"
 FUZZ_SECONDS = 15  # plus ~10 s of start-up and seed replay: about the suite budget for new tests
-# A fixed libFuzzer seed: the same mutations on every machine up to the time limit, so a suite run does not
-# fail at random on a finding one run happens to reach (the documented longer run explores).
-FUZZ_SEED = 12
 
 
 @pytest.mark.parametrize("finding", sorted(REGRESSIONS.iterdir()), ids=lambda path: path.name)
@@ -39,31 +32,10 @@ def test_saved_fuzz_findings_end_in_a_result_or_a_known_error(tmp_path: Path, fi
 
 @pytest.mark.timeout(FUZZ_SECONDS + 150)
 def test_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
-    artifacts = tmp_path / "findings"
-    artifacts.mkdir()
     corpus = tmp_path / "corpus"
     seeds = write_seeds(corpus)
-    command = [
-        sys.executable,
-        "-m",
-        "services.compressor.fuzz_engine",
-        f"-max_total_time={FUZZ_SECONDS}",
-        f"-seed={FUZZ_SEED}",
-        "-timeout=10",  # seconds per input: a slow input is a finding too
-        "-rss_limit_mb=1536",
-        f"-artifact_prefix={artifacts}/",
-        str(corpus),
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(command, capture_output=True, timeout=FUZZ_SECONDS + 120, check=False, cwd=ROOT, env=env)
-    log = done.stderr.decode(errors="replace")
-    findings = sorted(path.name for path in artifacts.iterdir())
-    assert done.returncode == 0, f"fuzzer finding(s) saved in {artifacts}: {findings}\n{log[-4000:]}"
-    assert not findings, findings
-    ran = re.search(r"Done (\d+) runs", log)
-    assert ran is not None, log[-2000:]
-    print(f"engine fuzz: {ran.group(1)} runs in {FUZZ_SECONDS} s, 0 findings")
-    assert int(ran.group(1)) > seeds  # it mutated, not only replayed the seeds
+    runs = run_short_fuzz("services.compressor.fuzz_engine", corpus, seeds, tmp_path / "findings", FUZZ_SECONDS)
+    print(f"engine fuzz: {runs} runs in {FUZZ_SECONDS} s, 0 findings")
 
 
 # -- the classes of finding, each built here ----------------------------------------------------------------
