@@ -591,3 +591,22 @@ def pixel_bomb_pdf(path: Path) -> Path:
             image.Width, image.Height = 100_000, 100_000
         pdf.save(path)
     return path
+
+
+def font_descriptor(pdf: pikepdf.Pdf, name: str, flags: int, **font_file: pikepdf.Object) -> pikepdf.Object:
+    """An indirect FontDescriptor with fixed test metrics, embedding ``font_file`` (FontFile, FontFile2 or
+    FontFile3 -> the program stream)."""
+    descriptor = Dictionary(
+        Type=Name.FontDescriptor,
+        FontName=Name("/" + name),
+        Flags=flags,
+        FontBBox=[0, -200, 1000, 800],
+        ItalicAngle=0,
+        Ascent=800,
+        Descent=-200,
+        CapHeight=700,
+        StemV=80,
+    )
+    for key, program in font_file.items():
+        descriptor[f"/{key}"] = program
+    return pdf.make_indirect(descriptor)

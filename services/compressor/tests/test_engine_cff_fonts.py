@@ -24,6 +24,8 @@ from services.compressor.engine import CompressOptions, compress
 from services.compressor.engine.cff import CharstringError, builtin_encoding, type1_to_cff
 from services.compressor.engine.type1 import parse_type1
 
+from .builders import font_descriptor
+
 # Standard Subrs 0-2 (flex) and 3 (hint replacement), then the font's own.
 _FLEX_SUBRS = [
     [3, 0, "callothersubr", "pop", "pop", "setcurrentpoint", "return"],
@@ -198,20 +200,7 @@ def _type1_pdf(path: Path, text: bytes, font_data: tuple[bytes, int, int] | None
     pdf = pikepdf.new()
     ff = pikepdf.Stream(pdf, data)
     ff.stream_dict.update({"/Length1": length1, "/Length2": length2, "/Length3": len(data) - length1 - length2})
-    desc = pdf.make_indirect(
-        Dictionary(
-            Type=Name.FontDescriptor,
-            FontName=Name("/TestT1"),
-            Flags=4,
-            FontBBox=[0, -200, 1000, 800],
-            ItalicAngle=0,
-            Ascent=800,
-            Descent=-200,
-            CapHeight=700,
-            StemV=80,
-            FontFile=pdf.make_indirect(ff),
-        )
-    )
+    desc = font_descriptor(pdf, "TestT1", 4, FontFile=pdf.make_indirect(ff))
     widths = [0] * 256
     for code, name in ENCODING.items():
         widths[code] = int(GLYPHS[name][1]) if isinstance(GLYPHS[name][1], int) else 500
@@ -319,20 +308,7 @@ def _cff_pdf(path: Path, text: str, *, cid: bool, font_program: bytes | None = N
     pdf = pikepdf.new()
     ff = pdf.make_stream(font_program if font_program is not None else _cff_font())
     ff.stream_dict["/Subtype"] = Name.CIDFontType0C if cid else Name.Type1C
-    desc = pdf.make_indirect(
-        Dictionary(
-            Type=Name.FontDescriptor,
-            FontName=Name("/TestCFF"),
-            Flags=32,
-            FontBBox=[0, -200, 1000, 800],
-            ItalicAngle=0,
-            Ascent=800,
-            Descent=-200,
-            CapHeight=700,
-            StemV=80,
-            FontFile3=ff,
-        )
-    )
+    desc = font_descriptor(pdf, "TestCFF", 32, FontFile3=ff)
     if cid:
         kid = Dictionary(
             Type=Name.Font,

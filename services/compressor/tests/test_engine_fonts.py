@@ -15,6 +15,8 @@ from pikepdf import Dictionary, Name
 from services.compressor.engine import CompressOptions, compress
 from services.compressor.engine.fontusage import find_font_usage
 
+from .builders import font_descriptor
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -61,20 +63,7 @@ def _pdf_with_font(path: Path, text: str) -> Path:
     data = _font_bytes()
     ff = pikepdf.Stream(pdf, data)
     ff.stream_dict["/Length1"] = len(data)
-    desc = pdf.make_indirect(
-        Dictionary(
-            Type=Name.FontDescriptor,
-            FontName=Name("/TestFont"),
-            Flags=32,
-            FontBBox=[0, -200, 1000, 800],
-            ItalicAngle=0,
-            Ascent=800,
-            Descent=-200,
-            CapHeight=700,
-            StemV=80,
-            FontFile2=pdf.make_indirect(ff),
-        )
-    )
+    desc = font_descriptor(pdf, "TestFont", 32, FontFile2=pdf.make_indirect(ff))
     font = pdf.make_indirect(
         Dictionary(
             Type=Name.Font,
