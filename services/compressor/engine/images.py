@@ -50,6 +50,18 @@ class ImageSettings:
     # 1-bit images (and effectively bitonal scans) displayed at twice this or more are reduced by an integer
     # factor towards it. None: twice ``target_dpi`` (the levels' bitonal targets are about that).
     bitonal_target_dpi: float | None = None
+    search: QualitySearch | None = None  # None: one JPEG at ``jpeg_quality`` and the level's resolution
+
+
+@dataclass(frozen=True)
+class QualitySearch:
+    """Per-image search for photographs of known placement: the smallest (resolution, JPEG quality) whose image,
+    seen at the size the page gate renders it, keeps ``ssim_min`` against the original seen the same way."""
+
+    display_dpi: float  # the resolution the page gate renders at
+    ssim_min: float  # the page gate's threshold plus a margin (the page render resamples differently)
+    floor_dpi: float  # never resampled below this
+    floor_quality: int  # never encoded below this
 
 
 class SnapshotStore:
@@ -482,7 +494,7 @@ class ImageOptimizer:
             if img is not None and lossy_ok and kind != "indexed" and n in (1, 3):
                 self._gray_to_bitonal(img, samples, placement, best)
             if img is not None:
-                self._lossy_variants(img, d, scale, consider, graphic_only=is_smask)
+                self._lossy_variants(img, d, scale, consider, graphic_only=is_smask, dpi=placement.effective_dpi)
         return best
 
     def _apply(self, obj: Stream, best: _Best, technique: str, placement: Placement) -> None:
@@ -574,7 +586,11 @@ class ImageOptimizer:
         *,
         graphic_only: bool,
         source_is_jpeg: bool = False,
+        dpi: float | None = None,
     ) -> None:
+        """Offer the lossy replacements of ``img`` (decoded samples, displayed at ``dpi`` pixels per inch at
+        most, None when unknown) to ``consider``: resampled by ``scale``, as JPEG when photographic, else lossless
+        or palette-quantised."""
         s = self.s
         w, h = img.size
         if self.s.grayscale and img.mode != "L":
@@ -597,16 +613,23 @@ class ImageOptimizer:
         photo = source_is_jpeg or _looks_photographic(work, indexed=_is_indexed(d))
         q = s.jpeg_quality
         if photo and q is not None:
-            data = codecs.jpeg(work, q)
-            gain_ok = (not source_is_jpeg) or scale < 1.0 or s.grayscale
-            limit = 1.0 if gain_ok else s.min_jpeg_gain
-            if self._quality_ok(img, data):
-                tech = "downsample-jpeg" if scale < 1.0 else ("jpeg-reencode" if source_is_jpeg else "jpeg")
-                updates = dict(base, **{"/DecodeParms": None})
-                if work.mode == "CMYK":
+            found = self._search_jpeg(img, work, dpi, scale) if s.search is not None and dpi is not None else None
+            if found is None and self._quality_ok(img, data := codecs.jpeg(work, q)):
+                found = data, work
+            if found is not None:
+                data, jpeg_work = found
+                resampled = jpeg_work.size != img.size
+                gain_ok = (not source_is_jpeg) or resampled or s.grayscale
+                limit = 1.0 if gain_ok else s.min_jpeg_gain
+                tech = "downsample-jpeg" if resampled else ("jpeg-reencode" if source_is_jpeg else "jpeg")
+                updates = dict(
+                    base, **{"/Width": jpeg_work.size[0], "/Height": jpeg_work.size[1], "/DecodeParms": None}
+                )
+                if jpeg_work.mode == "CMYK":
                     # Pillow writes Adobe-style inverted CMYK JPEGs; PDF readers need the inverting /Decode.
                     updates["/Decode"] = Array([1, 0] * 4)
                 consider(data, updates, tech, Name.DCTDecode, limit)
+                del found, data, jpeg_work
         if not photo or not source_is_jpeg:
             # Graphics: stay lossless (resampled if displayed at a high resolution), or a 256-colour palette
             # where the level allows.
@@ -629,6 +652,62 @@ class ImageOptimizer:
                         dict(base, **{"/ColorSpace": indexed, "/DecodeParms": Dictionary(parms) if parms else None}),
                         "quantize-palette",
                     )
+
+    def _search_jpeg(
+        self, img: Image.Image, level_work: Image.Image, dpi: float, scale: float
+    ) -> tuple[bytes, Image.Image] | None:
+        """The smallest JPEG of ``img`` (displayed at ``dpi``) that keeps the search's gate at the size the page
+        gate renders it: from the level's resolution (``scale``, ``level_work`` already resampled) down to the
+        floor, each at the lowest passing quality from the level's down to the floor. None: none passes."""
+        srch = self.s.search
+        assert srch is not None
+        assert self.s.jpeg_quality is not None
+        w, h = img.size
+        seen = min(1.0, srch.display_dpi / dpi)
+        display = (max(1, round(w * seen)), max(1, round(h * seen)))
+        if min(display) < 8:
+            return None  # too small on the page for a meaningful comparison: the level's fixed settings
+        reference = _as_seen(img, display)
+        best: tuple[bytes, Image.Image] | None = None
+        for factor in _search_scales(dpi, scale, srch.floor_dpi, min(w, h)):
+            work = level_work if factor == scale else _resample(img, factor)
+            data = self._lowest_passing_quality(work, reference, display)
+            if data is None:
+                break  # even the level's quality fails here: a lower resolution would not pass either
+            if best is not None and len(data) >= len(best[0]):
+                break  # smaller pixels no longer buy smaller files
+            best = data, work
+        return best
+
+    def _lowest_passing_quality(
+        self, work: Image.Image, reference: np.ndarray, display: tuple[int, int]
+    ) -> bytes | None:
+        """The JPEG of ``work`` at the lowest quality (bisected over the search's steps) that keeps the gate."""
+        srch = self.s.search
+        assert srch is not None
+        assert self.s.jpeg_quality is not None
+        steps = _quality_steps(self.s.jpeg_quality, srch.floor_quality)
+        passing: bytes | None = None
+        lo, hi = 0, len(steps) - 1  # steps[lo] is the highest quality still to try
+        while lo <= hi:
+            mid = (lo + hi) // 2 if passing is not None else lo  # the level's quality first: most fail nowhere
+            data = codecs.jpeg(work, steps[mid])
+            if self._seen_ok(data, reference, display, srch.ssim_min):
+                passing, lo = data, mid + 1
+            else:
+                if passing is None:
+                    return None
+                hi = mid - 1
+        return passing
+
+    @staticmethod
+    def _seen_ok(data: bytes, reference: np.ndarray, display: tuple[int, int], ssim_min: float) -> bool:
+        try:
+            cand = Image.open(io.BytesIO(data))
+            cand.load()
+        except OSError:
+            return False
+        return ssim(reference, _as_seen(cand, display)) >= ssim_min
 
     def _quality_ok(self, original: Image.Image, data: bytes | None, candidate: Image.Image | None = None) -> bool:
         try:
@@ -682,13 +761,56 @@ class ImageOptimizer:
             return
         eff_scale = scale * w / img.size[0] if img.size[0] != w else scale
         best = _Best(len(raw))
-        self._lossy_variants(img, d, min(1.0, eff_scale), best.consider, graphic_only=False, source_is_jpeg=True)
+        dpi = placement.effective_dpi
+        seen_dpi = dpi * img.size[0] / w if dpi is not None else None  # of the pixels decoded (draft: fewer)
+        self._lossy_variants(
+            img, d, min(1.0, eff_scale), best.consider, graphic_only=False, source_is_jpeg=True, dpi=seen_dpi
+        )
         if best.data is None:
             return
         technique = best.technique
         if is_jpx and technique == "jpeg-reencode":
             technique = "jpx-to-jpeg"
         self._apply(obj, best, technique, placement)
+
+
+def _as_seen(img: Image.Image, display: tuple[int, int]) -> np.ndarray:
+    """Luminance of ``img`` at the size the page gate renders it. Lanczos: PDFium's own downscaling keeps about as
+    much of the fine detail (and of a JPEG's artefacts) as Lanczos does, far more than bilinear or box filters, so
+    the search's SSIM follows the page gate's instead of flattering the candidate."""
+    gray = (img.convert("RGB") if img.mode == "CMYK" else img).convert("L")
+    if gray.size != display:
+        gray = gray.resize(display, Image.Resampling.LANCZOS)
+    return np.asarray(gray, dtype=np.float32)
+
+
+def _resample(img: Image.Image, factor: float) -> Image.Image:
+    w, h = img.size
+    return img.resize(
+        (max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.LANCZOS, reducing_gap=3.0
+    )
+
+
+def _search_scales(dpi: float, scale: float, floor_dpi: float, short_side: int) -> list[float]:
+    """Resampling factors the search tries, largest first: the level's (``scale``), then steps of 0.8 in
+    resolution down to ``floor_dpi``, the floor itself last; never below 16 px on the short side."""
+    top = dpi * scale
+    resolutions = [top]
+    r = top * 0.8
+    while r > floor_dpi * 1.05:
+        resolutions.append(r)
+        r *= 0.8
+    if floor_dpi < top:
+        resolutions.append(floor_dpi)
+    factors = [scale] + [r / dpi for r in resolutions[1:]]
+    return [f for f in factors if f == scale or short_side * f >= 16]
+
+
+def _quality_steps(top: int, floor: int) -> list[int]:
+    """JPEG qualities from ``top`` down to ``floor`` in steps of about 8."""
+    floor = min(top, floor)
+    steps = list(range(top, floor, -8))
+    return [*steps, floor] if steps[-1:] != [floor] else steps
 
 
 def _draft_reduction(scale: float) -> int:

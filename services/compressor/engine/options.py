@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from libs import compression
@@ -39,16 +39,36 @@ class LevelProfile:
     quantize: bool  # graphics may be reduced to a 256-colour palette
     # Per-image gate for lossy replacements: SSIM of the replacement against the original at the same size.
     image_ssim_min: float
+    # Per-image search (photographs whose placement is known): each gets the smallest resolution and JPEG quality
+    # that keeps its page's gate, never below these floors. None: the level's fixed settings only.
+    search_floor_dpi: float | None = None
+    search_floor_quality: int | None = None
+
+
+def _searching(profile: LevelProfile, floor_dpi: float, floor_quality: int) -> LevelProfile:
+    return replace(profile, search_floor_dpi=floor_dpi, search_floor_quality=floor_quality)
 
 
 LEVELS: dict[str, LevelProfile] = {
     "lossless": LevelProfile(
         "lossless", False, None, None, None, None, 1.0, 0.995, 3.0, (0.95, 1.05), False, False, 1.0
     ),
-    "low": LevelProfile("low", True, 300.0, 225.0, 400.0, 85, 0.90, 0.985, 6.0, (0.90, 1.10), True, False, 0.96),
-    "medium": LevelProfile("medium", True, 200.0, 150.0, 300.0, 75, 0.92, 0.972, 9.0, (0.82, 1.22), True, False, 0.93),
-    "high": LevelProfile("high", True, 150.0, 110.0, 200.0, 60, 0.95, 0.93, 15.0, (0.70, 1.40), True, True, 0.88),
-    "maximum": LevelProfile("maximum", True, 100.0, 80.0, 150.0, 45, 0.97, 0.905, 19.0, (0.62, 1.58), True, True, 0.84),
+    "low": _searching(
+        LevelProfile("low", True, 300.0, 225.0, 400.0, 85, 0.90, 0.985, 6.0, (0.90, 1.10), True, False, 0.96), 150.0, 60
+    ),
+    "medium": _searching(
+        LevelProfile("medium", True, 200.0, 150.0, 300.0, 75, 0.92, 0.972, 9.0, (0.82, 1.22), True, False, 0.93),
+        110.0,
+        40,
+    ),
+    "high": _searching(
+        LevelProfile("high", True, 150.0, 110.0, 200.0, 60, 0.95, 0.93, 15.0, (0.70, 1.40), True, True, 0.88), 96.0, 30
+    ),
+    "maximum": _searching(
+        LevelProfile("maximum", True, 100.0, 80.0, 150.0, 45, 0.97, 0.905, 19.0, (0.62, 1.58), True, True, 0.84),
+        72.0,
+        25,
+    ),
 }
 
 

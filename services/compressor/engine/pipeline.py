@@ -21,13 +21,13 @@ from . import structural
 from .analysis import bytes_by_kind
 from .errors import IO_ERROR, MALFORMED_PDF, EngineError
 from .fonts import optimize_fonts
-from .images import ImageChange, ImageOptimizer, ImageSettings
+from .images import ImageChange, ImageOptimizer, ImageSettings, QualitySearch
 from .opening import OpenedPdf, open_input, readable_as_is, reopen
 from .options import LEVEL_NAMES, LEVELS, CompressOptions, LevelProfile, Limits
 from .placements import find_placements
 from .report import DAMAGED, NOT_SMALLER, SIGNED, VERIFICATION_FAILED, Report, TechniqueSaving, Verification
 from .safety import check_bombs, drop_usage_rights, is_signed
-from .verify import Gate, Outcome, Reference, choose_pages, verify
+from .verify import RENDER_DPI, Gate, Outcome, Reference, choose_pages, verify
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def _image_settings(attempt: Attempt, options: CompressOptions) -> ImageSettings
         target = cap if target is None else min(target, cap)
         bitonal = cap if bitonal is None else min(bitonal, cap)
     return ImageSettings(
+        search=_quality_search(attempt, options),
         lossy=p.lossy,
         downsample_above_dpi=above,
         target_dpi=target,
@@ -86,6 +87,24 @@ def _image_settings(attempt: Attempt, options: CompressOptions) -> ImageSettings
         image_ssim_min=p.image_ssim_min,
         bitonal_target_dpi=bitonal,
     )
+
+
+# The per-image search's gate sits this far above the page gate: PDFium resamples the page render its own way, and
+# the page's other changes spend some of the margin too.
+_SEARCH_MARGIN = 0.01
+
+
+def _quality_search(attempt: Attempt, options: CompressOptions) -> QualitySearch | None:
+    """The per-image search of a lossy attempt, down to the level's floors (and under ``max_image_dpi``); a
+    JPEG quality the caller chose is kept, only the resolution is searched then."""
+    p = attempt.profile
+    if not p.lossy or p.search_floor_dpi is None or p.search_floor_quality is None or attempt.jpeg_quality is None:
+        return None
+    floor_dpi = p.search_floor_dpi
+    if options.max_image_dpi is not None:
+        floor_dpi = min(floor_dpi, float(options.max_image_dpi))
+    floor_quality = attempt.jpeg_quality if options.image_quality is not None else p.search_floor_quality
+    return QualitySearch(RENDER_DPI, min(0.995, p.ssim_min + _SEARCH_MARGIN), floor_dpi, floor_quality)
 
 
 def _attempts(options: CompressOptions) -> list[Attempt]:
@@ -288,14 +307,21 @@ def _retry_suspects(outcome: Outcome, opt: ImageOptimizer | None, round_: int) -
 def _retry_images(
     opt: ImageOptimizer, suspects: list[ImageChange], settings: ImageSettings, round_: int
 ) -> ImageSettings:
-    """First retry: the same images at a clearly higher quality and a gentler per-image gate; then the originals
-    on the pages that still fail. The settings now in force."""
+    """First retry: the same images at a clearly higher quality and a gentler per-image gate (searched again with
+    a stricter gate, where the search applies); then the originals on the pages that still fail. The settings now
+    in force."""
     if round_ == 0 and settings.jpeg_quality is not None and settings.jpeg_quality < 90:
+        search = settings.search
+        if search is not None:
+            # Half-way from the search's gate to identical, and no lower resolution than the level's own.
+            floor_dpi = max(search.floor_dpi, settings.target_dpi or search.floor_dpi)
+            search = replace(search, ssim_min=(1.0 + search.ssim_min) / 2, floor_dpi=floor_dpi)
         settings = replace(
             settings,
             jpeg_quality=min(92, settings.jpeg_quality + 15),
             image_ssim_min=min(0.98, settings.image_ssim_min + 0.03),
             quantize=False,
+            search=search,
         )
         opt.redo(suspects, settings)
     else:

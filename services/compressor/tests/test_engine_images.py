@@ -29,8 +29,8 @@ def test_medium_downsamples_by_displayed_resolution(hires_photo: Path, tmp_path:
     assert not report.kept_original
     assert report.output_size_bytes < report.input_size_bytes / 4
     img = first_image(out)
-    # Medium resamples to 150 dpi: 2 inches -> 300 px.
-    assert 280 <= img.width <= 320
+    # Medium resamples to 150 dpi at most and, searching, to its floor of 110 dpi at least: 2 inches -> 220-300 px.
+    assert 218 <= img.width <= 320
     assert img.filter == Name.DCTDecode
     assert any(t.name == "downsample-jpeg" and t.saved_bytes > 0 for t in report.techniques)
     assert report.bytes_by_kind_after["images"] < report.bytes_by_kind_before["images"]
@@ -147,11 +147,12 @@ def test_never_bigger_keeps_original_bytes(tmp_path: Path, level: str) -> None:
 
 def test_target_size(hires_photo: Path, tmp_path: Path) -> None:
     medium = compress(hires_photo, tmp_path / "m.pdf", CompressOptions(level="medium")).output_size_bytes
+    # Medium's search already reaches its floors on this picture; the higher levels' floors go 30% further.
     report = compress(
-        hires_photo, tmp_path / "t.pdf", CompressOptions(level="medium", target_size_bytes=int(medium * 0.6))
+        hires_photo, tmp_path / "t.pdf", CompressOptions(level="medium", target_size_bytes=int(medium * 0.7))
     )
     assert report.target_met is True
-    assert report.output_size_bytes <= medium * 0.6
+    assert report.output_size_bytes <= medium * 0.7
     impossible = compress(hires_photo, tmp_path / "i.pdf", CompressOptions(level="medium", target_size_bytes=100))
     assert impossible.target_met is False
     assert impossible.output_size_bytes < impossible.input_size_bytes  # the closest result is still returned
