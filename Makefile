@@ -125,9 +125,9 @@ corpus: bench-deps
 	$(PY) -m bench.corpus $(CORPUS_FLAGS)
 
 # What the benchmark compares with and the corpus is built with: Debian packages when root and missing
-# (Ghostscript, qpdf, ocrmypdf; TeX Live and LibreOffice), and requirements-bench.in (PyMuPDF, matplotlib,
-# reportlab).
-BENCH_DEBS := ghostscript qpdf ocrmypdf texlive-latex-base texlive-latex-recommended texlive-fonts-recommended \
+# (Ghostscript, qpdf, ocrmypdf and the pngquant its --optimize 3 needs, which --no-install-recommends leaves out;
+# TeX Live and LibreOffice), and requirements-bench.in (PyMuPDF, matplotlib, reportlab).
+BENCH_DEBS := ghostscript qpdf ocrmypdf pngquant texlive-latex-base texlive-latex-recommended texlive-fonts-recommended \
 	texlive-luatex lmodern fonts-lmodern libreoffice-writer libreoffice-impress
 bench-deps: install
 	@missing=""; for pkg in $(BENCH_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
