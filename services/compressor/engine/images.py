@@ -22,7 +22,7 @@ from .codecs import Buffer
 from .errors import TOO_COMPLEX, EngineError
 from .placements import Placement
 from .safety import image_size_in_pixels
-from .ssim import ssim
+from .ssim import chroma_compare, ssim
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ class QualitySearch:
     ssim_min: float  # the page gate's threshold plus a margin (the page render resamples differently)
     floor_dpi: float  # never resampled below this
     floor_quality: int  # never encoded below this
+    # The page's colour gate, narrowed by a margin (blocks on the image's grid, not the page's): the largest block
+    # chroma difference and the summed-chroma ratio range. None: colour not checked (grayscale output).
+    chroma_diff_max: float | None = None
+    chroma_ratio: tuple[float, float] = (0.0, float("inf"))
 
 
 class SnapshotStore:
@@ -663,15 +667,15 @@ class ImageOptimizer:
         assert srch is not None
         assert self.s.jpeg_quality is not None
         w, h = img.size
-        seen = min(1.0, srch.display_dpi / dpi)
-        display = (max(1, round(w * seen)), max(1, round(h * seen)))
+        shown = min(1.0, srch.display_dpi / dpi)
+        display = (max(1, round(w * shown)), max(1, round(h * shown)))
         if min(display) < 8:
             return None  # too small on the page for a meaningful comparison: the level's fixed settings
-        reference = _as_seen(img, display)
+        seen = _Seen(img, display, srch)
         best: tuple[bytes, Image.Image] | None = None
         for factor in _search_scales(dpi, scale, srch.floor_dpi, min(w, h)):
             work = level_work if factor == scale else _resample(img, factor)
-            data = self._lowest_passing_quality(work, reference, display)
+            data = self._lowest_passing_quality(work, seen)
             if data is None:
                 break  # even the level's quality fails here: a lower resolution would not pass either
             if best is not None and len(data) >= len(best[0]):
@@ -679,9 +683,7 @@ class ImageOptimizer:
             best = data, work
         return best
 
-    def _lowest_passing_quality(
-        self, work: Image.Image, reference: np.ndarray, display: tuple[int, int]
-    ) -> bytes | None:
+    def _lowest_passing_quality(self, work: Image.Image, seen: _Seen) -> bytes | None:
         """The JPEG of ``work`` at the lowest quality (bisected over the search's steps) that keeps the gate."""
         srch = self.s.search
         assert srch is not None
@@ -692,22 +694,13 @@ class ImageOptimizer:
         while lo <= hi:
             mid = (lo + hi) // 2 if passing is not None else lo  # the level's quality first: most fail nowhere
             data = codecs.jpeg(work, steps[mid])
-            if self._seen_ok(data, reference, display, srch.ssim_min):
+            if seen.keeps(data):
                 passing, lo = data, mid + 1
             else:
                 if passing is None:
                     return None
                 hi = mid - 1
         return passing
-
-    @staticmethod
-    def _seen_ok(data: bytes, reference: np.ndarray, display: tuple[int, int], ssim_min: float) -> bool:
-        try:
-            cand = Image.open(io.BytesIO(data))
-            cand.load()
-        except OSError:
-            return False
-        return ssim(reference, _as_seen(cand, display)) >= ssim_min
 
     def _quality_ok(self, original: Image.Image, data: bytes | None, candidate: Image.Image | None = None) -> bool:
         try:
@@ -774,14 +767,38 @@ class ImageOptimizer:
         self._apply(obj, best, technique, placement)
 
 
-def _as_seen(img: Image.Image, display: tuple[int, int]) -> np.ndarray:
-    """Luminance of ``img`` at the size the page gate renders it. Lanczos: PDFium's own downscaling keeps about as
-    much of the fine detail (and of a JPEG's artefacts) as Lanczos does, far more than bilinear or box filters, so
-    the search's SSIM follows the page gate's instead of flattering the candidate."""
-    gray = (img.convert("RGB") if img.mode == "CMYK" else img).convert("L")
-    if gray.size != display:
-        gray = gray.resize(display, Image.Resampling.LANCZOS)
-    return np.asarray(gray, dtype=np.float32)
+class _Seen:
+    """An image as the page gate sees it: resized to its size in the page render (Lanczos: PDFium's downscaling
+    keeps about as much fine detail, and as many JPEG artefacts, as Lanczos does, far more than bilinear or box
+    filters, so the search's figures follow the page gate's instead of flattering the candidate)."""
+
+    def __init__(self, original: Image.Image, display: tuple[int, int], search: QualitySearch) -> None:
+        self.display = display
+        self.search = search
+        shown = self._shown(original)
+        self.colour = search.chroma_diff_max is not None and shown.mode != "L"
+        self.gray = np.asarray(shown.convert("L"), dtype=np.float32)
+        self.rgb = np.asarray(shown.convert("RGB")) if self.colour else None
+
+    def _shown(self, img: Image.Image) -> Image.Image:
+        img = img.convert("RGB") if img.mode == "CMYK" else img
+        return img if img.size == self.display else img.resize(self.display, Image.Resampling.LANCZOS)
+
+    def keeps(self, data: bytes) -> bool:
+        """Whether the JPEG ``data`` keeps the search's gate: SSIM of the luminance, and the block colour."""
+        try:
+            cand = Image.open(io.BytesIO(data))
+            cand.load()
+        except OSError:
+            return False
+        shown = self._shown(cand)
+        if ssim(self.gray, np.asarray(shown.convert("L"), dtype=np.float32)) < self.search.ssim_min:
+            return False
+        if self.rgb is None or self.search.chroma_diff_max is None:
+            return True
+        diff, ratio = chroma_compare(self.rgb, np.asarray(shown.convert("RGB")))
+        lo, hi = self.search.chroma_ratio
+        return diff <= self.search.chroma_diff_max and (ratio is None or lo <= ratio <= hi)
 
 
 def _resample(img: Image.Image, factor: float) -> Image.Image:

@@ -92,6 +92,9 @@ def _image_settings(attempt: Attempt, options: CompressOptions) -> ImageSettings
 # The per-image search's gate sits this far above the page gate: PDFium resamples the page render its own way, and
 # the page's other changes spend some of the margin too.
 _SEARCH_MARGIN = 0.01
+# The share of the page's colour gate (block chroma difference, distance of the chroma ratio from 1) the search
+# may use: its blocks lie on the image's grid, not the page's.
+_SEARCH_CHROMA_SHARE = 0.7
 
 
 def _quality_search(attempt: Attempt, options: CompressOptions) -> QualitySearch | None:
@@ -104,7 +107,15 @@ def _quality_search(attempt: Attempt, options: CompressOptions) -> QualitySearch
     if options.max_image_dpi is not None:
         floor_dpi = min(floor_dpi, float(options.max_image_dpi))
     floor_quality = attempt.jpeg_quality if options.image_quality is not None else p.search_floor_quality
-    return QualitySearch(RENDER_DPI, min(0.995, p.ssim_min + _SEARCH_MARGIN), floor_dpi, floor_quality)
+    lo, hi = p.chroma_ratio
+    return QualitySearch(
+        RENDER_DPI,
+        min(0.995, p.ssim_min + _SEARCH_MARGIN),
+        floor_dpi,
+        floor_quality,
+        chroma_diff_max=None if options.grayscale else p.chroma_diff_max * _SEARCH_CHROMA_SHARE,
+        chroma_ratio=(1 - (1 - lo) * _SEARCH_CHROMA_SHARE, 1 + (hi - 1) * _SEARCH_CHROMA_SHARE),
+    )
 
 
 def _attempts(options: CompressOptions) -> list[Attempt]:

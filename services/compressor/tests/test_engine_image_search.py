@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 
 from services.compressor.engine import CompressOptions, compress, pipeline
 from services.compressor.engine.codecs import jpeg
-from services.compressor.engine.images import _quality_steps, _search_scales
+from services.compressor.engine.images import QualitySearch, _quality_steps, _search_scales, _Seen
 from services.compressor.engine.options import LEVELS
 
 from .builders import LETTER_PT, first_image, full_page_image, image_pdf, jpeg_xobject, photo
@@ -103,3 +103,17 @@ def test_search_reencodes_existing_jpegs_smaller(tmp_path: Path, monkeypatch: py
     assert searched.verification.passed
     assert searched.output_size_bytes < fixed.output_size_bytes
     assert searched.output_size_bytes < 0.7 * searched.input_size_bytes
+
+
+def test_search_gate_checks_colour_as_the_page_gate_does() -> None:
+    # A candidate whose luminance is the original's but whose colours are washed out: SSIM alone would take it.
+    original = Image.fromarray(photo(320, 240, seed=5)).filter(ImageFilter.GaussianBlur(2))
+    washed = Image.blend(original, original.convert("L").convert("RGB"), 0.6)
+    data = jpeg(washed, 95)
+    searches = {
+        "luminance only": QualitySearch(100.0, 0.9, 110.0, 40),
+        "with colour": QualitySearch(100.0, 0.9, 110.0, 40, chroma_diff_max=6.3, chroma_ratio=(0.87, 1.15)),
+    }
+    kept = {name: _Seen(original, (160, 120), search).keeps(data) for name, search in searches.items()}
+    assert kept == {"luminance only": True, "with colour": False}
+    assert _Seen(original, (160, 120), searches["with colour"]).keeps(jpeg(original, 95))
