@@ -3,7 +3,8 @@
 Each input goes through what the pipeline does with an input before and while it builds candidates: opening
 (`open_input`, and on a damaged file the as-is render proof), the bomb caps (`check_bombs`, with small
 `Limits`), signature detection and usage-rights removal, image placements and font usage (the content-stream
-walks), the bounded inflation of every Flate stream, and the content-stream rewrite (content.py's tokenizer).
+walks), the bounded inflation of every Flate stream, the pruning of unused resources, and the content-stream
+rewrite (content.py's tokenizer).
 
 The invariant: every input ends in a result or an `EngineError` with a known reason code. The PDF libraries'
 own errors on damaged data (what `pipeline._reading_input` maps to MALFORMED_PDF) count as "the file is
@@ -31,7 +32,16 @@ with atheris.instrument_imports(include=["services.compressor.engine"]):
     import pikepdf
     from pikepdf import Array, Name, Stream
 
-    from services.compressor.engine import fontusage, inflate, opening, pipeline, placements, safety, structural
+    from services.compressor.engine import (
+        fontusage,
+        inflate,
+        opening,
+        pipeline,
+        placements,
+        resources,
+        safety,
+        structural,
+    )
     from services.compressor.engine.errors import MALFORMED_PDF, REASONS, EngineError
     from services.compressor.engine.options import Limits
 
@@ -105,6 +115,7 @@ WALKS: dict[str, Callable[[pikepdf.Pdf, Limits], object]] = {
     "placements": lambda pdf, limits: placements.find_placements(pdf),
     "font-usage": lambda pdf, limits: fontusage.find_font_usage(pdf),
     "inflate": lambda pdf, limits: check_inflation(pdf, limits.max_decoded_stream_bytes),
+    "unused-resources": lambda pdf, limits: resources.prune_unused_resources(pdf),
     # Last: it rewrites the streams the walks above read (content.py's own tokenizer, lossy rounding included).
     "content-rewrite": lambda pdf, limits: structural.rewrite_content_streams(pdf, lossy=True),
 }

@@ -26,6 +26,7 @@ from .opening import OpenedPdf, open_input, readable_as_is, reopen
 from .options import LEVEL_NAMES, LEVELS, CompressOptions, LevelProfile, Limits
 from .placements import find_placements
 from .report import DAMAGED, NOT_SMALLER, SIGNED, VERIFICATION_FAILED, Report, TechniqueSaving, Verification
+from .resources import prune_unused_resources
 from .safety import check_bombs, drop_usage_rights, is_signed
 from .verify import RENDER_DPI, Gate, Outcome, Reference, choose_pages, verify
 
@@ -208,6 +209,9 @@ class _Run:
         saving = structural.content_saving(structural.rewrite_content_streams(pdf, lossy=profile.lossy))
         if saving is not None:
             techniques.append(saving)
+        pruned = prune_unused_resources(pdf)
+        if pruned:
+            techniques.append(TechniqueSaving("drop-unused-resources", 0, f"{pruned} unused font/XObject name(s)"))
         dd = structural.deduplicate(pdf)
         if dd.objects_merged:
             techniques.append(
