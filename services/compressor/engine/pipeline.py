@@ -28,7 +28,7 @@ from .placements import find_placements
 from .report import DAMAGED, NOT_SMALLER, SIGNED, VERIFICATION_FAILED, Report, TechniqueSaving, Verification
 from .resources import prune_unused_resources
 from .safety import check_bombs, drop_usage_rights, is_signed
-from .verify import RENDER_DPI, Gate, Outcome, Reference, choose_pages, verify
+from .verify import MAX_SIDE_PX, RENDER_DPI, Gate, Outcome, Reference, choose_pages, verify
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def _quality_search(attempt: Attempt, options: CompressOptions) -> QualitySearch
         floor_quality,
         chroma_diff_max=None if options.grayscale else p.chroma_diff_max * _SEARCH_CHROMA_SHARE,
         chroma_ratio=(1 - (1 - lo) * _SEARCH_CHROMA_SHARE, 1 + (hi - 1) * _SEARCH_CHROMA_SHARE),
+        max_side_px=MAX_SIDE_PX,
     )
 
 
@@ -206,7 +207,10 @@ class _Run:
         self.streams_repaired = self.streams_repaired or fixed > 0
         if fixed:
             techniques.append(TechniqueSaving("repair-streams", 0, f"{fixed} damaged stream(s) re-encoded"))
-        saving = structural.content_saving(structural.rewrite_content_streams(pdf, lossy=profile.lossy))
+        rewritten = structural.rewrite_content_streams(
+            pdf, lossy=profile.lossy, document_bytes=self.report.input_size_bytes
+        )
+        saving = structural.content_saving(rewritten)
         if saving is not None:
             techniques.append(saving)
         pruned = prune_unused_resources(pdf)

@@ -314,6 +314,13 @@ class ContentLimits:
     sample_above_bytes: int = 64 << 10
     sample_bytes: int = 24 << 10
     min_gain: float = 0.03
+    # The document as a whole: a spread sample of its content streams (one in ``document_sample_every``, at
+    # least ``document_sample_min``) is rewritten first; when what that saved, scaled to all of them, is below
+    # ``min_document_gain`` of the file, the rest is left alone (on text documents the rewrite saves a few tenths
+    # of a percent for seconds of CPU; on drawings, percents).
+    document_sample_every: int = 8
+    document_sample_min: int = 8
+    min_document_gain: float = 0.01
 
 
 @dataclass
@@ -485,17 +492,48 @@ def _replace(pdf: pikepdf.Pdf, target: _Target, encoded: bytes) -> None:
         page.Contents = stream
 
 
-def rewrite_content_streams(pdf: pikepdf.Pdf, *, lossy: bool, limits: ContentLimits | None = None) -> ContentResult:
+def rewrite_content_streams(
+    pdf: pikepdf.Pdf, *, lossy: bool, limits: ContentLimits | None = None, document_bytes: int | None = None
+) -> ContentResult:
     """Rewrite every content stream (pages, forms, tiling patterns, Type 3 glyphs) with content.py; a page's content
-    array becomes one stream. Streams that cannot be tokenized cleanly, or above the caps, stay as they are."""
+    array becomes one stream. Streams that cannot be tokenized cleanly, or above the caps, stay as they are. Given
+    the file's size (``document_bytes``), a spread sample goes first and the rest only when the sample promises
+    ``limits.min_document_gain`` of it."""
     limits = limits or ContentLimits()
     result = ContentResult()
-    for target in _page_targets(pdf):
-        precision = content.Precision(LOSSY_CONTENT_TOLERANCE_PT, target.user_unit) if lossy else None
+    targets = [(t, True) for t in _page_targets(pdf)] + [(_Target([s]), False) for _, s in _other_content_streams(pdf)]
+    order = list(range(len(targets)))
+    if document_bytes is not None and len(targets) > limits.document_sample_min:
+        every = max(1, min(limits.document_sample_every, len(targets) // limits.document_sample_min))
+        sample = order[::every]
+        order = sample + [i for i in order if i % every]
+        gate_after = len(sample)
+    else:
+        gate_after = -1
+    for n, i in enumerate(order):
+        if n == gate_after and not _sample_pays(targets, order[:n], result, limits, document_bytes or 0):
+            result.streams_left += len(order) - n
+            break
+        target, is_page = targets[i]
+        precision = content.Precision(LOSSY_CONTENT_TOLERANCE_PT, target.user_unit) if lossy and is_page else None
         _rewrite_target(pdf, target, precision, limits, result)
-    for _, stream in _other_content_streams(pdf):
-        _rewrite_target(pdf, _Target([stream]), None, limits, result)
     return result
+
+
+def _sample_pays(
+    targets: list[tuple[_Target, bool]], done: list[int], result: ContentResult, limits: ContentLimits, size: int
+) -> bool:
+    """Whether what the sample saved, scaled by raw bytes to every target, reaches ``min_document_gain`` of the
+    file."""
+
+    def raw(i: int) -> int:
+        return sum(len(piece.read_raw_bytes()) for piece in targets[i][0].pieces)
+
+    sampled = sum(raw(i) for i in done)
+    if sampled == 0:
+        return True
+    total = sum(raw(i) for i in range(len(targets)))
+    return result.saved * total / sampled >= limits.min_document_gain * size
 
 
 def content_saving(result: ContentResult) -> TechniqueSaving | None:

@@ -15,6 +15,7 @@ from services.compressor.engine import CompressOptions, compress, pipeline
 from services.compressor.engine.codecs import jpeg
 from services.compressor.engine.images import QualitySearch, _quality_steps, _search_scales, _Seen
 from services.compressor.engine.options import LEVELS
+from services.compressor.engine.ssim import ssim, ssim_in_strips
 
 from .builders import LETTER_PT, first_image, full_page_image, image_pdf, jpeg_xobject, photo
 
@@ -39,16 +40,14 @@ def _jpeg_of_first_image(path: Path) -> Image.Image:
 
 
 def test_search_scales_go_from_the_level_down_to_the_floor() -> None:
-    scales = _search_scales(600.0, 0.25, 110.0, 900)
-    assert scales[0] == 0.25  # the level's 150 dpi first
-    assert scales[-1] == pytest.approx(110.0 / 600.0)
-    assert scales == sorted(scales, reverse=True)
+    assert _search_scales(600.0, 0.25, 110.0, 900) == [0.25, pytest.approx(110.0 / 600.0)]  # 150 dpi, then 110
+    assert _search_scales(600.0, 0.25, 145.0, 900) == [0.25]  # a floor within 5% of the level's: one search
     assert _search_scales(100.0, 1.0, 110.0, 900) == [1.0]  # already below the floor: only as it is
     assert _search_scales(600.0, 0.25, 110.0, 60) == [0.25]  # never below 16 px on the short side
 
 
 def test_quality_steps_from_the_level_down_to_the_floor() -> None:
-    assert _quality_steps(75, 40) == [75, 67, 59, 51, 43, 40]
+    assert _quality_steps(75, 40) == [75, 63, 51, 40]
     assert _quality_steps(40, 40) == [40]
     assert _quality_steps(30, 40) == [30]  # a floor above the level's quality is the level's quality
 
@@ -117,3 +116,12 @@ def test_search_gate_checks_colour_as_the_page_gate_does() -> None:
     kept = {name: _Seen(original, (160, 120), search).keeps(data) for name, search in searches.items()}
     assert kept == {"luminance only": True, "with colour": False}
     assert _Seen(original, (160, 120), searches["with colour"]).keeps(jpeg(original, 95))
+
+
+def test_ssim_in_strips_is_the_whole_images_ssim() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 255, (700, 333)).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 9, a.shape), 0, 255).astype(np.uint8)
+    whole = ssim(a.astype(np.float32), b.astype(np.float32))
+    assert ssim_in_strips(a, b) == pytest.approx(whole, abs=1e-6)
+    assert ssim_in_strips(a, b, rows=7) == pytest.approx(whole, abs=1e-6)
