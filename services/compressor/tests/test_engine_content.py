@@ -243,3 +243,32 @@ def test_a_one_piece_array_is_the_whole_content(tmp_path: Path) -> None:
         pdf.save(source)
     result = _rewritten(source, tmp_path / "out.pdf", lossy=False)
     assert result.streams_rewritten == 3
+
+
+_SHORTEST = b"0 0 m 100 100 l S"
+_WORDY = b"q 1.000000 0.000000 0.000000 1.000000 0.000000 0.000000 cm 0.000 0.000 m 100.000 100.000 l S Q\n" * 40
+
+
+def _pages_pdf(contents: list[bytes]) -> pikepdf.Pdf:
+    pdf = pikepdf.new()
+    for data in contents:
+        page = pdf.add_blank_page(page_size=(595, 842))
+        page.obj.Contents = pdf.make_stream(data)
+    return pdf
+
+
+def test_a_document_whose_sample_saves_little_is_left_after_the_sample() -> None:
+    # Forty pages; the one-in-five sample (pages 1, 6, 11, ...) is in its shortest form already, the rest is not.
+    contents = [_SHORTEST if i % 5 == 0 else _WORDY for i in range(40)]
+    with _pages_pdf(contents) as pdf:
+        gated = structural.rewrite_content_streams(pdf, lossy=False, document_bytes=100_000)
+    assert gated.streams_rewritten == 0
+    assert gated.streams_left == 40  # eight tried, thirty-two never parsed
+    with _pages_pdf(contents) as pdf:
+        assert structural.rewrite_content_streams(pdf, lossy=False).streams_rewritten == 32  # no file size: no gate
+
+
+def test_a_document_whose_sample_pays_is_rewritten_whole() -> None:
+    with _pages_pdf([_WORDY] * 40) as pdf:
+        result = structural.rewrite_content_streams(pdf, lossy=False, document_bytes=100_000)
+    assert result.streams_rewritten == 40
