@@ -9,7 +9,8 @@ resident memory sampled from /proc. `best-other` is, per file, the smallest veri
 Every output is scored by the engine's own verification (pages with three readers, geometry, renders by SSIM and
 colour, text, form fields, links, outlines) at one gate for all tools: SSIM >= 0.97 at 100 dpi, block chroma
 difference <= 10, chroma ratio 0.80..1.25. A failed, missing or larger output counts as ratio 1.0 in the verified
-geometric mean: the user keeps the original.
+geometric mean: the user keeps the original. An output of a signed input fails (`signature`) unless the input's
+bytes are its beginning: any other rewrite invalidates the signature.
 """
 
 from __future__ import annotations
@@ -210,7 +211,23 @@ class Scorer:
         except Exception:  # noqa: BLE001 - an input no reader opens cannot be verified
             return None
 
-    def score(self, ref: Any, out: Path, password: str | None, r: Result) -> None:
+    @staticmethod
+    def signed(src: Path, password: str | None) -> bool:
+        """Whether the input carries a digital signature (or certification) a rewrite would invalidate."""
+        import pikepdf
+
+        from services.compressor.engine.safety import is_signed
+
+        try:
+            with pikepdf.open(src, password=password or "") as pdf:
+                return is_signed(pdf)
+        except pikepdf.PdfError:
+            return False
+
+    def score(self, ref: Any, out: Path, password: str | None, r: Result, *, signed_input: bytes | None = None) -> None:
+        """Verify ``out`` against ``ref``. ``signed_input``: the bytes of a signed input, whose signature survives
+        only when they are the output's beginning (unchanged, or extended by an incremental update); any other
+        output fails ``signature``, whatever it looks like."""
         from services.compressor.engine.verify import choose_pages, verify
 
         if ref is None:
@@ -218,6 +235,9 @@ class Scorer:
             return
         if not out.exists() or out.stat().st_size == 0:
             r.failures = ["no-output"]
+            return
+        if signed_input is not None and not out.read_bytes().startswith(signed_input):
+            r.failures = ["signature"]
             return
         try:
             outcome = verify(ref, out, self.gate, choose_pages(ref.pages, {}), password=password)
@@ -243,6 +263,7 @@ def run(corpus: Path, tools: list[Tool], workdir: Path) -> list[Result]:
     for src in files:
         pw = passwords.get(src.name)
         ref = scorer.reference(src, pw)
+        signed_input = src.read_bytes() if scorer.signed(src, pw) else None
         for tool in tools:
             out = workdir / tool.name / src.name
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +279,7 @@ def run(corpus: Path, tools: list[Tool], workdir: Path) -> list[Result]:
             if out.exists() and out.stat().st_size > 0:
                 r.out_bytes = out.stat().st_size
                 r.kept_original = out.read_bytes() == src.read_bytes()
-            scorer.score(ref, out, pw, r)
+            scorer.score(ref, out, pw, r, signed_input=signed_input)
             results.append(r)
             print(
                 f"{tool.name:12s} {src.name[:44]:44s} {r.raw_ratio:7.4f} {r.verified_ratio:7.4f} {r.verdict} "
