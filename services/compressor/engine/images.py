@@ -597,13 +597,9 @@ class ImageOptimizer:
         most, None when unknown) to ``consider``: resampled by ``scale``, as JPEG when photographic, else lossless
         or palette-quantised."""
         s = self.s
-        w, h = img.size
         if self.s.grayscale and img.mode != "L":
             img = img.convert("L") if img.mode != "CMYK" else img.convert("RGB").convert("L")
-        work = img
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            work = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        work = _resample(img, scale) if scale < 1.0 else img
         nw, nh = work.size
         cs = self._target_colorspace(work, d)
         base: dict[str, Any] = {"/Width": nw, "/Height": nh, "/BitsPerComponent": 8, "/ColorSpace": cs, "/Decode": None}
@@ -666,7 +662,6 @@ class ImageOptimizer:
         floor, each at the lowest passing quality from the level's down to the floor. None: none passes."""
         srch = self.s.search
         assert srch is not None
-        assert self.s.jpeg_quality is not None
         w, h = img.size
         # As large as in the page render, which is itself at most max_side_px on its long side.
         shown = min(1.0, srch.display_dpi / dpi, srch.max_side_px / max(w, h))
@@ -778,9 +773,9 @@ class _Seen:
         self.display = display
         self.search = search
         shown = self._shown(original)
-        self.colour = search.chroma_diff_max is not None and shown.mode != "L"
         self.gray = np.asarray(shown.convert("L"), dtype=np.uint8)  # float32 a strip at a time
-        self.rgb = np.asarray(shown.convert("RGB")) if self.colour else None
+        colour = search.chroma_diff_max is not None and shown.mode != "L"
+        self.rgb = np.asarray(shown.convert("RGB")) if colour else None
 
     def _shown(self, img: Image.Image) -> Image.Image:
         img = img.convert("RGB") if img.mode == "CMYK" else img

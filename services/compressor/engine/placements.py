@@ -65,17 +65,23 @@ def _xobjects(resources: pikepdf.Object | None) -> Dictionary | None:
     return xo if isinstance(xo, Dictionary) else None
 
 
-def page_resources(page: pikepdf.Object) -> pikepdf.Object | None:
-    """A page's /Resources, inherited from the page tree; at most 64 steps up (a /Parent chain may loop)."""
+def resources_node(page: pikepdf.Object) -> pikepdf.Object | None:
+    """The page, or the page-tree node it inherits /Resources from; at most 64 steps up (a /Parent chain may
+    loop)."""
     node: pikepdf.Object | None = page
     for _ in range(64):
-        if node is None:
+        if not isinstance(node, Dictionary):
             return None
-        res = node.get("/Resources")
-        if res is not None:
-            return res
+        if node.get("/Resources") is not None:
+            return node
         node = node.get("/Parent")
     return None
+
+
+def page_resources(page: pikepdf.Object) -> pikepdf.Object | None:
+    """A page's /Resources, inherited from the page tree."""
+    node = resources_node(page)
+    return node.get("/Resources") if node is not None else None
 
 
 def _has_images(xobjects: Dictionary | None, depth: int = 0, seen: set[tuple[int, int]] | None = None) -> bool:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import pikepdf
 from pikepdf import Dictionary, Name, Stream
 
+from .placements import resources_node
+
 log = logging.getLogger(__name__)
 
 _KINDS = {"Tf": "/Font", "Do": "/XObject"}
@@ -134,10 +136,6 @@ class _Usage:
         else:
             self.visit(content, inherited, inherited_owner, depth)
 
-    def give_up_page(self, resources: pikepdf.Object | None, owner: pikepdf.Object) -> None:
-        if isinstance(resources, Dictionary):
-            self._give_up(self._entries(resources, owner))
-
     @staticmethod
     def _give_up(entries: dict[str, tuple[_Key, _Entries]]) -> None:
         for _, e in entries.values():
@@ -195,24 +193,11 @@ def _appearances(annot: pikepdf.Object) -> list[Stream]:
     return out
 
 
-def _resources_node(page: pikepdf.Object) -> pikepdf.Object | None:
-    """The page, or the page-tree node it inherits /Resources from; at most 64 steps up (a /Parent chain may
-    loop)."""
-    node: pikepdf.Object | None = page
-    for _ in range(64):
-        if not isinstance(node, Dictionary):
-            return None
-        if node.get("/Resources") is not None:
-            return node
-        node = node.get("/Parent")
-    return None
-
-
 def prune_unused_resources(pdf: pikepdf.Pdf) -> int:
     """Drop /Font and /XObject entries no content stream names; the number of entries dropped."""
     usage = _Usage(pdf)
     for page in pdf.pages:
-        node = _resources_node(page.obj)
+        node = resources_node(page.obj)
         resources = node.get("/Resources") if node is not None else None
         if node is None or not isinstance(resources, Dictionary):
             continue

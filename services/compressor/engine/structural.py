@@ -501,39 +501,32 @@ def rewrite_content_streams(
     ``limits.min_document_gain`` of it."""
     limits = limits or ContentLimits()
     result = ContentResult()
-    targets = [(t, True) for t in _page_targets(pdf)] + [(_Target([s]), False) for _, s in _other_content_streams(pdf)]
-    order = list(range(len(targets)))
+    # Page streams may have their coordinates rounded (lossy); forms, patterns and glyphs never.
+    targets = [
+        (t, content.Precision(LOSSY_CONTENT_TOLERANCE_PT, t.user_unit) if lossy else None) for t in _page_targets(pdf)
+    ]
+    targets += [(_Target([stream]), None) for _, stream in _other_content_streams(pdf)]
+    sample, rest = targets, []
     if document_bytes is not None and len(targets) > limits.document_sample_min:
         every = max(1, min(limits.document_sample_every, len(targets) // limits.document_sample_min))
-        sample = order[::every]
-        order = sample + [i for i in order if i % every]
-        gate_after = len(sample)
-    else:
-        gate_after = -1
-    for n, i in enumerate(order):
-        if n == gate_after and not _sample_pays(targets, order[:n], result, limits, document_bytes or 0):
-            result.streams_left += len(order) - n
-            break
-        target, is_page = targets[i]
-        precision = content.Precision(LOSSY_CONTENT_TOLERANCE_PT, target.user_unit) if lossy and is_page else None
+        sample, rest = targets[::every], [t for i, t in enumerate(targets) if i % every]
+    # Stored sizes before anything is replaced: what the sample's saving is scaled by.
+    sample_bytes = sum(_raw_size(t) for t, _ in sample) if rest else 0
+    rest_bytes = sum(_raw_size(t) for t, _ in rest)
+    for target, precision in sample:
+        _rewrite_target(pdf, target, precision, limits, result)
+    if rest and sample_bytes and document_bytes is not None:
+        projected = result.saved * (sample_bytes + rest_bytes) / sample_bytes
+        if projected < limits.min_document_gain * document_bytes:
+            result.streams_left += len(rest)
+            return result
+    for target, precision in rest:
         _rewrite_target(pdf, target, precision, limits, result)
     return result
 
 
-def _sample_pays(
-    targets: list[tuple[_Target, bool]], done: list[int], result: ContentResult, limits: ContentLimits, size: int
-) -> bool:
-    """Whether what the sample saved, scaled by raw bytes to every target, reaches ``min_document_gain`` of the
-    file."""
-
-    def raw(i: int) -> int:
-        return sum(len(piece.read_raw_bytes()) for piece in targets[i][0].pieces)
-
-    sampled = sum(raw(i) for i in done)
-    if sampled == 0:
-        return True
-    total = sum(raw(i) for i in range(len(targets)))
-    return result.saved * total / sampled >= limits.min_document_gain * size
+def _raw_size(target: _Target) -> int:
+    return sum(len(piece.read_raw_bytes()) for piece in target.pieces)
 
 
 def content_saving(result: ContentResult) -> TechniqueSaving | None:
